@@ -1,0 +1,3 @@
+from ssl_exporter.cli import main
+
+raise SystemExit(main())

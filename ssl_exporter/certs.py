@@ -1,0 +1,176 @@
+"""Certificate analysis from DER bytes, whatever their source.
+
+Parsing never raises for a malformed certificate's optional parts: a field that cannot be
+decoded is reported empty, so one odd extension does not hide a certificate's dates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from ssl_exporter.result import CertInfo
+
+
+class CertificateError(ValueError):
+    """DER bytes that are not a certificate we can read."""
+
+
+def parse_der(der: bytes, source: Mapping[str, str] | None = None) -> CertInfo:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        not_before = cert.not_valid_before_utc.timestamp()
+        not_after = cert.not_valid_after_utc.timestamp()
+    except ValueError as exc:
+        raise CertificateError(f"cannot decode certificate: {exc}") from None
+    dns_names, ip_addresses = _subject_alt_names(cert)
+    key_algorithm, key_bits = _key_facts(cert)
+    return CertInfo(
+        der=der,
+        subject_cn=_common_name(cert, "subject"),
+        issuer_cn=_common_name(cert, "issuer"),
+        subject=_rfc4514(cert, "subject"),
+        issuer=_rfc4514(cert, "issuer"),
+        serial=_serial_hex(cert),
+        not_before=not_before,
+        not_after=not_after,
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        key_algorithm=key_algorithm,
+        key_bits=key_bits,
+        signature_algorithm=_signature_algorithm(cert),
+        is_ca=_is_ca(cert),
+        self_issued=_raw_name(cert, "subject") == _raw_name(cert, "issuer"),
+        source=dict(source or {}),
+    )
+
+
+def distinct(ders: Iterable[bytes]) -> list[bytes]:
+    """The certificates in their order, duplicates dropped (position is an index into this)."""
+    seen: set[bytes] = set()
+    unique = []
+    for der in ders:
+        if der not in seen:
+            seen.add(der)
+            unique.append(der)
+    return unique
+
+
+def matches_hostname(cert: CertInfo, name: str) -> bool:
+    """Whether ``cert`` is valid for ``name`` as OpenSSL's X509_check_host/_ip decide it.
+
+    IP addresses match IP SANs only. DNS names match DNS SANs, the subject CN only when
+    there is no DNS SAN. A wildcard matches only as the whole left-most label, for one
+    label, and only with at least two labels after it (CPython sets OpenSSL's
+    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, so "f*.example.com" never matches).
+    """
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        return any(_same_ip(ip, candidate) for candidate in cert.ip_addresses)
+    patterns = cert.dns_names or ((cert.subject_cn,) if cert.subject_cn else ())
+    host = name.rstrip(".").lower()
+    return any(_match_pattern(pattern.lower(), host) for pattern in patterns)
+
+
+def _same_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, candidate: str) -> bool:
+    try:
+        return ipaddress.ip_address(candidate) == ip
+    except ValueError:
+        return False
+
+
+def _match_pattern(pattern: str, host: str) -> bool:
+    pattern = pattern.rstrip(".")
+    if not pattern or not host:
+        return False
+    if "*" not in pattern:
+        return pattern == host
+    first, _, rest = pattern.partition(".")
+    # The wildcard must be the whole first label, with at least two labels after it.
+    if first != "*" or "*" in rest or rest.count(".") < 1:
+        return False
+    host_first, _, host_rest = host.partition(".")
+    return bool(host_first) and host_rest == rest
+
+
+def _common_name(cert: x509.Certificate, which: str) -> str:
+    try:
+        name = cert.subject if which == "subject" else cert.issuer
+        attributes = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return ""
+    if not attributes:
+        return ""
+    value = attributes[-1].value  # OpenSSL shows the most specific (last) CN
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _rfc4514(cert: x509.Certificate, which: str) -> str:
+    try:
+        return (cert.subject if which == "subject" else cert.issuer).rfc4514_string()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+def _raw_name(cert: x509.Certificate, which: str) -> bytes:
+    try:
+        return (cert.subject if which == "subject" else cert.issuer).public_bytes()
+    except ValueError:
+        return b"?" + which.encode()
+
+
+def _serial_hex(cert: x509.Certificate) -> str:
+    serial = cert.serial_number
+    return f"-{-serial:x}" if serial < 0 else f"{serial:x}"
+
+
+def _subject_alt_names(cert: x509.Certificate) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return (), ()
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return (), ()
+    dns = tuple(str(n) for n in san.get_values_for_type(x509.DNSName))
+    ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    return dns, ips
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+        return False
+
+
+def _key_facts(cert: x509.Certificate) -> tuple[str, int]:
+    try:
+        key = cert.public_key()
+    except (ValueError, TypeError, NotImplementedError):
+        return "unknown", 0
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}", key.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", 456
+    if isinstance(key, dsa.DSAPublicKey):
+        return "DSA", key.key_size
+    return type(key).__name__, 0
+
+
+def _signature_algorithm(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    name = getattr(oid, "_name", "")
+    return name if name and name != "Unknown OID" else oid.dotted_string

@@ -1,0 +1,104 @@
+"""Command line: flags in the Prometheus exporter style, logging, and the server's life."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from ssl_exporter import __version__, config, logs
+from ssl_exporter.server import Exporter, make_app
+
+log = logging.getLogger("ssl_exporter")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ssl-exporter",
+        description="Prometheus exporter for TLS certificates: /probe?target=host:port&module=name",
+    )
+    parser.add_argument("--config.file", dest="config_file", metavar="PATH",
+                        help="YAML configuration file (default: the embedded default config)")
+    parser.add_argument("--web.listen-address", dest="listen_address", default=":9219",
+                        metavar="[HOST]:PORT", help="address to listen on (default :9219)")
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                        metavar="PATH", help="path of the exporter's own metrics (default /metrics)")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
+                        help="exporter-toolkit web configuration (TLS, basic auth)")
+    parser.add_argument("--timeout-offset", dest="timeout_offset", type=float, default=0.5,
+                        metavar="SECONDS",
+                        help="subtracted from Prometheus' scrape timeout to leave time to answer (default 0.5)")
+    parser.add_argument("--log.level", dest="log_level", default="info", choices=list(logs.LEVELS))
+    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    parser.add_argument("--config.check", dest="config_check", action="store_true",
+                        help="validate the configuration and exit (0 valid, 1 invalid)")
+    parser.add_argument("--version", action="version", version=f"ssl_exporter {__version__}")
+    args = parser.parse_args(argv)
+    if args.timeout_offset < 0:
+        parser.error("--timeout-offset must not be negative")
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in {"/", "/probe"}:
+        parser.error("--web.telemetry-path must start with / and not be / or /probe")
+    try:
+        args.host, args.port = parse_listen_address(args.listen_address)
+    except ValueError as exc:
+        parser.error(f"--web.listen-address: {exc}")
+    return args
+
+
+def parse_listen_address(text: str) -> tuple[str | None, int]:
+    """':9219' -> (None, 9219): every interface; '[::1]:9219' -> ('::1', 9219)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not [host]:port")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return (host or None), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    if args.web_config_file:
+        print("ssl-exporter: --web.config.file: TLS and basic auth for the exporter's own "
+              "endpoints are not implemented in this version", file=sys.stderr)
+        return 2
+    try:
+        exporter = Exporter(args.config_file, args.timeout_offset)
+    except config.ConfigError as exc:
+        print(f"ssl-exporter: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    if args.config_check:
+        cfg = exporter.config
+        print(f"config OK: {cfg.source}: {len(cfg.modules)} module(s): {', '.join(cfg.modules)}")
+        return 0
+    try:
+        asyncio.run(serve(exporter, args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
+    app = make_app(exporter, args.telemetry_path)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen", extra={"fields": {"address": args.listen_address, "err": exc.strerror}})
+        await runner.cleanup()
+        raise SystemExit(1) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, exporter.reload)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    log.info("listening", extra={"fields": {"address": args.listen_address, "version": __version__,
+                                            "config": exporter.config.source}})
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()

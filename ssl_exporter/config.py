@@ -1,0 +1,333 @@
+"""Configuration: YAML -> frozen dataclasses, validated at load time.
+
+Every error names the key path (``modules.smtp.tls_config.ca_file: file not found``), unknown
+keys are errors, and anything expensive a probe needs (the SSL context with its trust store)
+is built here once per load, so a bad file is a config error and not a probe failure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from ssl_exporter import starttls, tls
+
+DEFAULT_CONFIG_YAML = """\
+# Embedded default configuration: served when no --config.file is given.
+# Every module verifies against the system trust store.
+default_module: tcp
+modules:
+  tcp:
+    prober: tcp
+    timeout: 10s
+  https:
+    prober: tcp
+    timeout: 10s
+"""
+
+PROBERS = ("tcp",)
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+IMPLICIT_TLS_PORT = 443
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message starts with the key path."""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+    min_version: str | None = None
+    max_version: str | None = None
+
+
+@dataclass(frozen=True)
+class TCPConfig:
+    starttls: str | None = None
+    preferred_ip_protocol: str = "ip6"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+    proxy_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    prober: str = "tcp"
+    timeout: float = 10.0
+    tls_config: TLSConfig = field(default_factory=TLSConfig)
+    tcp: TCPConfig = field(default_factory=TCPConfig)
+    # Built once per load from tls_config; shared by every probe of this module.
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def default_port(self) -> int:
+        if self.tcp.starttls:
+            return starttls.DIALOGUES[self.tcp.starttls].default_port
+        return IMPLICIT_TLS_PORT
+
+
+@dataclass(frozen=True)
+class Config:
+    modules: Mapping[str, Module]
+    default_module: str
+    source: str  # the file it came from, or "embedded default"
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration, secrets replaced, for /config and debug output."""
+        return {
+            "default_module": self.default_module,
+            "modules": {name: module_dict(m) for name, m in self.modules.items()},
+        }
+
+
+def module_dict(module: Module) -> dict[str, Any]:
+    tcp = module.tcp
+    return {
+        "prober": module.prober,
+        "timeout": format_duration(module.timeout),
+        "tls_config": _drop_none(vars(module.tls_config)),
+        "tcp": _drop_none(
+            {
+                "starttls": tcp.starttls,
+                "preferred_ip_protocol": tcp.preferred_ip_protocol,
+                "ip_protocol_fallback": tcp.ip_protocol_fallback,
+                "source_ip_address": tcp.source_ip_address,
+                "proxy_url": redact_url(tcp.proxy_url),
+            }
+        ),
+    }
+
+
+def redact_url(url: str | None) -> str | None:
+    """Replace the password of a URL's user information with <secret>."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:<secret>@{parts.netloc.rpartition('@')[2]}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def load_file(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return load_text(text, source=path)
+
+
+def load_default() -> Config:
+    return load_text(DEFAULT_CONFIG_YAML, source="embedded default")
+
+
+def load_text(text: str, source: str) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: {problem}{where}") from None
+    if raw is None:
+        raw = {}
+    _expect_mapping(raw, "config")
+    _reject_unknown(raw, {"default_module", "modules"}, "")
+    modules_raw = raw.get("modules", {}) or {}
+    _expect_mapping(modules_raw, "modules")
+    modules: dict[str, Module] = {}
+    for name, body in modules_raw.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(f"modules.{name}: module names use letters, digits, '_', '.', '-'")
+        modules[name] = _parse_module(name, body if body is not None else {}, f"modules.{name}")
+    if not modules:
+        raise ConfigError("modules: at least one module is required")
+    default = raw.get("default_module", "tcp" if "tcp" in modules else next(iter(modules)))
+    if not isinstance(default, str) or default not in modules:
+        raise ConfigError(f"default_module: {default!r} is not a configured module")
+    return Config(modules=modules, default_module=default, source=source)
+
+
+def _parse_module(name: str, raw: Any, path: str) -> Module:
+    _expect_mapping(raw, path)
+    _reject_unknown(raw, {"prober", "timeout", "tls_config", "tcp"}, path)
+    prober = _get(raw, "prober", str, path, "tcp")
+    if prober not in PROBERS:
+        raise ConfigError(f"{path}.prober: unknown prober {prober!r}, expected one of {', '.join(PROBERS)}")
+    timeout = _parse_timeout(raw.get("timeout", "10s"), f"{path}.timeout")
+    tls_config = _parse_tls(raw.get("tls_config") or {}, f"{path}.tls_config")
+    tcp = _parse_tcp(raw.get("tcp") or {}, f"{path}.tcp")
+    try:
+        context = tls.build_client_context(tls_config)
+    except tls.ContextError as exc:
+        raise ConfigError(f"{path}.tls_config.{exc.key}: {exc}") from None
+    return Module(name, prober, timeout, tls_config, tcp, context)
+
+
+def _parse_tls(raw: Any, path: str) -> TLSConfig:
+    _expect_mapping(raw, path)
+    _reject_unknown(raw, set(TLSConfig.__dataclass_fields__), path)
+    files = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = _get(raw, key, str, path, None)
+        if value is not None:
+            _check_readable(value, f"{path}.{key}")
+        files[key] = value
+    if files["key_file"] and not files["cert_file"]:
+        raise ConfigError(f"{path}.key_file: requires cert_file")
+    server_name = _get(raw, "server_name", str, path, None)
+    if server_name is not None:
+        from ssl_exporter.targets import TargetError, parse_hostname
+
+        try:
+            server_name = parse_hostname(server_name)
+        except TargetError as exc:
+            raise ConfigError(f"{path}.server_name: {exc}") from None
+    versions = {}
+    for key in ("min_version", "max_version"):
+        value = _get(raw, key, str, path, None)
+        if value is not None and value not in TLS_VERSIONS:
+            raise ConfigError(f"{path}.{key}: {value!r} is not one of {', '.join(TLS_VERSIONS)}")
+        versions[key] = value
+    low, high = versions["min_version"], versions["max_version"]
+    if low and high and TLS_VERSIONS[low] > TLS_VERSIONS[high]:
+        raise ConfigError(f"{path}.min_version: {low} is above max_version {high}")
+    return TLSConfig(
+        server_name=server_name,
+        insecure_skip_verify=_get(raw, "insecure_skip_verify", bool, path, False),
+        **files,
+        **versions,
+    )
+
+
+def _parse_tcp(raw: Any, path: str) -> TCPConfig:
+    _expect_mapping(raw, path)
+    _reject_unknown(raw, set(TCPConfig.__dataclass_fields__), path)
+    protocol = _get(raw, "starttls", str, path, None)
+    if protocol is not None and protocol not in starttls.DIALOGUES:
+        known = ", ".join(sorted(starttls.DIALOGUES)) or "none"
+        raise ConfigError(f"{path}.starttls: unknown protocol {protocol!r}, expected one of {known}")
+    family = _get(raw, "preferred_ip_protocol", str, path, "ip6")
+    if family not in ("ip4", "ip6"):
+        raise ConfigError(f"{path}.preferred_ip_protocol: {family!r} is not ip4 or ip6")
+    source_ip = _get(raw, "source_ip_address", str, path, None)
+    if source_ip is not None:
+        try:
+            ipaddress.ip_address(source_ip)
+        except ValueError:
+            raise ConfigError(f"{path}.source_ip_address: {source_ip!r} is not an IP address") from None
+    proxy_url = _get(raw, "proxy_url", str, path, None)
+    if proxy_url is not None:
+        _check_proxy_url(proxy_url, f"{path}.proxy_url")
+    return TCPConfig(
+        starttls=protocol,
+        preferred_ip_protocol=family,
+        ip_protocol_fallback=_get(raw, "ip_protocol_fallback", bool, path, True),
+        source_ip_address=source_ip,
+        proxy_url=proxy_url,
+    )
+
+
+def _check_proxy_url(url: str, path: str) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if parts.scheme != "http":
+        raise ConfigError(f"{path}: scheme {parts.scheme!r} is not supported, use http://")
+    if not parts.hostname or not port:
+        raise ConfigError(f"{path}: expected http://host:port")
+
+
+# --- small validators ------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Prometheus-style duration ("10s", "1m30s", "500ms") in seconds; ValueError if bad."""
+    if not text or _DURATION.sub("", text) != "":
+        raise ValueError(f"{text!r} is not a duration like 10s, 1m30s or 500ms")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _parse_timeout(raw: Any, path: str) -> float:
+    try:
+        seconds = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else parse_duration(str(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{path}: must be greater than 0")
+    return seconds
+
+
+def _expect_mapping(raw: Any, path: str) -> None:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {_type_name(raw)}")
+
+
+def _reject_unknown(raw: Mapping[str, Any], known: set[str], path: str) -> None:
+    for key in raw:
+        if key not in known:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"{where}: unknown key (expected one of {', '.join(sorted(known))})")
+
+
+def _get(raw: Mapping[str, Any], key: str, kind: type, path: str, default: Any) -> Any:
+    value = raw.get(key, default)
+    if value is None or value is default:
+        return value
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{path}.{key}: expected {kind.__name__}, got {_type_name(value)}")
+    return value
+
+
+def _type_name(value: Any) -> str:
+    names: dict[type, str] = {dict: "mapping", list: "list", str: "string", bool: "boolean"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _check_readable(filename: str, path: str) -> None:
+    try:
+        with open(filename, "rb"):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found: {filename}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory: {filename}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {filename}: {exc.strerror}") from None
+

@@ -1,0 +1,180 @@
+"""The one place where low-level errors become ``(stage, reason)`` pairs.
+
+Labels must come from finite sets, so every failure a probe can meet is mapped here to one
+of the documented reasons below (docs/metrics.md lists them with their meaning). Free text
+(OpenSSL's message, errno text) travels in ``ProbeError.detail``, which goes to logs and the
+debug output only.
+
+Stages, in the order a probe meets them::
+
+    resolve -> connect -> starttls -> handshake -> verify        (network probes)
+    read                                                         (files, Kubernetes)
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+
+from ssl_exporter.result import ProbeError
+
+STAGES = ("resolve", "connect", "starttls", "handshake", "verify", "read")
+
+REASONS = {
+    # Network, any stage.
+    "timeout": "the probe's deadline passed during this stage",
+    "dns": "the name did not resolve (or not to an address of an allowed IP family)",
+    "refused": "the port actively refused the connection",
+    "unreachable": "no route to the host or network",
+    "reset": "the peer reset the connection",
+    "closed": "the peer closed the connection before the stage completed",
+    "network_error": "another socket error (see the log line for errno)",
+    "proxy_error": "the proxy refused or failed the CONNECT request",
+    "oversized": "the peer sent more than the exporter reads in this stage",
+    # STARTTLS dialogue.
+    "starttls_unsupported": "the server does not offer STARTTLS",
+    "starttls_refused": "the server refused the STARTTLS command",
+    "starttls_protocol": "unexpected or malformed reply in the STARTTLS dialogue",
+    # TLS handshake.
+    "tls_protocol": "the peer does not speak TLS (garbage, plain HTTP, bad record)",
+    "protocol_version": "no TLS version acceptable to both sides",
+    "handshake_failure": "the peer aborted the handshake with an alert",
+    # Certificate verification.
+    "expired": "a certificate on the path is past its not-after",
+    "not_yet_valid": "a certificate on the path is before its not-before",
+    "unknown_issuer": "the chain leads to a CA that is not in the trust store",
+    "self_signed": "the leaf is self-signed and not trusted",
+    "incomplete_chain": "the server did not send the intermediate that issued its leaf",
+    "hostname_mismatch": "the leaf does not match the verified name",
+    "weak_crypto": "a key or signature below OpenSSL's security level",
+    "invalid_purpose": "a certificate is not allowed for TLS server authentication",
+    "bad_certificate": "a certificate is malformed or its signature does not verify",
+    # Reading certificates at rest.
+    "not_found": "no such file, or nothing matched",
+    "permission_denied": "the file could not be read for lack of permission",
+    "bad_pem": "a PEM block could not be decoded",
+    "bad_der": "DER data could not be decoded",
+    "bad_pkcs12": "a PKCS#12 file could not be decoded",
+    "bad_password": "the PKCS#12 password is wrong or missing",
+    "no_certificate": "the source holds no certificate",
+    "internal_error": "a bug in the exporter; the log has the traceback",
+}
+
+# OpenSSL X509_V_ERR_* codes -> reason. Codes not listed are "bad_certificate".
+_VERIFY_REASONS = {
+    9: "not_yet_valid",  # CERT_NOT_YET_VALID
+    10: "expired",  # CERT_HAS_EXPIRED
+    18: "self_signed",  # DEPTH_ZERO_SELF_SIGNED_CERT
+    19: "unknown_issuer",  # SELF_SIGNED_CERT_IN_CHAIN (an untrusted root was sent)
+    24: "invalid_purpose",  # INVALID_CA
+    26: "invalid_purpose",  # INVALID_PURPOSE
+    62: "hostname_mismatch",  # HOSTNAME_MISMATCH
+    64: "hostname_mismatch",  # IP_ADDRESS_MISMATCH
+    66: "weak_crypto",  # EE_KEY_TOO_SMALL
+    67: "weak_crypto",  # CA_KEY_TOO_SMALL
+    68: "weak_crypto",  # CA_MD_TOO_WEAK
+}
+# UNABLE_TO_GET_ISSUER_CERT(_LOCALLY): the issuer of the last certificate OpenSSL could
+# place is neither presented nor trusted.
+_ISSUER_NOT_FOUND = {2, 20}
+
+
+def verify_reason(verify_code: int, last_is_ca: bool) -> str:
+    """Reason for an OpenSSL verification failure.
+
+    ``last_is_ca`` says whether the certificate whose issuer could not be found is a CA.
+    When it is a leaf, the server most likely left out its intermediate (a client without
+    AIA fetching, as OpenSSL is, fails); when it is a CA, the chain leads to an untrusted CA.
+    A leaf issued directly by an untrusted root reads as incomplete_chain too: without the
+    issuer the two cases cannot be told apart.
+    """
+    if verify_code in _ISSUER_NOT_FOUND:
+        return "unknown_issuer" if last_is_ca else "incomplete_chain"
+    return _VERIFY_REASONS.get(verify_code, "bad_certificate")
+
+
+# OpenSSL's error reasons (ssl.SSLError.reason) that mean "no common TLS version".
+_VERSION_REASONS = {
+    "UNSUPPORTED_PROTOCOL",
+    "NO_PROTOCOLS_AVAILABLE",
+    "TLSV1_ALERT_PROTOCOL_VERSION",
+    "WRONG_SSL_VERSION",
+}
+# ... and those that mean "this is not TLS at all".
+_NOT_TLS_REASONS = {
+    "WRONG_VERSION_NUMBER",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_LAYER_FAILURE",
+    "UNKNOWN_PROTOCOL",
+    "HTTP_REQUEST",
+    "HTTPS_PROXY_REQUEST",
+    "RECORD_LENGTH_MISMATCH",
+    "WRONG_VERSION",
+    "UNEXPECTED_MESSAGE",
+    "UNEXPECTED_RECORD",
+}
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    name = exc.reason or ""
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "closed"
+    if name in _VERSION_REASONS:
+        return "protocol_version"
+    if "ALERT" in name:
+        return "handshake_failure"
+    if name in _NOT_TLS_REASONS or name.startswith(("BAD_", "WRONG_", "INVALID_", "LENGTH_")):
+        return "tls_protocol"
+    if name in {"NO_SHARED_CIPHER", "NO_CIPHERS_AVAILABLE", "NO_SUITABLE_SIGNATURE_ALGORITHM"}:
+        return "handshake_failure"
+    return "tls_protocol"
+
+
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "refused",
+    errno.ECONNRESET: "reset",
+    errno.EPIPE: "reset",
+    errno.ECONNABORTED: "reset",
+    errno.ENETUNREACH: "unreachable",
+    errno.EHOSTUNREACH: "unreachable",
+    errno.EADDRNOTAVAIL: "unreachable",
+    errno.ETIMEDOUT: "timeout",
+}
+
+
+class ProbeFailure(Exception):
+    """Raised inside a prober when it already knows the documented reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def classify(exc: BaseException, stage: str) -> ProbeError:
+    """Map an exception met during ``stage`` to a ProbeError with a documented reason."""
+    detail = _describe(exc)
+    if isinstance(exc, ProbeFailure):
+        reason = exc.reason
+    elif isinstance(exc, TimeoutError):
+        reason = "timeout"
+    elif isinstance(exc, socket.gaierror):
+        reason = "dns"
+    elif isinstance(exc, ssl.SSLError):
+        reason = _ssl_reason(exc)
+    elif isinstance(exc, EOFError | ConnectionAbortedError) or (
+        isinstance(exc, OSError) and exc.errno is None and "closed" in str(exc)
+    ):
+        reason = "closed"
+    elif isinstance(exc, OSError):
+        reason = _ERRNO_REASONS.get(exc.errno or 0, "network_error")
+    else:
+        reason = "internal_error"
+    return ProbeError(stage=stage, reason=reason, detail=detail)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    # One line: errors become log fields and must not break logfmt.
+    return " ".join(text.split())

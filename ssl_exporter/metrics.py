@@ -1,0 +1,128 @@
+"""ProbeResult -> metric families. The only place probe metric names and labels live.
+
+Unknown is absent, never 0-as-good: a gauge whose fact the probe did not learn (no
+handshake, no verified chain) is left out rather than reported as 0 or 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from ssl_exporter.result import CertInfo, ProbeResult
+
+CERT_LABELS = ("position", "subject_cn", "issuer_cn", "serial")
+# Descriptive labels on ssl_cert_info only: they would multiply series on the timestamps.
+CERT_INFO_LABELS = (
+    "subject",
+    "issuer",
+    "sans",
+    "fingerprint_sha256",
+    "key_algorithm",
+    "key_bits",
+    "signature_algorithm",
+)
+# A certificate with thousands of SANs must not make a megabyte label.
+MAX_SANS_LABEL = 1024
+
+
+def probe_families(result: ProbeResult) -> list[Metric]:
+    families: list[Metric] = [
+        _gauge("ssl_probe_success", "1 when the certificates were obtained and every enforced check held.",
+               float(result.success)),
+        _gauge("ssl_probe_duration_seconds", "How long the whole probe took.", result.duration),
+    ]
+    phases = GaugeMetricFamily("ssl_probe_phase_duration_seconds",
+                               "Duration of each phase of the probe that ran.", labels=["phase"])
+    for phase, seconds in result.phases.items():
+        phases.add_metric([phase], seconds)
+    families.append(phases)
+    errors = GaugeMetricFamily("ssl_probe_error_info",
+                               "1 per failure of the probe, by stage and documented reason.",
+                               labels=["stage", "reason"])
+    for error in result.errors:
+        errors.add_metric([error.stage, error.reason], 1.0)
+    families.append(errors)
+
+    optional = [
+        ("ssl_handshake_success", "1 when connect, STARTTLS and the TLS handshake completed.",
+         result.handshake_success),
+        ("ssl_chain_valid", "1 when the presented chain verifies against the module's trust store.",
+         result.chain_valid),
+        ("ssl_hostname_valid", "1 when the leaf certificate matches the verified name.",
+         result.hostname_valid),
+        ("ssl_verified_chain_expiry_timestamp_seconds",
+         "Earliest not-after on the verified path, root included.", result.verified_chain_expiry),
+    ]
+    for name, doc, value in optional:
+        if value is not None:
+            families.append(_gauge(name, doc, float(value)))
+    if result.tls is not None:
+        families.append(_info("ssl_tls_version_info", "Negotiated TLS version.", "version",
+                              result.tls.version))
+        families.append(_info("ssl_tls_cipher_info", "Negotiated cipher suite.", "cipher",
+                              result.tls.cipher))
+    families.extend(cert_families(result.certs))
+    return families
+
+
+def cert_families(certs: Iterable[CertInfo]) -> list[Metric]:
+    certs = list(certs)
+    source_keys = sorted({key for cert in certs for key in cert.source})
+    labels = [*CERT_LABELS, *source_keys]
+    not_after = GaugeMetricFamily("ssl_cert_not_after_timestamp_seconds",
+                                  "Not-after of each distinct certificate, as a Unix timestamp.",
+                                  labels=labels)
+    not_before = GaugeMetricFamily("ssl_cert_not_before_timestamp_seconds",
+                                   "Not-before of each distinct certificate, as a Unix timestamp.",
+                                   labels=labels)
+    info = GaugeMetricFamily("ssl_cert_info", "Descriptive facts of each distinct certificate.",
+                             labels=[*labels, *CERT_INFO_LABELS])
+    for position, cert in enumerate(certs):
+        values = [str(position), cert.subject_cn, cert.issuer_cn, cert.serial,
+                  *(cert.source.get(key, "") for key in source_keys)]
+        not_after.add_metric(values, cert.not_after)
+        not_before.add_metric(values, cert.not_before)
+        info.add_metric([*values, cert.subject, cert.issuer, _sans_label(cert),
+                         cert.fingerprint_sha256, cert.key_algorithm, str(cert.key_bits),
+                         cert.signature_algorithm], 1.0)
+    if not certs:
+        return []
+    return [not_after, not_before, info]
+
+
+def _sans_label(cert: CertInfo) -> str:
+    names = [*cert.dns_names, *cert.ip_addresses]
+    text = ",".join(names)
+    if len(text) <= MAX_SANS_LABEL:
+        return text
+    kept = text[:MAX_SANS_LABEL].rsplit(",", 1)[0]
+    return f"{kept},...(+{len(names) - kept.count(',') - 1} more)"
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _info(name: str, documentation: str, label: str, value: str) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    family.add_metric([value], 1.0)
+    return family
+
+
+class _Families:
+    """The minimal collector interface the exposition encoders need."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def encode(families: list[Metric], accept_header: str | None) -> tuple[bytes, str]:
+    """Text format, or OpenMetrics when the Accept header asks for it."""
+    encoder, content_type = choose_encoder(accept_header or "")
+    return encoder(_Families(families)), content_type  # type: ignore[arg-type]

@@ -1,0 +1,6 @@
+"""Probers: one module per source, registered by the name used in a module's ``prober:``."""
+
+from ssl_exporter.probers import tcp
+from ssl_exporter.probers.base import Prober
+
+PROBERS: dict[str, Prober] = {"tcp": tcp.PROBER}

@@ -1,0 +1,190 @@
+"""The ``tcp`` prober: resolve -> connect -> [STARTTLS] -> TLS handshake -> verify."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import socket
+import time
+from urllib.parse import unquote, urlsplit
+
+from ssl_exporter import starttls, tls
+from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
+from ssl_exporter.config import Module, TCPConfig
+from ssl_exporter.errors import ProbeFailure, verify_reason
+from ssl_exporter.probers.base import Prober, ProbeRecorder
+from ssl_exporter.result import CertInfo, TLSInfo
+from ssl_exporter.targets import Target, parse_target
+
+# Bytes read from an HTTP proxy's answer to CONNECT before giving up.
+MAX_PROXY_RESPONSE = 16 * 1024
+
+
+async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name: str) -> None:
+    tcp = module.tcp
+    proxy = urlsplit(tcp.proxy_url) if tcp.proxy_url else None
+    with rec.phase("resolve"):
+        # Through a proxy we resolve and dial the proxy; it resolves the target.
+        dial = parse_target(proxy.netloc.rpartition("@")[2], 80) if proxy else target
+        addresses = await _resolve(dial, tcp, rec)
+    with rec.phase("connect"):
+        reader, writer = await _connect(addresses, dial.port, tcp, rec)
+    try:
+        if proxy is not None:
+            with rec.phase("connect"):
+                await _proxy_connect(reader, writer, target, tcp.proxy_url or "", rec)
+        if tcp.starttls:
+            with rec.phase("starttls"):
+                await starttls.negotiate(tcp.starttls, reader, writer, server_name, rec.note)
+        with rec.phase("handshake"):
+            sni = None if _is_ip(server_name) else server_name
+            rec.note(f"TLS handshake, SNI {sni or '(none: IP address)'}")
+            assert module.ssl_context is not None
+            outcome = await tls.handshake(reader, writer, module.ssl_context, sni)
+    finally:
+        writer.close()
+    with rec.phase("verify"):
+        _analyse(rec, outcome, server_name, module.tls_config.insecure_skip_verify)
+
+
+def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insecure: bool) -> None:
+    rec.handshake_success = True
+    if outcome.version:
+        rec.tls = TLSInfo(outcome.version, outcome.cipher or "unknown")
+    rec.note(f"handshake done: {outcome.version} {outcome.cipher}, {len(outcome.presented)} certificate(s) presented")
+    if outcome.dropped_certs:
+        rec.note(f"{outcome.dropped_certs} further presented certificate(s) ignored (limit {tls.MAX_CHAIN_CERTS})")
+    certs: list[CertInfo] = []
+    for der in distinct(outcome.presented):
+        try:
+            certs.append(parse_der(der))
+        except CertificateError as exc:
+            rec.fail("verify", "bad_certificate", str(exc))
+    rec.certs = tuple(certs)
+    leaf = certs[0] if certs and outcome.presented and certs[0].der == outcome.presented[0] else None
+
+    rec.chain_valid = outcome.verify_code is None
+    if rec.chain_valid:
+        verified = [parse_der(der) for der in outcome.verified or []]
+        if verified:
+            rec.verified_chain_expiry = min(c.not_after for c in verified)
+        rec.note("chain verified: " + " <- ".join(c.subject_cn or c.subject for c in verified))
+    else:
+        last_is_ca = _last_is_ca(outcome.tried)
+        reason = verify_reason(outcome.verify_code or 0, last_is_ca)
+        rec.fail("verify", reason, f"OpenSSL: {outcome.verify_message} (code {outcome.verify_code})")
+
+    if leaf is None:
+        rec.hostname_valid = None
+        return
+    # OpenSSL stops at its first error; check the leaf's dates ourselves so that an
+    # expired leaf is reported even when the chain also fails for another reason.
+    now = time.time()
+    if leaf.not_after < now:
+        rec.fail("verify", "expired", f"leaf {leaf.subject_cn!r} expired")
+    elif leaf.not_before > now:
+        rec.fail("verify", "not_yet_valid", f"leaf {leaf.subject_cn!r} is not valid yet")
+    rec.hostname_valid = matches_hostname(leaf, name)
+    if not rec.hostname_valid:
+        names = ", ".join((leaf.dns_names + leaf.ip_addresses)[:10]) or f"CN={leaf.subject_cn}"
+        rec.fail("verify", "hostname_mismatch", f"{name} does not match the leaf ({names})")
+    rec.success = insecure or (rec.chain_valid and rec.hostname_valid)
+    if insecure and not (rec.chain_valid and rec.hostname_valid):
+        rec.note("insecure_skip_verify: verification failures reported but not enforced")
+
+
+def _last_is_ca(tried: list[bytes]) -> bool:
+    if not tried:
+        return False
+    try:
+        return parse_der(tried[-1]).is_ca
+    except CertificateError:
+        return False
+
+
+async def _resolve(target: Target, tcp: TCPConfig, rec: ProbeRecorder) -> list[str]:
+    if target.ip is not None:
+        return [target.host]
+    preferred = socket.AF_INET6 if tcp.preferred_ip_protocol == "ip6" else socket.AF_INET
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    addresses: list[str] = []
+    for family, *_, sockaddr in sorted(infos, key=lambda info: info[0] != preferred):
+        if (family == preferred or tcp.ip_protocol_fallback) and sockaddr[0] not in addresses:
+            addresses.append(str(sockaddr[0]))
+    if not addresses:
+        wanted = tcp.preferred_ip_protocol
+        raise ProbeFailure("dns", f"{target.host} has no {wanted} address and ip_protocol_fallback is off")
+    rec.note(f"resolved {target.host} to {', '.join(addresses)}")
+    return addresses
+
+
+async def _connect(
+    addresses: list[str], port: int, tcp: TCPConfig, rec: ProbeRecorder
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the first address that answers, in preference order."""
+    local = (tcp.source_ip_address, 0) if tcp.source_ip_address else None
+    last_error: OSError | None = None
+    for address in addresses:
+        try:
+            reader, writer = await asyncio.open_connection(address, port, local_addr=local)
+        except OSError as exc:
+            rec.note(f"connect to {_bracket(address)}:{port} failed: {exc.strerror or exc}")
+            last_error = exc
+            continue
+        rec.note(f"connected to {_bracket(address)}:{port}")
+        return reader, writer
+    assert last_error is not None
+    raise last_error
+
+
+async def _proxy_connect(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    target: Target,
+    proxy_url: str,
+    rec: ProbeRecorder,
+) -> None:
+    """Ask an HTTP proxy for a tunnel to ``target`` (RFC 9110 CONNECT)."""
+    authority = f"{_bracket(target.host)}:{target.port}"
+    request = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+    parts = urlsplit(proxy_url)
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        request += f"Proxy-Authorization: Basic {base64.b64encode(credentials.encode()).decode()}\r\n"
+    writer.write((request + "\r\n").encode("ascii"))
+    await writer.drain()
+    rec.note(f"proxy: CONNECT {authority}")
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise ProbeFailure("proxy_error", "proxy answer too long") from None
+    except asyncio.IncompleteReadError as exc:
+        raise ProbeFailure("proxy_error", f"proxy closed the connection ({len(exc.partial)} bytes)") from None
+    if len(head) > MAX_PROXY_RESPONSE:
+        raise ProbeFailure("proxy_error", "proxy answer too long")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    rec.note(f"proxy: {status_line}")
+    fields = status_line.split(" ", 2)
+    if len(fields) < 2 or not fields[0].startswith("HTTP/") or fields[1] != "200":
+        raise ProbeFailure("proxy_error", f"proxy answered {status_line!r}")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+PROBER = Prober(
+    parse_target=lambda raw, module: parse_target(raw, module.default_port),
+    probe=probe,
+    default_server_name=lambda target: target.host,
+)

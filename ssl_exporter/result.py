@@ -1,0 +1,72 @@
+"""The data contract between probers and metrics.
+
+Probers return a :class:`ProbeResult`; :mod:`ssl_exporter.metrics` turns it into metric
+families. Nothing here does I/O, and nothing here knows a metric name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ProbeError:
+    """One failure of a probe.
+
+    ``stage`` and ``reason`` come from the finite sets in :mod:`ssl_exporter.errors` and
+    become labels; ``detail`` is free text (OpenSSL's message, errno text) for logs only.
+    """
+
+    stage: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """What we export about one certificate, parsed once from its DER bytes."""
+
+    der: bytes
+    subject_cn: str
+    issuer_cn: str
+    subject: str
+    issuer: str
+    serial: str
+    not_before: float
+    not_after: float
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    fingerprint_sha256: str
+    key_algorithm: str
+    key_bits: int
+    signature_algorithm: str
+    is_ca: bool
+    self_issued: bool
+    # Labels that say where the certificate came from (file, namespace/secret/key);
+    # empty for certificates presented in a handshake.
+    source: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TLSInfo:
+    version: str  # "TLS 1.3"
+    cipher: str  # OpenSSL's name, e.g. "TLS_AES_256_GCM_SHA384"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Everything one probe learned. ``None`` means "not known", never "bad"."""
+
+    success: bool
+    duration: float
+    phases: Mapping[str, float] = field(default_factory=dict)
+    errors: tuple[ProbeError, ...] = ()
+    certs: tuple[CertInfo, ...] = ()
+    handshake_success: bool | None = None
+    chain_valid: bool | None = None
+    hostname_valid: bool | None = None
+    verified_chain_expiry: float | None = None
+    tls: TLSInfo | None = None
+    # Step-by-step log of the probe, for debug output and the recent-probes page.
+    log: tuple[str, ...] = ()

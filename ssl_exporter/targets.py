@@ -1,0 +1,167 @@
+"""Parsing and validation of probe targets and verification names.
+
+Accepted targets: ``host:port``, ``[v6addr]:port``, a bare host or IPv6 address (the
+module's default port), or a URL ``scheme://host[:port]/path``. Internationalised names
+are converted to their ASCII form (IDNA 2008 with UTS #46 mapping, as browsers do).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import idna
+
+# Default ports of URL schemes; a URL with another scheme uses the module's default port.
+_SCHEME_PORTS = {
+    "https": 443,
+    "wss": 443,
+    "smtps": 465,
+    "imaps": 993,
+    "pop3s": 995,
+    "ldaps": 636,
+    "ftps": 990,
+    "smtp": 25,
+    "imap": 143,
+    "pop3": 110,
+    "ldap": 389,
+    "ftp": 21,
+    "postgres": 5432,
+    "postgresql": 5432,
+    "mysql": 3306,
+    "xmpp": 5222,
+    "nntp": 119,
+    "sieve": 4190,
+}
+
+# A DNS label as it appears in certificates and internal names (underscore included).
+_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class TargetError(ValueError):
+    """A target or name that cannot be probed; the message is one line for HTTP 400."""
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str  # ASCII name, or the address without brackets
+    port: int
+    ip: IPAddress | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if self.ip is not None and self.ip.version == 6 else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_target(raw: str, default_port: int) -> Target:
+    """Parse ``raw`` into a Target, or raise TargetError naming what is wrong."""
+    text = raw.strip()
+    if not text:
+        raise TargetError("target is empty")
+    if any(ch.isspace() for ch in text) or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise TargetError(f"target {raw!r} contains whitespace or control characters")
+    if "://" in text:
+        return _parse_url(text, raw)
+    ip = _ip_or_none(text)
+    if ip is not None:  # bare IPv4, or IPv6 without brackets
+        return Target(str(ip), default_port, ip)
+    host, port_text = _split_host_port(text, raw)
+    port = _parse_port(port_text, raw) if port_text is not None else default_port
+    return _make_target(host, port, raw)
+
+
+def parse_hostname(raw: str) -> str:
+    """Validate a verification name (a DNS name or an IP address); return its ASCII form."""
+    text = raw.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    ip = _ip_or_none(text)
+    if ip is not None:
+        return str(ip)
+    return normalise_name(text, raw)
+
+
+def normalise_name(name: str, raw: str) -> str:
+    """ASCII form of a DNS name, or TargetError."""
+    if not name:
+        raise TargetError(f"{raw!r}: host is empty")
+    if any(ch.isspace() for ch in name):
+        raise TargetError(f"{raw!r}: host contains whitespace")
+    name = name.rstrip(".") if name != "." else name
+    if not name.isascii():
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise TargetError(f"{raw!r}: invalid internationalised name: {exc}") from None
+    if len(name) > 253:
+        raise TargetError(f"{raw!r}: name longer than 253 characters")
+    for label in name.split("."):
+        if len(label) > 63:
+            raise TargetError(f"{raw!r}: label {label[:20]!r}... longer than 63 characters")
+        if not _LABEL.match(label):
+            raise TargetError(f"{raw!r}: invalid host name label {label!r}")
+    return name.lower()
+
+
+def _parse_url(text: str, raw: str) -> Target:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise TargetError(f"target {raw!r}: {exc}") from None
+    host = parts.hostname
+    if not host:
+        raise TargetError(f"target {raw!r}: URL has no host")
+    if port is None:
+        port = _SCHEME_PORTS.get(parts.scheme.lower())
+        if port is None:
+            raise TargetError(f"target {raw!r}: unknown URL scheme {parts.scheme!r}, give a port")
+    if port == 0:
+        raise TargetError(f"target {raw!r}: port 0 is out of range 1-65535")
+    return _make_target(host, port, raw)
+
+
+def _split_host_port(text: str, raw: str) -> tuple[str, str | None]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise TargetError(f"target {raw!r}: missing ']' after IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        if _ip_or_none(host) is None or ":" not in host:
+            raise TargetError(f"target {raw!r}: {host!r} in brackets is not an IPv6 address")
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise TargetError(f"target {raw!r}: unexpected {rest!r} after ']'")
+        return host, rest[1:]
+    if text.count(":") > 1:
+        raise TargetError(f"target {raw!r}: put IPv6 addresses in brackets, e.g. [::1]:443")
+    host, sep, port = text.partition(":")
+    return host, (port if sep else None)
+
+
+def _parse_port(text: str, raw: str) -> int:
+    if not text.isdigit():
+        raise TargetError(f"target {raw!r}: port {text!r} is not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise TargetError(f"target {raw!r}: port {port} is out of range 1-65535")
+    return port
+
+
+def _make_target(host: str, port: int, raw: str) -> Target:
+    ip = _ip_or_none(host)
+    if ip is not None:
+        return Target(str(ip), port, ip)
+    return Target(normalise_name(host, raw), port, None)
+
+
+def _ip_or_none(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None

@@ -1,0 +1,260 @@
+"""TLS client contexts and the one handshake a probe makes.
+
+The handshake is driven over ``ssl.MemoryBIO`` rather than ``asyncio``'s SSL transport:
+that way one handshake yields both OpenSSL's verification verdict and the whole presented
+chain, also when verification fails (``asyncio.open_connection(ssl=...)`` loses the SSL
+object on failure), and the ServerHello passes through our hands, so the negotiated version
+and cipher are known for broken certificates too (after a failed verification
+``SSLObject.version()`` is None).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ssl_exporter.errors import ProbeFailure
+
+if TYPE_CHECKING:
+    from ssl_exporter.config import TLSConfig
+
+# Bytes a handshake may read before the probe gives up: a real chain is a few KiB, and
+# OpenSSL itself refuses certificate messages over 100 KiB.
+MAX_HANDSHAKE_BYTES = 256 * 1024
+# How many presented certificates we keep; the rest are counted in the log.
+MAX_CHAIN_CERTS = 32
+
+_VERSIONS = {0x0304: "TLS 1.3", 0x0303: "TLS 1.2", 0x0302: "TLS 1.1", 0x0301: "TLS 1.0"}
+_OPENSSL_VERSIONS = {"TLSv1.3": "TLS 1.3", "TLSv1.2": "TLS 1.2", "TLSv1.1": "TLS 1.1", "TLSv1": "TLS 1.0"}
+
+
+class ContextError(ValueError):
+    """A TLS setting that cannot be loaded; ``key`` names the tls_config key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def build_client_context(config: TLSConfig) -> ssl.SSLContext:
+    """The SSL context for one module, built once per config load.
+
+    Verification is always on (CERT_REQUIRED) so that ``ssl_chain_valid`` is honest even
+    with ``insecure_skip_verify``, which only stops the verdict from failing the probe.
+    OpenSSL's own hostname check is off: we match the name ourselves from the leaf, so that
+    a chain error does not hide a hostname error (OpenSSL reports only its first error).
+    """
+    from ssl_exporter.config import TLS_VERSIONS
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    if config.ca_file:
+        try:
+            context.load_verify_locations(cafile=config.ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ContextError("ca_file", f"no usable CA certificate in {config.ca_file}: {_short(exc)}") from None
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if config.cert_file:
+        try:
+            context.load_cert_chain(config.cert_file, config.key_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            key = "key_file" if config.key_file else "cert_file"
+            raise ContextError(key, f"cannot load client certificate and key: {_short(exc)}") from None
+    if config.min_version:
+        context.minimum_version = TLS_VERSIONS[config.min_version]
+    if config.max_version:
+        context.maximum_version = TLS_VERSIONS[config.max_version]
+    return context
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@dataclass
+class HandshakeOutcome:
+    presented: list[bytes]  # DER, in the order the server sent them
+    verified: list[bytes] | None  # the path OpenSSL built, leaf to root; None if it failed
+    tried: list[bytes]  # on failure, the path OpenSSL tried (leaf first)
+    verify_code: int | None  # X509_V_ERR_* when verification failed
+    verify_message: str
+    version: str | None
+    cipher: str | None
+    dropped_certs: int  # presented certificates beyond MAX_CHAIN_CERTS
+
+
+async def handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    context: ssl.SSLContext,
+    server_name: str | None,
+) -> HandshakeOutcome:
+    """Run one TLS handshake over an open connection.
+
+    Returns the outcome when the handshake completed or failed only in verification;
+    raises ``ssl.SSLError``/``OSError``/``ProbeFailure`` when it failed otherwise.
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name)
+    hello = ServerHelloSniffer()
+    received = 0
+    verify_error: ssl.SSLCertVerificationError | None = None
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            await _flush(writer, outgoing)
+            data = await reader.read(16384)
+            if not data:
+                incoming.write_eof()
+                continue
+            received += len(data)
+            if received > MAX_HANDSHAKE_BYTES:
+                raise ProbeFailure("oversized", f"handshake exceeded {MAX_HANDSHAKE_BYTES} bytes") from None
+            hello.feed(data)
+            incoming.write(data)
+        except ssl.SSLCertVerificationError as exc:
+            verify_error = exc
+            break
+        except ssl.SSLError:
+            await _flush_quietly(writer, outgoing)  # send OpenSSL's alert, as a client would
+            raise
+    await _flush_quietly(writer, outgoing)
+
+    presented_all = _unverified_chain(tls)
+    presented = presented_all[:MAX_CHAIN_CERTS]
+    if verify_error is None:
+        verified: list[bytes] | None = _verified_chain(tls)
+        version = _OPENSSL_VERSIONS.get(tls.version() or "", tls.version())
+        cipher_info = tls.cipher()
+        cipher = cipher_info[0] if cipher_info else None
+        return HandshakeOutcome(presented, verified, [], None, "", version, cipher,
+                                len(presented_all) - len(presented))
+    # After a failed verification OpenSSL forgets the version; the ServerHello still has it.
+    cipher = tls.cipher()[0] if tls.cipher() else None
+    version = _VERSIONS.get(hello.version) if hello.version else None
+    if cipher is None and hello.cipher_id is not None:
+        cipher = cipher_name(context, hello.cipher_id)
+    return HandshakeOutcome(
+        presented=presented,
+        verified=None,
+        tried=_verified_chain(tls),
+        verify_code=verify_error.verify_code,
+        verify_message=verify_error.verify_message or str(verify_error),
+        version=version,
+        cipher=cipher,
+        dropped_certs=len(presented_all) - len(presented),
+    )
+
+
+async def _flush(writer: asyncio.StreamWriter, outgoing: ssl.MemoryBIO) -> None:
+    data = outgoing.read()
+    if data:
+        writer.write(data)
+        await writer.drain()
+
+
+async def _flush_quietly(writer: asyncio.StreamWriter, outgoing: ssl.MemoryBIO) -> None:
+    # Best effort: the peer may already be gone, and the probe's verdict does not depend on it.
+    try:
+        data = outgoing.read()
+        if data and not writer.is_closing():
+            writer.write(data)
+    except (OSError, RuntimeError):
+        pass
+
+
+def _der_list(certs: object) -> list[bytes]:
+    if not certs:
+        return []
+    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in certs]  # type: ignore[attr-defined]
+
+
+def _unverified_chain(tls: ssl.SSLObject) -> list[bytes]:
+    # Public from 3.13; the same method on the private _sslobj on 3.10-3.12.
+    getter = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
+    return _der_list(getter())
+
+
+def _verified_chain(tls: ssl.SSLObject) -> list[bytes]:
+    getter = getattr(tls, "get_verified_chain", None) or tls._sslobj.get_verified_chain  # type: ignore[attr-defined]
+    return _der_list(getter())
+
+
+def cipher_name(context: ssl.SSLContext, cipher_id: int) -> str:
+    """OpenSSL's name for an IANA cipher-suite number, or its hex code if unknown."""
+    for entry in context.get_ciphers():
+        if entry["id"] & 0xFFFF == cipher_id:
+            return str(entry["name"])
+    return f"0x{cipher_id:04X}"
+
+
+class ServerHelloSniffer:
+    """Reads the negotiated version and cipher suite from the plaintext ServerHello.
+
+    Only the first handshake records are looked at; everything after the ServerHello is
+    ignored (in TLS 1.3 it is encrypted anyway).
+    """
+
+    _LIMIT = 64 * 1024
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.cipher_id: int | None = None
+        self._records = b""
+        self._handshake = b""
+        self._done = False
+
+    def feed(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._records += data
+        while len(self._records) >= 5 and not self._done:
+            content_type, length = self._records[0], struct.unpack(">H", self._records[3:5])[0]
+            if len(self._records) < 5 + length:
+                break
+            fragment, self._records = self._records[5 : 5 + length], self._records[5 + length :]
+            if content_type != 22:  # not a handshake record: no ServerHello coming in clear
+                self._done = True
+                break
+            self._handshake += fragment
+            self._parse_handshake()
+        if len(self._records) + len(self._handshake) > self._LIMIT:
+            self._done = True
+
+    def _parse_handshake(self) -> None:
+        buf = self._handshake
+        if len(buf) < 4:
+            return
+        msg_type, length = buf[0], int.from_bytes(buf[1:4], "big")
+        if len(buf) < 4 + length:
+            return
+        self._done = True
+        if msg_type == 2:
+            self._parse_server_hello(buf[4 : 4 + length])
+
+    def _parse_server_hello(self, body: bytes) -> None:
+        try:
+            legacy_version = struct.unpack(">H", body[0:2])[0]
+            pos = 2 + 32
+            pos += 1 + body[pos]  # session id
+            self.cipher_id = struct.unpack(">H", body[pos : pos + 2])[0]
+            pos += 2 + 1  # cipher suite, compression method
+            version = legacy_version
+            if pos + 2 <= len(body):
+                end = pos + 2 + struct.unpack(">H", body[pos : pos + 2])[0]
+                pos += 2
+                while pos + 4 <= end:
+                    ext_type, ext_len = struct.unpack(">HH", body[pos : pos + 4])
+                    if ext_type == 43 and ext_len == 2:  # supported_versions
+                        version = struct.unpack(">H", body[pos + 4 : pos + 6])[0]
+                    pos += 4 + ext_len
+            self.version = version
+        except (struct.error, IndexError):
+            self.version = self.cipher_id = None
