@@ -22,6 +22,7 @@ from ssl_exporter.targets import TargetError, parse_hostname
 
 log = logging.getLogger(__name__)
 
+EXPORTER: web.AppKey[Exporter] = web.AppKey("exporter")
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 
 
@@ -133,7 +134,7 @@ def _log_failure(module: str, target: str, result: ProbeResult) -> None:
 
 def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> web.Application:
     app = web.Application()
-    app["exporter"] = exporter
+    app[EXPORTER] = exporter
 
     async def probe(request: web.Request) -> web.Response:
         try:

@@ -8,6 +8,7 @@ length and total bytes; the probe's deadline bounds time.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -24,7 +25,7 @@ async def negotiate(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     server_name: str,
-    log: list[str],
+    note: Callable[[str], None],
 ) -> None:
     """Run ``protocol``'s dialogue until the server is ready for the TLS handshake.
 
