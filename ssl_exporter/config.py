@@ -8,6 +8,7 @@ is built here once per load, so a bad file is a config error and not a probe fai
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import ssl
 from collections.abc import Mapping
@@ -16,8 +17,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ssl_exporter import starttls, tls
+from ssl_exporter.certs import CertificateError, parse_der
+from ssl_exporter.result import CertInfo
 
 DEFAULT_CONFIG_YAML = """\
 # Embedded default configuration: served when no --config.file is given.
@@ -64,6 +69,8 @@ class TCPConfig:
     ip_protocol_fallback: bool = True
     source_ip_address: str | None = None
     proxy_url: str | None = None
+    # Port used when the target names none; by default the STARTTLS protocol's port, or 443.
+    default_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,9 +82,13 @@ class Module:
     tcp: TCPConfig = field(default_factory=TCPConfig)
     # Built once per load from tls_config; shared by every probe of this module.
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    # The client certificate sent for mTLS: it expires too, so probes export it.
+    client_cert: CertInfo | None = field(default=None, compare=False, repr=False)
 
     @property
     def default_port(self) -> int:
+        if self.tcp.default_port:
+            return self.tcp.default_port
         if self.tcp.starttls:
             return starttls.DIALOGUES[self.tcp.starttls].default_port
         return IMPLICIT_TLS_PORT
@@ -110,6 +121,7 @@ def module_dict(module: Module) -> dict[str, Any]:
                 "ip_protocol_fallback": tcp.ip_protocol_fallback,
                 "source_ip_address": tcp.source_ip_address,
                 "proxy_url": redact_url(tcp.proxy_url),
+                "default_port": tcp.default_port,
             }
         ),
     }
@@ -141,14 +153,15 @@ def load_file(path: str) -> Config:
         raise ConfigError(f"{path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    return load_text(text, source=path)
+    return load_text(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
 def load_default() -> Config:
     return load_text(DEFAULT_CONFIG_YAML, source="embedded default")
 
 
-def load_text(text: str, source: str) -> Config:
+def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
+    """Parse a config; relative file paths in it are relative to ``base_dir`` (its folder)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -166,7 +179,8 @@ def load_text(text: str, source: str) -> Config:
     for name, body in modules_raw.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ConfigError(f"modules.{name}: module names use letters, digits, '_', '.', '-'")
-        modules[name] = _parse_module(name, body if body is not None else {}, f"modules.{name}")
+        body = body if body is not None else {}
+        modules[name] = _parse_module(name, body, f"modules.{name}", base_dir or os.getcwd())
     if not modules:
         raise ConfigError("modules: at least one module is required")
     default = raw.get("default_module", "tcp" if "tcp" in modules else next(iter(modules)))
@@ -175,29 +189,42 @@ def load_text(text: str, source: str) -> Config:
     return Config(modules=modules, default_module=default, source=source)
 
 
-def _parse_module(name: str, raw: Any, path: str) -> Module:
+def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     _expect_mapping(raw, path)
     _reject_unknown(raw, {"prober", "timeout", "tls_config", "tcp"}, path)
     prober = _get(raw, "prober", str, path, "tcp")
     if prober not in PROBERS:
         raise ConfigError(f"{path}.prober: unknown prober {prober!r}, expected one of {', '.join(PROBERS)}")
     timeout = _parse_timeout(raw.get("timeout", "10s"), f"{path}.timeout")
-    tls_config = _parse_tls(raw.get("tls_config") or {}, f"{path}.tls_config")
+    tls_config = _parse_tls(raw.get("tls_config") or {}, f"{path}.tls_config", base_dir)
     tcp = _parse_tcp(raw.get("tcp") or {}, f"{path}.tcp")
     try:
         context = tls.build_client_context(tls_config)
     except tls.ContextError as exc:
         raise ConfigError(f"{path}.tls_config.{exc.key}: {exc}") from None
-    return Module(name, prober, timeout, tls_config, tcp, context)
+    client_cert = _client_cert(tls_config, f"{path}.tls_config.cert_file")
+    return Module(name, prober, timeout, tls_config, tcp, context, client_cert)
 
 
-def _parse_tls(raw: Any, path: str) -> TLSConfig:
+def _client_cert(tls_config: TLSConfig, path: str) -> CertInfo | None:
+    if not tls_config.cert_file:
+        return None
+    try:
+        with open(tls_config.cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificates(f.read())[0]
+        return parse_der(cert.public_bytes(Encoding.DER), {"file": tls_config.cert_file})
+    except (OSError, ValueError, CertificateError) as exc:
+        raise ConfigError(f"{path}: cannot read the client certificate: {exc}") from None
+
+
+def _parse_tls(raw: Any, path: str, base_dir: str) -> TLSConfig:
     _expect_mapping(raw, path)
     _reject_unknown(raw, set(TLSConfig.__dataclass_fields__), path)
     files = {}
     for key in ("ca_file", "cert_file", "key_file"):
         value = _get(raw, key, str, path, None)
         if value is not None:
+            value = os.path.join(base_dir, os.path.expanduser(value))
             _check_readable(value, f"{path}.{key}")
         files[key] = value
     if files["key_file"] and not files["cert_file"]:
@@ -246,7 +273,11 @@ def _parse_tcp(raw: Any, path: str) -> TCPConfig:
     proxy_url = _get(raw, "proxy_url", str, path, None)
     if proxy_url is not None:
         _check_proxy_url(proxy_url, f"{path}.proxy_url")
+    default_port = _get(raw, "default_port", int, path, None)
+    if default_port is not None and not 1 <= default_port <= 65535:
+        raise ConfigError(f"{path}.default_port: {default_port} is out of range 1-65535")
     return TCPConfig(
+        default_port=default_port,
         starttls=protocol,
         preferred_ip_protocol=family,
         ip_protocol_fallback=_get(raw, "ip_protocol_fallback", bool, path, True),

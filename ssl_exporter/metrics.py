@@ -64,13 +64,15 @@ def probe_families(result: ProbeResult) -> list[Metric]:
                               result.tls.version))
         families.append(_info("ssl_tls_cipher_info", "Negotiated cipher suite.", "cipher",
                               result.tls.cipher))
-    families.extend(cert_families(result.certs))
+    client = [("client", result.client_cert)] if result.client_cert else []
+    families.extend(cert_families([*enumerate(result.certs), *client]))
     return families
 
 
-def cert_families(certs: Iterable[CertInfo]) -> list[Metric]:
+def cert_families(certs: Iterable[tuple[int | str, CertInfo]]) -> list[Metric]:
+    """Certificate series; ``certs`` pairs each certificate with its position label."""
     certs = list(certs)
-    source_keys = sorted({key for cert in certs for key in cert.source})
+    source_keys = sorted({key for _, cert in certs for key in cert.source})
     labels = [*CERT_LABELS, *source_keys]
     not_after = GaugeMetricFamily("ssl_cert_not_after_timestamp_seconds",
                                   "Not-after of each distinct certificate, as a Unix timestamp.",
@@ -80,7 +82,7 @@ def cert_families(certs: Iterable[CertInfo]) -> list[Metric]:
                                    labels=labels)
     info = GaugeMetricFamily("ssl_cert_info", "Descriptive facts of each distinct certificate.",
                              labels=[*labels, *CERT_INFO_LABELS])
-    for position, cert in enumerate(certs):
+    for position, cert in certs:
         values = [str(position), cert.subject_cn, cert.issuer_cn, cert.serial,
                   *(cert.source.get(key, "") for key in source_keys)]
         not_after.add_metric(values, cert.not_after)

@@ -68,5 +68,7 @@ class ProbeResult:
     hostname_valid: bool | None = None
     verified_chain_expiry: float | None = None
     tls: TLSInfo | None = None
+    # The client certificate the probe presented (mTLS), exported with position "client".
+    client_cert: CertInfo | None = None
     # Step-by-step log of the probe, for debug output and the recent-probes page.
     log: tuple[str, ...] = ()

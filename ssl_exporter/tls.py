@@ -11,6 +11,7 @@ and cipher are known for broken certificates too (after a failed verification
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import struct
 from dataclasses import dataclass
@@ -73,7 +74,10 @@ def build_client_context(config: TLSConfig) -> ssl.SSLContext:
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    # "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4149)"
+    # -> "no certificate or crl found": the rest changes between Python builds.
+    text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", " ".join(str(exc).split()))
+    return text or type(exc).__name__
 
 
 @dataclass

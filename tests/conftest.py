@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from ssl_exporter.server import Exporter, make_app
-from tests.pki import DAY, NOW, Cert, make_cert, make_root
+from tests.pki import DAY, NOW, Cert, make_root
 
 
 @dataclass
@@ -24,6 +24,7 @@ class PKI:
     inter: Cert
     other_root: Cert
     other_inter: Cert
+    client: Cert
 
     def chain_files(self, name: str, leaf: Cert, *chain: Cert) -> tuple[Path, Path]:
         return leaf.write(self.dir, name, chain)
@@ -41,7 +42,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     other_root = make_root("Other Root CA")
     other_inter = other_root.issue("Other Intermediate CA", ca=True)
     (directory / "root.pem").write_bytes(root.pem)
-    return PKI(directory, root, inter, other_root, other_inter)
+    client = inter.issue("probe client", not_after=NOW + 20 * DAY)
+    client.write(directory, "client", (inter,))
+    return PKI(directory, root, inter, other_root, other_inter, client)
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +65,12 @@ def config_file(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Path:
             prober: tcp
             timeout: 1s
             tls_config: {{ca_file: {pki.root_file}}}
+          mtls:
+            prober: tcp
+            tls_config:
+              ca_file: {pki.root_file}
+              cert_file: {pki.dir / "client.crt"}
+              key_file: {pki.dir / "client.key"}
           named:
             prober: tcp
             tls_config: {{ca_file: {pki.root_file}, server_name: configured.example.test}}

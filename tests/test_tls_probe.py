@@ -240,6 +240,24 @@ async def test_client_certificate_required_but_not_configured(client, pki: PKI) 
     assert s.get("ssl_handshake_success") == 0
 
 
+async def test_client_certificate_is_sent_and_its_expiry_exported(client, pki: PKI) -> None:
+    leaf = pki.inter.issue(HOST, dns=(HOST,))
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        s = await serve_and_probe(client, pki, "mtls", leaf, (pki.inter,), module="mtls",
+                                  max_version=version, client_ca=pki.root_file)
+        assert s.get("ssl_probe_success") == 1
+        assert s.get("ssl_cert_not_after_timestamp_seconds", position="client",
+                     subject_cn="probe client") == pki.client.not_after
+        assert s.get("ssl_cert_not_after_timestamp_seconds", position="0", file="") == leaf.not_after
+
+
+async def test_client_certificate_expiry_is_exported_when_the_server_is_down(client, pki) -> None:
+    with pytls.refused_port() as port:
+        s = await probe(client, f"127.0.0.1:{port}", module="mtls")
+    assert_failed(s, ("connect", "refused"))
+    assert s.get("ssl_cert_not_after_timestamp_seconds", position="client") == pki.client.not_after
+
+
 # --- misbehaving servers -----------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ class ProbeRecorder:
         self.hostname_valid: bool | None = None
         self.verified_chain_expiry: float | None = None
         self.tls: TLSInfo | None = None
+        self.client_cert: CertInfo | None = None
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -71,6 +72,7 @@ class ProbeRecorder:
             hostname_valid=self.hostname_valid,
             verified_chain_expiry=self.verified_chain_expiry,
             tls=self.tls,
+            client_cert=self.client_cert,
             log=tuple(self.log),
         )
 

@@ -24,6 +24,7 @@ MAX_PROXY_RESPONSE = 16 * 1024
 async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name: str) -> None:
     tcp = module.tcp
     rec.handshake_success = False  # a TLS probe: 0 until the handshake completes
+    rec.client_cert = module.client_cert
     proxy = urlsplit(tcp.proxy_url) if tcp.proxy_url else None
     with rec.phase("resolve"):
         # Through a proxy we resolve and dial the proxy; it resolves the target.

@@ -1,0 +1,109 @@
+"""Config loading: one invalid-*.yml fixture per rule, each with its exact expected message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssl_exporter import config, starttls
+
+TESTDATA = Path(__file__).parent / "testdata" / "config"
+INVALID = sorted(TESTDATA.glob("invalid-*.yml"))
+
+
+def expected_message(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: '"
+    return (first.removeprefix("# expect: ")
+            .replace("{dir}", str(TESTDATA))
+            .replace("{file}", str(path))
+            .replace("{starttls}", ", ".join(sorted(starttls.DIALOGUES)) or "none"))
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_config_is_rejected_with_key_path(path: Path) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load_file(str(path))
+    assert str(caught.value) == expected_message(path)
+
+
+def test_there_is_a_fixture_per_rule() -> None:
+    assert len(INVALID) >= 25
+
+
+def test_embedded_default_config() -> None:
+    cfg = config.load_default()
+    assert cfg.default_module == "tcp"
+    assert {"tcp", "https"} <= set(cfg.modules)
+    tcp = cfg.modules["tcp"]
+    assert tcp.prober == "tcp" and tcp.timeout == 10.0 and tcp.default_port == 443
+    assert tcp.tls_config.ca_file is None  # the system trust store
+    assert tcp.ssl_context is not None and tcp.ssl_context.cert_store_stats()["x509_ca"] >= 0
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    ca = Path(__file__).parent / "testdata" / "config"
+    (tmp_path / "sub").mkdir()
+    cfg_file = tmp_path / "sub" / "config.yml"
+    root_pem = tmp_path / "sub" / "root.pem"
+    from tests.pki import make_root
+
+    root_pem.write_bytes(make_root("Relative Root").pem)
+    cfg_file.write_text("modules:\n  web:\n    tls_config: {ca_file: root.pem}\n")
+    module = config.load_file(str(cfg_file)).modules["web"]
+    assert module.tls_config.ca_file == str(root_pem)
+    assert module.ssl_context is not None
+    assert module.ssl_context.cert_store_stats()["x509_ca"] == 1
+    assert ca.exists()
+
+
+def test_full_module_round_trips_with_secrets_redacted(tmp_path: Path) -> None:
+    cfg = config.load_text(
+        "modules:\n"
+        "  web:\n"
+        "    timeout: 1m30s\n"
+        "    tcp:\n"
+        "      preferred_ip_protocol: ip4\n"
+        "      ip_protocol_fallback: false\n"
+        "      source_ip_address: 127.0.0.1\n"
+        "      proxy_url: http://user:s3cret@127.0.0.1:3128\n"
+        "    tls_config: {min_version: TLS12, max_version: TLS13, server_name: Bücher.example}\n",
+        source="test",
+    )
+    web = cfg.modules["web"]
+    assert web.timeout == 90.0
+    assert web.tcp.preferred_ip_protocol == "ip4" and web.tcp.ip_protocol_fallback is False
+    assert web.tls_config.server_name == "xn--bcher-kva.example"
+    redacted = cfg.redacted()
+    assert redacted["modules"]["web"]["tcp"]["proxy_url"] == "http://user:<secret>@127.0.0.1:3128"
+    assert "s3cret" not in str(redacted)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("500ms", 0.5), ("1m30s", 90), ("1h", 3600)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert config.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10", "s", "10 s", "-1s", "1d"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        config.parse_duration(text)
+
+
+def test_config_check_cli_names_the_bad_key() -> None:
+    bad = TESTDATA / "invalid-timeout.yml"
+    run = subprocess.run([sys.executable, "-m", "ssl_exporter", "--config.check", f"--config.file={bad}"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"ssl-exporter: invalid configuration: {expected_message(bad)}"
+    assert "Traceback" not in run.stderr
+
+
+def test_config_check_cli_accepts_the_default() -> None:
+    run = subprocess.run([sys.executable, "-m", "ssl_exporter", "--config.check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0
+    assert run.stdout.startswith("config OK: embedded default:")
