@@ -10,8 +10,14 @@ import time
 
 import yaml
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.exposition import generate_latest
 
 from ssl_exporter import __version__, config, metrics

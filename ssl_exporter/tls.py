@@ -133,16 +133,21 @@ async def handshake(
 
     presented_all = _unverified_chain(tls)
     presented = presented_all[:MAX_CHAIN_CERTS]
+    negotiated = tls.cipher()
+    cipher = negotiated[0] if negotiated else None
     if verify_error is None:
-        verified: list[bytes] | None = _verified_chain(tls)
-        version = _OPENSSL_VERSIONS.get(tls.version() or "", tls.version())
-        cipher_info = tls.cipher()
-        cipher = cipher_info[0] if cipher_info else None
-        return HandshakeOutcome(presented, verified, [], None, "", version, cipher,
-                                len(presented_all) - len(presented))
-    # After a failed verification OpenSSL forgets the version; the ServerHello still has it.
-    cipher = tls.cipher()[0] if tls.cipher() else None
-    version = _VERSIONS.get(hello.version) if hello.version else None
+        return HandshakeOutcome(
+            presented=presented,
+            verified=_verified_chain(tls),
+            tried=[],
+            verify_code=None,
+            verify_message="",
+            version=_OPENSSL_VERSIONS.get(tls.version() or "", tls.version()),
+            cipher=cipher,
+            dropped_certs=len(presented_all) - len(presented),
+        )
+    # After a failed verification OpenSSL forgets the version, and the cipher too below
+    # TLS 1.3; the ServerHello we passed through still has both.
     if cipher is None and hello.cipher_id is not None:
         cipher = cipher_name(context, hello.cipher_id)
     return HandshakeOutcome(
@@ -151,7 +156,7 @@ async def handshake(
         tried=_verified_chain(tls),
         verify_code=verify_error.verify_code,
         verify_message=verify_error.verify_message or str(verify_error),
-        version=version,
+        version=_VERSIONS.get(hello.version) if hello.version else None,
         cipher=cipher,
         dropped_certs=len(presented_all) - len(presented),
     )

@@ -376,3 +376,10 @@ async def test_nginx_tls12_wrong_host(client, nginx_sites) -> None:
     assert_failed(s, ("verify", "hostname_mismatch"))
     assert s.get("ssl_tls_version_info", version="TLS 1.2") == 1
     assert s.get("ssl_chain_valid") == 1
+
+
+async def test_expired_leaf_from_unknown_ca_reports_both(client, pki: PKI) -> None:
+    leaf = pki.other_inter.issue(HOST, dns=(HOST,), not_before=NOW - 9 * DAY, not_after=NOW - DAY)
+    s = await serve_and_probe(client, pki, "expired-unknown", leaf, (pki.other_inter,))
+    assert_failed(s, ("verify", "unknown_issuer"), ("verify", "expired"))
+    assert_cert(s, 0, leaf)

@@ -1,0 +1,223 @@
+"""HTTP endpoints, bad input, reload, and the real `ssl-exporter` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ssl_exporter import cli
+from ssl_exporter.server import Exporter, make_app
+from tests.conftest import PKI, Samples, probe
+from tests.pki import DAY, NOW
+from tests.servers import pytls
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "target parameter is missing"),
+        ({"target": "example.com:443", "module": "nope"}, "unknown module 'nope'"),
+        ({"target": "bad host"}, "target 'bad host' contains whitespace or control characters"),
+        ({"target": "example.com:99999"}, "target 'example.com:99999': port 99999 is out of range 1-65535"),
+        ({"target": "example.com", "hostname": "a b"}, "'a b': host contains whitespace"),
+        ({"target": "example.com", "hostname": ""}, "'': host is empty"),
+    ],
+)
+async def test_bad_probe_input_is_400_with_one_line(client: TestClient, params, message) -> None:
+    response = await client.get("/probe", params=params)
+    assert response.status == 400
+    assert await response.text() == message + "\n"
+
+
+async def test_bad_scrape_timeout_header_is_400(client: TestClient) -> None:
+    response = await client.get("/probe", params={"target": "127.0.0.1:1"},
+                                headers={"X-Prometheus-Scrape-Timeout-Seconds": "soon"})
+    assert response.status == 400
+    assert await response.text() == "X-Prometheus-Scrape-Timeout-Seconds: 'soon' is not a number\n"
+
+
+async def test_openmetrics_when_asked(client: TestClient) -> None:
+    with pytls.refused_port() as port:
+        response = await client.get("/probe", params={"target": f"127.0.0.1:{port}"},
+                                    headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    body = await response.text()
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith("# EOF\n")
+    assert 'ssl_probe_error_info{reason="refused",stage="connect"} 1.0' in body
+
+
+async def test_debug_output(client: TestClient, pki: PKI) -> None:
+    leaf = pki.inter.issue("debug.example.test", dns=("debug.example.test",))
+    cert, key = pki.chain_files("debug", leaf, pki.inter)
+    with pytls.tls_server(cert, key) as (port, _):
+        response = await client.get("/probe", params={"target": f"127.0.0.1:{port}", "debug": "true",
+                                                      "hostname": "wrong.example.test"})
+    text = await response.text()
+    assert response.headers["Content-Type"].startswith("text/plain")
+    logs, _, rest = text.partition("Module configuration:\n")
+    assert f"connected to 127.0.0.1:{port}" in logs
+    assert "FAILED stage=verify reason=hostname_mismatch: wrong.example.test does not match" in logs
+    assert "test:\n  prober: tcp\n  timeout: 5s" in rest
+    assert "ssl_hostname_valid 0.0" in rest
+
+
+async def test_own_metrics_count_probes(client: TestClient) -> None:
+    with pytls.refused_port() as port:
+        await probe(client, f"127.0.0.1:{port}")
+        await probe(client, f"127.0.0.1:{port}")
+    response = await client.get("/metrics")
+    own = Samples(await response.text())
+    assert own.get("ssl_exporter_probes_total", module="test", result="failure") == 2
+    assert own.get("ssl_exporter_probes_in_flight") == 0
+    assert own.get("ssl_exporter_config_last_reload_successful") == 1
+    assert own.get("ssl_exporter_config_last_reload_success_timestamp_seconds") > NOW.timestamp() - DAY.total_seconds()
+    assert own.series("ssl_exporter_build_info")[0]["version"] == "0.1.0"
+    assert own.series("process_resident_memory_bytes")
+    assert own.series("ssl_probe_success") == []  # probe metrics never leak into /metrics
+
+
+async def test_health_ready_landing_and_config(client: TestClient) -> None:
+    assert (await (await client.get("/-/healthy")).text()) == "Healthy\n"
+    assert (await (await client.get("/-/ready")).text()) == "Ready\n"
+    landing = await (await client.get("/")).text()
+    for needle in ("<td>insecure</td>", "<td>mtls</td>", 'href="/metrics"', 'href="/config"', "/-/reload"):
+        assert needle in landing
+    config_text = await (await client.get("/config")).text()
+    assert config_text.startswith("# source: ")
+    assert "default_module: test\n" in config_text
+    assert "insecure_skip_verify: true" in config_text
+
+
+async def test_config_redacts_proxy_password(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  p:\n    tcp: {proxy_url: 'http://alice:hunter2@127.0.0.1:3128'}\n")
+    async with TestClient(TestServer(make_app(Exporter(str(path))))) as c:
+        text = await (await c.get("/config")).text()
+    assert "proxy_url: http://alice:<secret>@127.0.0.1:3128" in text
+    assert "hunter2" not in text
+
+
+async def test_failed_reload_keeps_the_old_config(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  first: {timeout: 2s}\n")
+    exporter = Exporter(str(path))
+    async with TestClient(TestServer(make_app(exporter))) as c:
+        path.write_text("modules:\n  first: {timeout: never}\n")
+        response = await c.post("/-/reload")
+        assert response.status == 500
+        assert await response.text() == (
+            "failed to reload config: modules.first.timeout: 'never' is not a duration like 10s, 1m30s or 500ms\n")
+        own = Samples(await (await c.get("/metrics")).text())
+        assert own.get("ssl_exporter_config_last_reload_successful") == 0
+        with pytls.refused_port() as port:  # the old module still serves
+            s = await probe(c, f"127.0.0.1:{port}", module="first")
+        assert s.errors() == {("connect", "refused")}
+
+        path.write_text("modules:\n  second: {timeout: 3s}\n")
+        assert (await c.post("/-/reload")).status == 200
+        own = Samples(await (await c.get("/metrics")).text())
+        assert own.get("ssl_exporter_config_last_reload_successful") == 1
+        assert (await c.get("/probe", params={"target": "x.example", "module": "first"})).status == 400
+        assert exporter.config.modules["second"].timeout == 3.0
+
+
+def test_flag_defaults_follow_the_contract() -> None:
+    args = cli.parse_args([])
+    assert (args.host, args.port) == (None, 9219)
+    assert args.telemetry_path == "/metrics"
+    assert args.timeout_offset == 0.5
+    assert args.log_format == "logfmt"
+    assert cli.parse_listen_address("[::1]:9300") == ("::1", 9300)
+    with pytest.raises(ValueError):
+        cli.parse_listen_address("9219")
+
+
+# --- the real process ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ExporterProcess:
+    """`python -m ssl_exporter` as a child; ready once it logs that it listens."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ssl_exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.wait_for_log("msg=listening")
+
+    def wait_for_log(self, needle: str) -> str:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:  # blocks until the process writes; ends at exit
+            if needle in line:
+                return line
+        raise AssertionError(f"exporter exited ({self.process.wait()}) before logging {needle!r}")
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=10)
+        finally:
+            assert self.process.stderr is not None
+            self.process.stderr.close()
+
+
+def test_process_without_config_probes_a_local_server(pki: PKI) -> None:
+    leaf = pki.inter.issue("localhost", dns=("localhost",), not_after=NOW + 12 * DAY)
+    cert, key = pki.chain_files("process", leaf, pki.inter)
+    exporter = ExporterProcess()
+    try:
+        with pytls.tls_server(cert, key) as (port, _):
+            status, text = exporter.get(f"/probe?target=127.0.0.1:{port}&module=tcp&hostname=localhost")
+    finally:
+        assert exporter.stop() == 0
+    assert status == 200
+    s = Samples(text)
+    # The embedded default trusts the system store, which does not know the test CA: the
+    # probe fails, and every certificate is still reported.
+    assert s.get("ssl_probe_success") == 0
+    assert s.errors() == {("verify", "unknown_issuer")}
+    assert s.get("ssl_handshake_success") == 1
+    assert s.get("ssl_hostname_valid") == 1
+    assert s.get("ssl_cert_not_after_timestamp_seconds", position="0") == leaf.not_after
+    assert s.get("ssl_cert_not_after_timestamp_seconds", position="1") == pki.inter.not_after
+
+
+def test_process_reloads_on_sighup(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  one: {}\n")
+    exporter = ExporterProcess(f"--config.file={path}")
+    try:
+        path.write_text("modules:\n  two: {}\n")
+        exporter.process.send_signal(signal.SIGHUP)
+        exporter.wait_for_log("msg=\"config reloaded\"")
+        assert "  two:\n" in exporter.get("/config")[1]
+        path.write_text("modules: [broken\n")
+        exporter.process.send_signal(signal.SIGHUP)
+        line = exporter.wait_for_log("config reload failed")
+        assert "level=error" in line
+        status, text = exporter.get("/metrics")
+        assert "ssl_exporter_config_last_reload_successful 0.0" in text
+        assert "  two:\n" in exporter.get("/config")[1]
+    finally:
+        assert exporter.stop() == 0

@@ -1,0 +1,86 @@
+"""Target and verification-name parsing (CONTRACT.md, Targets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssl_exporter.targets import Target, TargetError, parse_hostname, parse_target
+
+
+@pytest.mark.parametrize(
+    ("raw", "host", "port"),
+    [
+        ("example.com:8443", "example.com", 8443),
+        ("example.com", "example.com", 443),
+        ("Example.COM.", "example.com", 443),
+        ("127.0.0.1", "127.0.0.1", 443),
+        ("127.0.0.1:25", "127.0.0.1", 25),
+        ("[::1]:8443", "::1", 8443),
+        ("[2001:db8::1]", "2001:db8::1", 443),
+        ("::1", "::1", 443),
+        ("https://example.com/path?q=1", "example.com", 443),
+        ("https://example.com:8443/", "example.com", 8443),
+        ("https://[::1]:9443/x", "::1", 9443),
+        ("ldaps://ldap.example.com", "ldap.example.com", 636),
+        ("smtp://mx.example.com", "mx.example.com", 25),
+        ("bücher.example:443", "xn--bcher-kva.example", 443),
+        ("BÜCHER.example", "xn--bcher-kva.example", 443),
+        ("_acme.internal:1", "_acme.internal", 1),
+        ("a" * 63 + ".example:65535", "a" * 63 + ".example", 65535),
+    ],
+)
+def test_valid_targets(raw: str, host: str, port: int) -> None:
+    target = parse_target(raw, default_port=443)
+    assert (target.host, target.port) == (host, port)
+    assert (target.ip is not None) == (":" in host or host[0].isdigit())
+
+
+def test_default_port_comes_from_the_module() -> None:
+    assert parse_target("mx.example.com", default_port=25) == Target("mx.example.com", 25)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "target is empty"),
+        ("   ", "target is empty"),
+        ("bad host:443", "contains whitespace"),
+        ("host\x00:443", "control characters"),
+        ("example.com:0", "port 0 is out of range 1-65535"),
+        ("example.com:65536", "port 65536 is out of range 1-65535"),
+        ("example.com:https", "port 'https' is not a number"),
+        ("example.com:", "port '' is not a number"),
+        (":443", "host is empty"),
+        ("a" * 64 + ".example", "longer than 63 characters"),
+        (("abcdefghi." * 26) + "com", "name longer than 253 characters"),
+        ("exa$mple.com", "invalid host name label 'exa$mple'"),
+        ("-lead.example", "invalid host name label '-lead'"),
+        ("a..b", "invalid host name label ''"),
+        ("[::1", "missing ']'"),
+        ("[example.com]:443", "is not an IPv6 address"),
+        ("2001:db8::1:443x", "put IPv6 addresses in brackets"),
+        ("https://", "URL has no host"),
+        ("gopher://example.com", "unknown URL scheme 'gopher'"),
+        ("https://example.com:99999/", "out of range"),
+    ],
+)
+def test_invalid_targets(raw: str, message: str) -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target(raw, default_port=443)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [("www.example.com", "www.example.com"), ("127.0.0.1", "127.0.0.1"), ("[::1]", "::1"),
+     ("Bücher.example", "xn--bcher-kva.example")],
+)
+def test_valid_hostnames(raw: str, name: str) -> None:
+    assert parse_hostname(raw) == name
+
+
+@pytest.mark.parametrize("raw", ["", "bad name", "a" * 64, "x_y$.com"])
+def test_invalid_hostnames(raw: str) -> None:
+    with pytest.raises(TargetError):
+        parse_hostname(raw)
