@@ -37,7 +37,7 @@ modules:
     timeout: 10s
 """
 
-PROBERS = ("tcp",)
+PROBERS = ("tcp", "file", "kubeconfig", "kubernetes")
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -74,12 +74,31 @@ class TCPConfig:
 
 
 @dataclass(frozen=True)
+class FileConfig:
+    # PKCS#12 password, given here or in the named environment variable (read at load).
+    pkcs12_password: str | None = field(default=None, repr=False)
+    pkcs12_password_env: str | None = None
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    kubeconfig: str | None = None  # None: the pod's service account (in-cluster)
+    secret_types: tuple[str, ...] = ("kubernetes.io/tls",)
+    keys: tuple[str, ...] = ("tls.crt", "ca.crt")
+    label_selector: str | None = None
+
+
+@dataclass(frozen=True)
 class Module:
     name: str
     prober: str = "tcp"
     timeout: float = 10.0
     tls_config: TLSConfig = field(default_factory=TLSConfig)
     tcp: TCPConfig = field(default_factory=TCPConfig)
+    file: FileConfig = field(default_factory=FileConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    # How to reach the Kubernetes API, resolved once per load (kubernetes prober only).
+    kube_api: Any = field(default=None, compare=False, repr=False)
     # Built once per load from tls_config; shared by every probe of this module.
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
     # The client certificate sent for mTLS: it expires too, so probes export it.
@@ -109,10 +128,23 @@ class Config:
 
 
 def module_dict(module: Module) -> dict[str, Any]:
+    """The module as configuration, secrets replaced by <secret>; only its prober's keys."""
+    out: dict[str, Any] = {"prober": module.prober, "timeout": format_duration(module.timeout)}
+    if module.prober == "file":
+        password = "<secret>" if module.file.pkcs12_password and not module.file.pkcs12_password_env else None
+        out["file"] = _drop_none({"pkcs12_password": password,
+                                  "pkcs12_password_env": module.file.pkcs12_password_env})
+        return out
+    if module.prober == "kubernetes":
+        kube = module.kubernetes
+        out["kubernetes"] = _drop_none({"kubeconfig": kube.kubeconfig, "secret_types": list(kube.secret_types),
+                                        "keys": list(kube.keys), "label_selector": kube.label_selector})
+        return out
+    if module.prober != "tcp":
+        return out
     tcp = module.tcp
     return {
-        "prober": module.prober,
-        "timeout": format_duration(module.timeout),
+        **out,
         "tls_config": _drop_none(vars(module.tls_config)),
         "tcp": _drop_none(
             {
@@ -191,11 +223,27 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
 
 def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     _expect_mapping(raw, path)
-    _reject_unknown(raw, {"prober", "timeout", "tls_config", "tcp"}, path)
     prober = _get(raw, "prober", str, path, "tcp")
     if prober not in PROBERS:
         raise ConfigError(f"{path}.prober: unknown prober {prober!r}, expected one of {', '.join(PROBERS)}")
+    # Each prober takes its own block; another prober's block is a mistake worth naming.
+    own_block = {"tcp": {"tls_config", "tcp"}, "file": {"file"}, "kubeconfig": set(),
+                 "kubernetes": {"kubernetes"}}[prober]
+    _reject_unknown(raw, {"prober", "timeout"} | own_block, path, f"for prober {prober}")
     timeout = _parse_timeout(raw.get("timeout", "10s"), f"{path}.timeout")
+    if prober == "file":
+        return Module(name, prober, timeout, file=_parse_file(raw.get("file") or {}, f"{path}.file"))
+    if prober == "kubeconfig":
+        return Module(name, prober, timeout)
+    if prober == "kubernetes":
+        kube = _parse_kubernetes(raw.get("kubernetes") or {}, f"{path}.kubernetes", base_dir)
+        from ssl_exporter.probers import kube as kube_prober
+
+        try:
+            api = kube_prober.resolve_api(kube.kubeconfig)
+        except kube_prober.KubeConfigError as exc:
+            raise ConfigError(f"{path}.kubernetes.kubeconfig: {exc}") from None
+        return Module(name, prober, timeout, kubernetes=kube, kube_api=api)
     tls_config = _parse_tls(raw.get("tls_config") or {}, f"{path}.tls_config", base_dir)
     tcp = _parse_tcp(raw.get("tcp") or {}, f"{path}.tcp")
     try:
@@ -203,7 +251,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     except tls.ContextError as exc:
         raise ConfigError(f"{path}.tls_config.{exc.key}: {exc}") from None
     client_cert = _client_cert(tls_config, f"{path}.tls_config.cert_file")
-    return Module(name, prober, timeout, tls_config, tcp, context, client_cert)
+    return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
+                  client_cert=client_cert)
 
 
 def _client_cert(tls_config: TLSConfig, path: str) -> CertInfo | None:
@@ -252,6 +301,40 @@ def _parse_tls(raw: Any, path: str, base_dir: str) -> TLSConfig:
         **files,
         **versions,
     )
+
+
+def _parse_file(raw: Any, path: str) -> FileConfig:
+    _expect_mapping(raw, path)
+    _reject_unknown(raw, set(FileConfig.__dataclass_fields__), path)
+    password = _get(raw, "pkcs12_password", str, path, None)
+    env = _get(raw, "pkcs12_password_env", str, path, None)
+    if password is not None and env is not None:
+        raise ConfigError(f"{path}.pkcs12_password_env: give pkcs12_password or pkcs12_password_env, not both")
+    if env is not None:
+        if env not in os.environ:
+            raise ConfigError(f"{path}.pkcs12_password_env: environment variable {env} is not set")
+        password = os.environ[env]
+    return FileConfig(pkcs12_password=password, pkcs12_password_env=env)
+
+
+def _parse_kubernetes(raw: Any, path: str, base_dir: str) -> KubernetesConfig:
+    _expect_mapping(raw, path)
+    _reject_unknown(raw, set(KubernetesConfig.__dataclass_fields__), path)
+    kubeconfig = _get(raw, "kubeconfig", str, path, None)
+    if kubeconfig is not None:
+        kubeconfig = os.path.join(base_dir, os.path.expanduser(kubeconfig))
+        _check_readable(kubeconfig, f"{path}.kubeconfig")
+    lists = {}
+    for key, default in (("secret_types", KubernetesConfig.secret_types), ("keys", KubernetesConfig.keys)):
+        value = _get(raw, key, list, path, None)
+        if value is None:
+            lists[key] = default
+            continue
+        if not value or not all(isinstance(item, str) and item for item in value):
+            raise ConfigError(f"{path}.{key}: expected a non-empty list of strings")
+        lists[key] = tuple(value)
+    return KubernetesConfig(kubeconfig=kubeconfig, label_selector=_get(raw, "label_selector", str, path, None),
+                            **lists)
 
 
 def _parse_tcp(raw: Any, path: str) -> TCPConfig:
@@ -330,11 +413,12 @@ def _expect_mapping(raw: Any, path: str) -> None:
         raise ConfigError(f"{path}: expected a mapping, got {_type_name(raw)}")
 
 
-def _reject_unknown(raw: Mapping[str, Any], known: set[str], path: str) -> None:
+def _reject_unknown(raw: Mapping[str, Any], known: set[str], path: str, context: str = "") -> None:
     for key in raw:
         if key not in known:
             where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(f"{where}: unknown key (expected one of {', '.join(sorted(known))})")
+            scope = f" {context}" if context else ""
+            raise ConfigError(f"{where}: unknown key{scope} (expected one of {', '.join(sorted(known))})")
 
 
 def _get(raw: Mapping[str, Any], key: str, kind: type, path: str, default: Any) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from ssl_exporter.result import CertInfo, ProbeResult
+from ssl_exporter.result import CertInfo, ProbeResult, ReadError
 
 CERT_LABELS = ("position", "subject_cn", "issuer_cn", "serial")
 # Descriptive labels on ssl_cert_info only: they would multiply series on the timestamps.
@@ -64,12 +64,15 @@ def probe_families(result: ProbeResult) -> list[Metric]:
                               result.tls.version))
         families.append(_info("ssl_tls_cipher_info", "Negotiated cipher suite.", "cipher",
                               result.tls.cipher))
+    positions = result.positions or [str(i) for i in range(len(result.certs))]
     client = [("client", result.client_cert)] if result.client_cert else []
-    families.extend(cert_families([*enumerate(result.certs), *client]))
+    families.extend(cert_families([*zip(positions, result.certs), *client]))
+    if result.read_errors:
+        families.append(read_error_family(result.read_errors))
     return families
 
 
-def cert_families(certs: Iterable[tuple[int | str, CertInfo]]) -> list[Metric]:
+def cert_families(certs: Iterable[tuple[str, CertInfo]]) -> list[Metric]:
     """Certificate series; ``certs`` pairs each certificate with its position label."""
     certs = list(certs)
     source_keys = sorted({key for _, cert in certs for key in cert.source})
@@ -93,6 +96,18 @@ def cert_families(certs: Iterable[tuple[int | str, CertInfo]]) -> list[Metric]:
     if not certs:
         return []
     return [not_after, not_before, info]
+
+
+def read_error_family(errors: Iterable[ReadError]) -> Metric:
+    """One series per source that could not be read, naming it (file, Secret key, ...)."""
+    errors = list(errors)
+    source_keys = sorted({key for error in errors for key in error.source})
+    family = GaugeMetricFamily("ssl_source_error_info",
+                               "1 per certificate source that could not be read, by reason.",
+                               labels=[*source_keys, "reason"])
+    for error in errors:
+        family.add_metric([*(error.source.get(key, "") for key in source_keys), error.reason], 1.0)
+    return family
 
 
 def _sans_label(cert: CertInfo) -> str:

@@ -49,6 +49,19 @@ class CertInfo:
 
 
 @dataclass(frozen=True)
+class ReadError:
+    """A source (file, kubeconfig entry, Secret key) that could not be read.
+
+    ``source`` holds the labels naming it, as on CertInfo; ``reason`` is a documented
+    read reason.
+    """
+
+    source: Mapping[str, str]
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class TLSInfo:
     version: str  # "TLS 1.3"
     cipher: str  # OpenSSL's name, e.g. "TLS_AES_256_GCM_SHA384"
@@ -63,6 +76,10 @@ class ProbeResult:
     phases: Mapping[str, float] = field(default_factory=dict)
     errors: tuple[ProbeError, ...] = ()
     certs: tuple[CertInfo, ...] = ()
+    # The position label of each certificate: its index within its own file or Secret key
+    # for sources at rest; empty means "the index in certs" (a presented chain).
+    positions: tuple[str, ...] = ()
+    read_errors: tuple[ReadError, ...] = ()
     handshake_success: bool | None = None
     chain_valid: bool | None = None
     hostname_valid: bool | None = None

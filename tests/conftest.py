@@ -96,10 +96,10 @@ class Samples:
         self.text = text
         self.samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
 
-    def get(self, name: str, **labels: str) -> float | None:
+    def get(self, metric: str, /, **labels: str) -> float | None:
         found = [s.value for s in self.samples
-                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
-        assert len(found) <= 1, f"{name}{labels} matches {len(found)} series"
+                 if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items())]
+        assert len(found) <= 1, f"{metric}{labels} matches {len(found)} series"
         return found[0] if found else None
 
     def series(self, name: str) -> list[dict[str, str]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeFailure, classify
-from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, TLSInfo
+from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, TLSInfo
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class ProbeRecorder:
         self.errors: list[ProbeError] = []
         self.success = False
         self.certs: tuple[CertInfo, ...] = ()
+        self.positions: tuple[str, ...] = ()
+        self.read_errors: tuple[ReadError, ...] = ()
         self.handshake_success: bool | None = None
         self.chain_valid: bool | None = None
         self.hostname_valid: bool | None = None
@@ -67,6 +69,8 @@ class ProbeRecorder:
             phases=dict(self.phases),
             errors=tuple(self.errors),
             certs=self.certs,
+            positions=self.positions,
+            read_errors=self.read_errors,
             handshake_success=self.handshake_success,
             chain_valid=self.chain_valid,
             hostname_valid=self.hostname_valid,

@@ -1,0 +1,329 @@
+"""The ``kubeconfig`` and ``kubernetes`` probers.
+
+``kubeconfig``: the target is a kubeconfig file; its clusters' CA certificates and its users'
+client certificates are exported (inline ``*-data`` or file references, resolved relative
+to the kubeconfig), labelled ``kubeconfig``, ``name`` and ``type`` (cluster|user).
+
+``kubernetes``: the target is ``namespace/name`` (globs allowed in both); Secrets of the
+configured types are listed through the Kubernetes REST API with plain aiohttp — the API
+needed is three GET parameters and a continue token, which does not justify a client
+library — using server-side field and label selectors and pagination. A namespace without
+glob characters is listed in that namespace only, so a namespaced Role is enough; a
+namespace glob lists Secrets cluster-wide and needs a ClusterRole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import fnmatch
+import json
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import yaml
+
+from ssl_exporter.config import Module
+from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.probers.base import Prober, ProbeRecorder
+from ssl_exporter.probers.file import CACHE, FileResult, parse_container, read_file, record_results
+from ssl_exporter.result import ReadError
+from ssl_exporter.targets import TargetError
+
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+PAGE_SIZE = 500
+# One page of Secrets is at most PAGE_SIZE objects; anything far larger is not an API server.
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_KUBECONFIG_BYTES = 4 * 1024 * 1024
+
+
+class KubeConfigError(ValueError):
+    """A kubeconfig or in-cluster setting the kubernetes prober cannot use."""
+
+
+# --- kubeconfig prober ---------------------------------------------------------------------
+
+
+def parse_path_target(raw: str, module: Module) -> str:
+    path = raw.strip()
+    if not path or "\x00" in path:
+        raise TargetError(f"target {raw!r} is not a file path")
+    if not os.path.isabs(path):
+        raise TargetError(f"target {raw!r}: the kubeconfig prober needs an absolute path")
+    return os.path.normpath(path)
+
+
+async def probe_kubeconfig(rec: ProbeRecorder, module: Module, path: str, _name: str) -> None:
+    with rec.phase("read"):
+        results = await asyncio.to_thread(read_kubeconfig, path)
+    record_results(rec, results, what=path)
+
+
+def read_kubeconfig(path: str) -> list[FileResult]:
+    """One FileResult per cluster CA and per user client certificate in the kubeconfig."""
+    try:
+        doc = _load_kubeconfig(path)
+    except KubeConfigError as exc:
+        reason = "not_found" if isinstance(exc.__cause__, FileNotFoundError) else "bad_kubeconfig"
+        if isinstance(exc.__cause__, PermissionError):
+            reason = "permission_denied"
+        return [FileResult(error=ReadError({"kubeconfig": path, "name": "", "type": ""}, reason, str(exc)))]
+    base = os.path.dirname(path)
+    results = []
+    for kind, section, field in (("cluster", "clusters", "certificate-authority"),
+                                 ("user", "users", "client-certificate")):
+        for entry in doc.get(section) or []:
+            if not isinstance(entry, dict):
+                continue
+            body = entry.get(kind) or {}
+            source = {"kubeconfig": path, "name": str(entry.get("name", "")), "type": kind}
+            result = _entry_certificates(body, field, base, source)
+            if result is not None:
+                results.append(result)
+    return results
+
+
+def _entry_certificates(body: Any, field: str, base: str, source: dict[str, str]) -> FileResult | None:
+    if not isinstance(body, dict):
+        return None
+    if body.get(f"{field}-data"):
+        try:
+            data = base64.b64decode(str(body[f"{field}-data"]), validate=True)
+        except (binascii.Error, ValueError):
+            return FileResult(error=ReadError(source, "bad_pem", f"{field}-data is not valid base64"))
+        return parse_container(data, source, "", None)
+    if body.get(field):
+        file_result = read_file(os.path.join(base, str(body[field])), None, CACHE)
+        if file_result.error is not None:
+            return FileResult(error=ReadError(source, file_result.error.reason,
+                                              f"{body[field]}: {file_result.error.detail}"))
+        return FileResult(certs=tuple(replace(cert, source=source) for cert in file_result.certs))
+    return None  # no certificate here (a token user, or a cluster trusted via the system store)
+
+
+def _load_kubeconfig(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_KUBECONFIG_BYTES + 1)
+    except OSError as exc:
+        raise KubeConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_KUBECONFIG_BYTES:
+        raise KubeConfigError(f"{path} is larger than {MAX_KUBECONFIG_BYTES} bytes")
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise KubeConfigError(f"{path} is not valid YAML") from exc
+    if not isinstance(doc, dict):
+        raise KubeConfigError(f"{path} is not a kubeconfig (expected a mapping)")
+    return doc
+
+
+# --- kubernetes prober: how to reach the API --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubeAPI:
+    server: str  # https://host:port
+    ssl_context: ssl.SSLContext
+    token: str | None = None
+    token_file: str | None = None  # read at each probe: service-account tokens rotate
+
+    def headers(self) -> dict[str, str]:
+        token = self.token
+        if self.token_file:
+            with open(self.token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def resolve_api(kubeconfig: str | None) -> KubeAPI:
+    """Where and how to reach the API server: the kubeconfig's current context, or in-cluster."""
+    if kubeconfig is None:
+        return _in_cluster()
+    doc = _load_kubeconfig(kubeconfig)
+    base = os.path.dirname(kubeconfig)
+    context_name = doc.get("current-context")
+    context = _named(doc, "contexts", context_name, "context")
+    cluster = _named(doc, "clusters", context.get("cluster"), "cluster")
+    user = _named(doc, "users", context.get("user"), "user") if context.get("user") else {}
+    server = str(cluster.get("server") or "")
+    if not server.startswith("https://"):
+        raise KubeConfigError(f"cluster server {server!r} is not an https:// URL")
+    ctx = ssl.create_default_context()
+    if cluster.get("insecure-skip-tls-verify"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ca = _material(cluster, "certificate-authority", base)
+    if ca is not None:
+        ctx.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+    if user.get("exec") or user.get("auth-provider"):
+        raise KubeConfigError("credential plugins (exec, auth-provider) are not supported; use a token or "
+                              "client certificate")
+    cert, key = _material(user, "client-certificate", base), _material(user, "client-key", base)
+    if cert is not None and key is not None:
+        _load_client_pair(ctx, cert, key)
+    token_file = user.get("tokenFile")
+    return KubeAPI(server.rstrip("/"), ctx, token=user.get("token"),
+                   token_file=os.path.join(base, token_file) if token_file else None)
+
+
+def _in_cluster() -> KubeAPI:
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        raise KubeConfigError("not running in a cluster (KUBERNETES_SERVICE_HOST unset) and no kubeconfig given")
+    ctx = ssl.create_default_context(cafile=os.path.join(SERVICE_ACCOUNT, "ca.crt"))
+    host = f"[{host}]" if ":" in host else host
+    return KubeAPI(f"https://{host}:{port}", ctx, token_file=os.path.join(SERVICE_ACCOUNT, "token"))
+
+
+def _named(doc: dict[str, Any], section: str, name: Any, key: str) -> dict[str, Any]:
+    for entry in doc.get(section) or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return entry.get(key) or {}
+    raise KubeConfigError(f"{section[:-1]} {name!r} (from current-context) is not in the kubeconfig")
+
+
+def _material(body: dict[str, Any], field: str, base: str) -> bytes | None:
+    try:
+        if body.get(f"{field}-data"):
+            return base64.b64decode(str(body[f"{field}-data"]), validate=True)
+        if body.get(field):
+            with open(os.path.join(base, str(body[field])), "rb") as f:
+                return f.read()
+    except (binascii.Error, ValueError):
+        raise KubeConfigError(f"{field}-data is not valid base64") from None
+    except OSError as exc:
+        raise KubeConfigError(f"{field}: {exc.strerror or exc}") from None
+    return None
+
+
+def _load_client_pair(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    # ssl loads key material from files only; a private temporary file lives for the call.
+    with tempfile.NamedTemporaryFile(prefix="ssl-exporter-", suffix=".pem") as f:
+        os.chmod(f.name, 0o600)
+        f.write(cert + b"\n" + key)
+        f.flush()
+        try:
+            ctx.load_cert_chain(f.name)
+        except ssl.SSLError:
+            raise KubeConfigError("client-certificate and client-key do not load as a pair") from None
+
+
+# --- kubernetes prober -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretTarget:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def parse_secret_target(raw: str, module: Module) -> SecretTarget:
+    namespace, sep, name = raw.strip().partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise TargetError(f"target {raw!r}: expected namespace/name (globs allowed, e.g. prod/*)")
+    for part in (namespace, name):
+        if not all(ch.isalnum() or ch in "-.*?[]!" for ch in part):
+            raise TargetError(f"target {raw!r}: {part!r} is not a Kubernetes name or glob")
+    return SecretTarget(namespace.lower(), name)
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+async def probe_kubernetes(rec: ProbeRecorder, module: Module, target: SecretTarget, _name: str) -> None:
+    api: KubeAPI = module.kube_api
+    options = module.kubernetes
+    with rec.phase("read"):
+        headers = api.headers()
+        connector = aiohttp.TCPConnector(ssl=api.ssl_context)
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+            secrets = []
+            for secret_type in options.secret_types:
+                secrets += await _list_secrets(session, api, target, secret_type, options.label_selector, rec)
+        results: list[FileResult] = []
+        for secret in secrets:
+            meta = secret.get("metadata") or {}
+            namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+            if not (fnmatch.fnmatchcase(namespace, target.namespace) and fnmatch.fnmatchcase(name, target.name)):
+                continue
+            data = secret.get("data") or {}
+            for key in options.keys:
+                if key in data:
+                    results.append(_secret_key(namespace, name, key, data[key]))
+    record_results(rec, results, what=f"secrets {target}")
+
+
+def _secret_key(namespace: str, name: str, key: str, value: Any) -> FileResult:
+    source = {"namespace": namespace, "secret": name, "key": key}
+    try:
+        data = base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        return FileResult(error=ReadError(source, "bad_pem", "Secret data is not valid base64"))
+    return parse_container(data, source, key, None)
+
+
+async def _list_secrets(session: aiohttp.ClientSession, api: KubeAPI, target: SecretTarget, secret_type: str,
+                        label_selector: str | None, rec: ProbeRecorder) -> list[dict[str, Any]]:
+    """All Secrets of one type in scope, following continue tokens; one restart on 410 Gone."""
+    if _is_glob(target.namespace):
+        path = "/api/v1/secrets"  # cluster-wide: the namespace glob is applied here
+    else:
+        path = f"/api/v1/namespaces/{quote(target.namespace, safe='')}/secrets"
+    params = {"fieldSelector": f"type={secret_type}", "limit": str(PAGE_SIZE)}
+    if not _is_glob(target.name):
+        params["fieldSelector"] += f",metadata.name={target.name}"
+    if label_selector:
+        params["labelSelector"] = label_selector
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    restarted = False
+    while True:
+        query = dict(params, **({"continue": token} if token else {}))
+        url = f"{api.server}{path}?{urlencode(query)}"
+        rec.note(f"GET {path}?{urlencode(query)}")
+        async with session.get(url, allow_redirects=False) as response:
+            body = await response.content.read(MAX_PAGE_BYTES + 1)
+            status = response.status
+        if status == 410 and token and not restarted:
+            # The continue token expired (the list changed too much): start over once.
+            rec.note("continue token expired (410 Gone): listing again from the start")
+            items, token, restarted = [], None, True
+            continue
+        if status in (401, 403):
+            raise ProbeFailure("permission_denied", f"{status} from the API server for {path}: {_message(body)}")
+        if status != 200:
+            raise ProbeFailure("api_error", f"{status} from the API server for {path}: {_message(body)}")
+        if len(body) > MAX_PAGE_BYTES:
+            raise ProbeFailure("oversized", f"a page of Secrets over {MAX_PAGE_BYTES} bytes")
+        try:
+            page = json.loads(body)
+            items += [item for item in page.get("items") or [] if isinstance(item, dict)]
+            token = (page.get("metadata") or {}).get("continue") or None
+        except (ValueError, AttributeError):
+            raise ProbeFailure("api_error", f"the API server's answer for {path} is not a list") from None
+        if not token:
+            return items
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("message", ""))[:200]
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
+
+
+KUBECONFIG_PROBER = Prober(parse_target=parse_path_target, probe=probe_kubeconfig,
+                           default_server_name=lambda target: "")
+KUBERNETES_PROBER = Prober(parse_target=parse_secret_target, probe=probe_kubernetes,
+                           default_server_name=lambda target: "")

@@ -1,0 +1,91 @@
+"""A stand-in for the Kubernetes API server: HTTPS on loopback, recorded list answers.
+
+No API server can run on this machine, so this serves SecretList pages in the shape the
+real API returns (v1 SecretList with metadata.continue), and the 403 and 410 answers the
+real one gives, and records every request so tests can assert the selectors sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+PAGE = 2  # a small page size, so that pagination is exercised with few Secrets
+
+
+def secret(namespace: str, name: str, data: dict[str, bytes], type_: str = "kubernetes.io/tls") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
+        "type": type_,
+        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
+
+
+@dataclass
+class FakeAPI:
+    secrets: list[dict[str, Any]]
+    token: str
+    forbidden_namespaces: set[str] = field(default_factory=set)
+    expire_continue_once: bool = False  # the first continue token answers 410 Gone
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    async def list_secrets(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        self.requests.append((request.path, query))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _status(401, "Unauthorized")
+        namespace = request.match_info.get("namespace")
+        if namespace in self.forbidden_namespaces:
+            return _status(403, f'secrets is forbidden: cannot list resource "secrets" in namespace "{namespace}"')
+        if query.get("continue") and self.expire_continue_once:
+            self.expire_continue_once = False
+            return _status(410, "The provided continue parameter is too old")
+        items = [s for s in self.secrets if _selected(s, namespace, query)]
+        start = int(query.get("continue") or 0)
+        page = items[start : start + PAGE]
+        more = start + PAGE < len(items)
+        body = {"kind": "SecretList", "apiVersion": "v1",
+                "metadata": {"resourceVersion": "42", **({"continue": str(start + PAGE)} if more else {})},
+                "items": page}
+        return web.json_response(body)
+
+
+def _selected(item: dict[str, Any], namespace: str | None, query: dict[str, str]) -> bool:
+    """The server-side selectors the exporter uses: namespace, type, metadata.name, labels."""
+    if namespace is not None and item["metadata"]["namespace"] != namespace:
+        return False
+    for clause in query.get("fieldSelector", "").split(","):
+        key, _, value = clause.partition("=")
+        if key == "type" and item["type"] != value:
+            return False
+        if key == "metadata.name" and item["metadata"]["name"] != value:
+            return False
+    return True
+
+
+def _status(code: int, message: str) -> web.Response:
+    return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                              "message": message, "code": code}, status=code)
+
+
+@asynccontextmanager
+async def serve(api: FakeAPI, cert: str, key: str) -> AsyncIterator[int]:
+    app = web.Application()
+    app.router.add_get("/api/v1/secrets", api.list_secrets)
+    app.router.add_get("/api/v1/namespaces/{namespace}/secrets", api.list_secrets)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()

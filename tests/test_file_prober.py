@@ -1,0 +1,277 @@
+"""The file and kubeconfig probers against real files in temporary folders."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, pkcs7, pkcs12
+
+from ssl_exporter.probers import file as file_prober
+from ssl_exporter.server import Exporter, make_app
+from tests.conftest import PKI, Samples
+from tests.pki import DAY, NOW, Cert
+
+P12_PASSWORD = "correct horse"
+
+
+@pytest.fixture
+async def file_client(tmp_path_factory: pytest.TempPathFactory,
+                      monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient]:
+    monkeypatch.setenv("SSL_EXPORTER_TEST_P12", P12_PASSWORD)
+    config = tmp_path_factory.mktemp("file-config") / "config.yml"
+    config.write_text(textwrap.dedent("""\
+        modules:
+          files:
+            prober: file
+            file: {pkcs12_password_env: SSL_EXPORTER_TEST_P12}
+          files_nopass:
+            prober: file
+          kubeconfig:
+            prober: kubeconfig
+        """))
+    async with TestClient(TestServer(make_app(Exporter(str(config))))) as client:
+        yield client
+
+
+async def probe_files(client: TestClient, target: str, module: str = "files") -> Samples:
+    response = await client.get("/probe", params={"target": target, "module": module})
+    text = await response.text()
+    assert response.status == 200, text
+    return Samples(text)
+
+
+def not_after(s: Samples, path: Path, position: int = 0) -> float | None:
+    return s.get("ssl_cert_not_after_timestamp_seconds", file=str(path), position=str(position))
+
+
+@pytest.fixture
+def leaf(pki: PKI) -> Cert:
+    return pki.inter.issue("files.example.test", dns=("files.example.test",), not_after=NOW + 5 * DAY)
+
+
+async def test_pem_bundle_with_private_key(file_client, tmp_path: Path, leaf: Cert, pki: PKI) -> None:
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(leaf.pem + leaf.key_pem + pki.inter.pem)
+    s = await probe_files(file_client, str(path))
+    assert s.get("ssl_probe_success") == 1
+    assert s.errors() == set()
+    assert not_after(s, path, 0) == leaf.not_after
+    assert not_after(s, path, 1) == pki.inter.not_after
+    assert s.get("ssl_cert_info", file=str(path), position="0", subject_cn="files.example.test") == 1
+    # Private keys are skipped, never exported.
+    key_body = b"".join(leaf.key_pem.splitlines()[1:-1]).decode()
+    assert "PRIVATE KEY" not in s.text and key_body[:40] not in s.text
+    phases = {labels["phase"] for labels in s.series("ssl_probe_phase_duration_seconds")}
+    assert phases == {"read"}
+    assert s.series("ssl_handshake_success") == []  # not a TLS probe: absent, not 0
+
+
+async def test_every_container_format(file_client, tmp_path: Path, leaf: Cert, pki: PKI) -> None:
+    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
+    shutil.copy(tmp_path / "leaf.pem", tmp_path / "for-openssl.pem")
+    subprocess.run(["openssl", "x509", "-in", tmp_path / "for-openssl.pem", "-addtrust", "serverAuth",
+                    "-out", tmp_path / "trusted.pem"], check=True, capture_output=True)
+    (tmp_path / "for-openssl.pem").unlink()
+    assert b"BEGIN TRUSTED CERTIFICATE" in (tmp_path / "trusted.pem").read_bytes()
+    (tmp_path / "leaf.der").write_bytes(leaf.der)
+    (tmp_path / "chain.p7b").write_bytes(pkcs7.serialize_certificates([leaf.cert, pki.inter.cert], Encoding.DER))
+    (tmp_path / "chain.p7.pem").write_bytes(pkcs7.serialize_certificates([leaf.cert, pki.inter.cert], Encoding.PEM))
+    (tmp_path / "store.p12").write_bytes(pkcs12.serialize_key_and_certificates(
+        b"store", leaf.key, leaf.cert, [pki.inter.cert], BestAvailableEncryption(P12_PASSWORD.encode())))
+    s = await probe_files(file_client, f"{tmp_path}/*")
+    assert s.get("ssl_probe_success") == 1, s.errors()
+    for name in ("leaf.pem", "trusted.pem", "leaf.der", "store.p12"):
+        assert not_after(s, tmp_path / name) == leaf.not_after, name
+    assert not_after(s, tmp_path / "store.p12", 1) == pki.inter.not_after
+    for name in ("chain.p7b", "chain.p7.pem"):  # PKCS#7 holds a SET: no order to keep
+        assert {not_after(s, tmp_path / name, 0), not_after(s, tmp_path / name, 1)} == {
+            leaf.not_after, pki.inter.not_after}, name
+    assert len(s.series("ssl_cert_not_after_timestamp_seconds")) == 9
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("corrupt.pem", b"-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n", "bad_pem"),
+        ("truncated.pem", None, "bad_pem"),
+        ("garbage.der", os.urandom(64), "bad_der"),
+        ("key-only.pem", "KEY", "no_certificate"),
+        ("empty.pem", b"", "bad_der"),
+        ("broken.p12", b"\x30\x03\x02\x01\x03", "bad_pkcs12"),
+    ],
+)
+async def test_unreadable_files_are_named(file_client, tmp_path: Path, leaf: Cert, name: str, content, reason) -> None:
+    good = tmp_path / "good.pem"
+    good.write_bytes(leaf.pem)
+    bad = tmp_path / name
+    if content == "KEY":
+        content = leaf.key_pem
+    elif content is None:  # a certificate cut in the middle: base64 decodes, DER does not
+        lines = leaf.pem.splitlines()
+        content = b"\n".join(lines[:3] + lines[-1:]) + b"\n"
+    bad.write_bytes(content)
+    s = await probe_files(file_client, f"{tmp_path}/*")
+    assert s.get("ssl_probe_success") == 0
+    assert s.errors() == {("read", reason)}
+    assert s.get("ssl_source_error_info", file=str(bad), reason=reason) == 1
+    assert not_after(s, good) == leaf.not_after  # one bad file hides nothing else
+
+
+async def test_pkcs12_password(file_client, tmp_path: Path, leaf: Cert) -> None:
+    path = tmp_path / "store.pfx"
+    path.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"store", leaf.key, leaf.cert, None, BestAvailableEncryption(P12_PASSWORD.encode())))
+    ok = await probe_files(file_client, str(path))
+    missing = await probe_files(file_client, str(path), module="files_nopass")
+    assert not_after(ok, path) == leaf.not_after
+    assert missing.errors() == {("read", "bad_password")}
+    assert missing.get("ssl_source_error_info", file=str(path), reason="bad_password") == 1
+    assert P12_PASSWORD not in missing.text
+
+
+async def test_globs_symlinks_and_nothing_matched(file_client, tmp_path: Path, leaf: Cert, pki: PKI) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "one.pem").write_bytes(leaf.pem)
+    (tmp_path / "a" / "b" / "two.pem").write_bytes(pki.inter.pem)
+    (tmp_path / "a" / "b" / "skip.crt").write_bytes(pki.inter.pem)
+    (tmp_path / "a" / ".hidden").mkdir()
+    (tmp_path / "a" / ".hidden" / "three.pem").write_bytes(leaf.pem)
+    (tmp_path / "a" / "b" / "link.pem").symlink_to(tmp_path / "a" / "one.pem")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")  # a folder loop is not followed
+    s = await probe_files(file_client, f"{tmp_path}/**/*.pem")
+    files = sorted(labels["file"] for labels in s.series("ssl_cert_not_after_timestamp_seconds"))
+    assert files == [str(tmp_path / "a" / "b" / "link.pem"), str(tmp_path / "a" / "b" / "two.pem"),
+                     str(tmp_path / "a" / "one.pem")]
+    assert s.get("ssl_probe_success") == 1
+
+    (tmp_path / "a" / "dangling.pem").symlink_to(tmp_path / "gone.pem")
+    s = await probe_files(file_client, f"{tmp_path}/a/*.pem")
+    assert s.get("ssl_source_error_info", file=str(tmp_path / "a" / "dangling.pem"), reason="not_found") == 1
+
+    none = await probe_files(file_client, f"{tmp_path}/**/*.nothing")
+    assert none.get("ssl_probe_success") == 0
+    assert none.errors() == {("read", "not_found")}
+    missing = await probe_files(file_client, str(tmp_path / "missing.pem"))
+    assert missing.errors() == {("read", "not_found")}
+
+
+async def test_relative_target_is_rejected(file_client) -> None:
+    response = await file_client.get("/probe", params={"target": "certs/*.pem", "module": "files"})
+    assert response.status == 400
+    assert await response.text() == "target 'certs/*.pem': the file prober needs an absolute path or glob\n"
+
+
+def test_permission_denied_is_reported(leaf: Cert) -> None:
+    # Root reads any file, so a forked child drops to an unprivileged user to read.
+    folder = Path(tempfile.mkdtemp(prefix="ssl-exporter-perm-"))
+    try:
+        folder.chmod(0o755)
+        path = folder / "secret.pem"
+        path.write_bytes(leaf.pem)
+        path.chmod(0o600)
+        assert _read_as_nobody(str(path)) == ("permission_denied" if os.getuid() == 0 else "read")
+        path.chmod(0o644)
+        assert _read_as_nobody(str(path)) == "read"
+    finally:
+        shutil.rmtree(folder)
+
+
+def _read_as_nobody(path: str) -> str:
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop privileges, read, report, exit without running pytest's cleanup
+        try:
+            os.close(reader)
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            result = file_prober.read_file(path, None, file_prober.ParseCache())
+            os.write(writer, (result.error.reason if result.error else "read").encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_unchanged_files_are_not_parsed_again(tmp_path: Path, leaf: Cert, pki: PKI) -> None:
+    for i in range(10_000):
+        folder = tmp_path / f"d{i % 100:02d}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"c{i}.pem").write_bytes(leaf.pem if i % 2 else pki.inter.pem)
+    cache = file_prober.ParseCache()
+    cold = file_prober.read_files(f"{tmp_path}/**/*.pem", None, cache)
+    assert (cache.hits, cache.misses) == (0, 10_000)
+    warm = file_prober.read_files(f"{tmp_path}/**/*.pem", None, cache)
+    assert (cache.hits, cache.misses) == (10_000, 10_000)
+    assert warm == cold
+    assert sum(len(r.certs) for r in warm) == 10_000
+    changed = tmp_path / "d01" / "c1.pem"
+    changed.write_bytes(pki.inter.pem + leaf.pem)  # new size and mtime: parsed again
+    again = file_prober.read_files(f"{tmp_path}/**/*.pem", None, cache)
+    assert cache.misses == 10_001
+    assert [c.subject_cn for c in next(r for r in again if r.certs[0].source["file"] == str(changed)).certs] == [
+        "Test Intermediate CA", "files.example.test"]
+
+
+# --- kubeconfig ---------------------------------------------------------------------------
+
+
+async def test_kubeconfig_inline_and_file_references(file_client, tmp_path: Path, leaf: Cert, pki: PKI) -> None:
+    client_cert = pki.inter.issue("system:admin", not_after=NOW + 3 * DAY)
+    (tmp_path / "pki").mkdir()
+    (tmp_path / "pki" / "client.crt").write_bytes(client_cert.pem)
+    kubeconfig = tmp_path / "admin.conf"
+    kubeconfig.write_text(textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Config
+        current-context: prod
+        clusters:
+        - name: prod
+          cluster:
+            server: https://127.0.0.1:6443
+            certificate-authority-data: {base64.b64encode(pki.root.pem).decode()}
+        - name: staging
+          cluster:
+            server: https://127.0.0.1:7443
+            certificate-authority: missing-ca.crt
+        users:
+        - name: admin
+          user:
+            client-certificate: pki/client.crt
+            client-key-data: {base64.b64encode(client_cert.key_pem).decode()}
+        - name: robot
+          user:
+            token: abc
+        contexts:
+        - name: prod
+          context: {{cluster: prod, user: admin}}
+        """))
+    s = await probe_files(file_client, str(kubeconfig), module="kubeconfig")
+    labels = {"kubeconfig": str(kubeconfig)}
+    assert s.get("ssl_cert_not_after_timestamp_seconds", **labels, name="prod", type="cluster",
+                 position="0") == pki.root.not_after
+    assert s.get("ssl_cert_not_after_timestamp_seconds", **labels, name="admin", type="user",
+                 position="0") == client_cert.not_after
+    assert s.get("ssl_source_error_info", **labels, name="staging", type="cluster", reason="not_found") == 1
+    assert s.get("ssl_probe_success") == 0
+    assert base64.b64encode(client_cert.key_pem).decode()[:40] not in s.text
+
+
+async def test_kubeconfig_that_is_not_yaml(file_client, tmp_path: Path) -> None:
+    path = tmp_path / "broken.conf"
+    path.write_text("clusters: [unclosed\n")
+    s = await probe_files(file_client, str(path), module="kubeconfig")
+    assert s.errors() == {("read", "bad_kubeconfig")}
+    assert s.get("ssl_source_error_info", kubeconfig=str(path), reason="bad_kubeconfig") == 1
