@@ -1,17 +1,23 @@
 """Certificate analysis from DER bytes, whatever their source.
 
 Parsing never raises for a malformed certificate's optional parts: a field that cannot be
-decoded is reported empty, so one odd extension does not hide a certificate's dates.
+decoded is reported empty, so one odd extension does not hide a certificate's dates. The
+bytes come from whoever answers a probe, so :func:`parse_der` raises nothing but
+:class:`CertificateError`, whatever ``cryptography`` throws, and every text it returns can be
+encoded as UTF-8 (a label value must be).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from ssl_exporter.result import CertInfo
@@ -22,33 +28,65 @@ class CertificateError(ValueError):
 
 
 def parse_der(der: bytes, source: Mapping[str, str] | None = None) -> CertInfo:
+    """Analyse one certificate; raise CertificateError when its DER, dates or serial
+    cannot be read. Optional parts that cannot be decoded are reported empty."""
+    with warnings.catch_warnings():
+        # A serial that is negative or zero is malformed but seen in the field, and OpenSSL
+        # accepts it; cryptography warns on every load (an error under -W error). We
+        # export it with a "-" sign instead. (catch_warnings is process-wide: parse_der
+        # runs on the event loop's thread only.)
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            not_before = cert.not_valid_before_utc.timestamp()
+            not_after = cert.not_valid_after_utc.timestamp()
+            serial = _serial_hex(cert)
+        except Exception as exc:  # hostile bytes: anything cryptography raises means "bad"
+            raise CertificateError(f"cannot decode certificate: {type(exc).__name__}: {exc}") from None
+        dns_names, ip_addresses = _optional(_subject_alt_names, cert, ((), ()))
+        key_algorithm, key_bits = _optional(_key_facts, cert, ("unknown", 0))
+        return CertInfo(
+            der=der,
+            subject_cn=_text(_optional(_common_name, cert, "", "subject")),
+            issuer_cn=_text(_optional(_common_name, cert, "", "issuer")),
+            subject=_text(_optional(_rfc4514, cert, "", "subject")),
+            issuer=_text(_optional(_rfc4514, cert, "", "issuer")),
+            serial=serial,
+            not_before=not_before,
+            not_after=not_after,
+            dns_names=tuple(_text(n) for n in dns_names),
+            ip_addresses=ip_addresses,
+            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+            key_algorithm=key_algorithm,
+            key_bits=key_bits,
+            signature_algorithm=_text(_optional(_signature_algorithm, cert, "unknown")),
+            is_ca=_optional(_is_ca, cert, False),
+            self_issued=_optional(_raw_name, cert, b"?s", "subject")
+            == _optional(_raw_name, cert, b"?i", "issuer"),
+            source=dict(source or {}),
+        )
+
+
+_T = TypeVar("_T")
+
+
+def _optional(getter: Callable[..., _T], cert: x509.Certificate, default: _T, *args: str) -> _T:
+    # The helpers catch what cryptography documents; this catches what it does not (a
+    # hostile certificate reaches code paths nobody lists), so that one odd field costs
+    # that field and not the certificate's dates.
     try:
-        cert = x509.load_der_x509_certificate(der)
-        not_before = cert.not_valid_before_utc.timestamp()
-        not_after = cert.not_valid_after_utc.timestamp()
-    except ValueError as exc:
-        raise CertificateError(f"cannot decode certificate: {exc}") from None
-    dns_names, ip_addresses = _subject_alt_names(cert)
-    key_algorithm, key_bits = _key_facts(cert)
-    return CertInfo(
-        der=der,
-        subject_cn=_common_name(cert, "subject"),
-        issuer_cn=_common_name(cert, "issuer"),
-        subject=_rfc4514(cert, "subject"),
-        issuer=_rfc4514(cert, "issuer"),
-        serial=_serial_hex(cert),
-        not_before=not_before,
-        not_after=not_after,
-        dns_names=dns_names,
-        ip_addresses=ip_addresses,
-        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-        key_algorithm=key_algorithm,
-        key_bits=key_bits,
-        signature_algorithm=_signature_algorithm(cert),
-        is_ca=_is_ca(cert),
-        self_issued=_raw_name(cert, "subject") == _raw_name(cert, "issuer"),
-        source=dict(source or {}),
-    )
+        return getter(cert, *args)
+    except Exception:
+        return default
+
+
+def _text(value: str) -> str:
+    """``value`` with anything UTF-8 cannot encode (lone surrogates) replaced."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 def distinct(ders: Iterable[bytes]) -> list[bytes]:

@@ -50,6 +50,7 @@ REASONS = {
     "weak_crypto": "a key or signature below OpenSSL's security level",
     "invalid_purpose": "a certificate is not allowed for TLS server authentication",
     "bad_certificate": "a certificate is malformed or its signature does not verify",
+    "revoked": "a certificate on the path is revoked (OCSP, CRL or a stapled OCSP response)",
     # Reading certificates at rest.
     "not_found": "no such file, or nothing matched",
     "permission_denied": "the file could not be read for lack of permission",
@@ -58,6 +59,8 @@ REASONS = {
     "bad_pkcs12": "a PKCS#12 file could not be decoded",
     "bad_password": "the PKCS#12 password is wrong or missing",
     "no_certificate": "the source holds no certificate",
+    "bad_kubeconfig": "the kubeconfig is not a YAML mapping",
+    "api_error": "the Kubernetes API answered with an error other than 401/403, or not with a list",
     "internal_error": "a bug in the exporter; the log has the traceback",
 }
 
@@ -116,10 +119,23 @@ _NOT_TLS_REASONS = {
 }
 
 
+# OpenSSL refuses a handshake message over its own limit (100 KiB for a certificate
+# list, SSL_CTX_set_max_cert_list) before reading it: the same cap as ours, applied earlier.
+_OVERSIZED_REASONS = {"EXCESSIVE_MESSAGE_SIZE"}
+
+
 def _ssl_reason(exc: ssl.SSLError) -> str:
-    name = exc.reason or ""
+    # Only errors raised by the _ssl module carry .reason; one raised in Python (ssl.py,
+    # asyncio) has none.
+    name = getattr(exc, "reason", None) or ""
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return "closed"
+    if name in _OVERSIZED_REASONS:
+        return "oversized"
+    if not name and "ASN1" in str(exc):
+        # "[SSL] ASN1 lib": OpenSSL could not decode a certificate the server sent (bad
+        # DER, a UTF8String that is not UTF-8); CPython leaves the reason empty for it.
+        return "bad_certificate"
     if name in _VERSION_REASONS:
         return "protocol_version"
     if "ALERT" in name:

@@ -145,8 +145,11 @@ def _split_host_port(text: str, raw: str) -> tuple[str, str | None]:
 
 
 def _parse_port(text: str, raw: str) -> int:
-    if not text.isdigit():
-        raise TargetError(f"target {raw!r}: port {text!r} is not a number")
+    # str.isdigit() is also true for "²" (int() refuses it) and for other scripts' digits
+    # ("١٢", which int() reads as 12): a port is ASCII digits, and not 5,000 of them
+    # (int() refuses over 4,300 digits).
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 5:
+        raise TargetError(f"target {raw!r}: port {text[:20]!r} is not a number from 1 to 65535")
     port = int(text)
     if not 1 <= port <= 65535:
         raise TargetError(f"target {raw!r}: port {port} is out of range 1-65535")
