@@ -8,6 +8,7 @@ is built here once per load, so a bad file is a config error and not a probe fai
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -88,6 +89,22 @@ class KubernetesConfig:
     label_selector: str | None = None
 
 
+REVOCATION_METHODS = ("crl", "ocsp", "stapling")
+# Versions a module may ask to be tested for with ``legacy_versions`` (docs/revocation.md).
+LEGACY_VERSIONS = ("TLS10", "TLS11")
+
+
+@dataclass(frozen=True)
+class RevocationConfig:
+    """``revocation:`` of a tcp module (docs/revocation.md); absent means no checks."""
+
+    methods: tuple[str, ...] = ("ocsp", "crl")
+    crl_files: tuple[str, ...] = ()
+    enforce: bool = True  # a revoked certificate fails the probe
+    # The configured CRL files, parsed at load and re-read when they change on disk.
+    crl_store: Any = field(default=None, compare=False, repr=False)
+
+
 @dataclass(frozen=True)
 class Module:
     name: str
@@ -103,6 +120,12 @@ class Module:
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
     # The client certificate sent for mTLS: it expires too, so probes export it.
     client_cert: CertInfo | None = field(default=None, compare=False, repr=False)
+    # Revocation checks (None: none, the module behaves as without the feature).
+    revocation: RevocationConfig | None = None
+    # With stapling, the handshake runs through pyOpenSSL on this context (ssl_exporter.stapling).
+    stapling_context: Any = field(default=None, compare=False, repr=False)
+    # Legacy TLS versions to test with extra handshakes ("TLS10", "TLS11").
+    legacy_versions: tuple[str, ...] = ()
 
     @property
     def default_port(self) -> int:
@@ -156,7 +179,19 @@ def module_dict(module: Module) -> dict[str, Any]:
                 "default_port": tcp.default_port,
             }
         ),
+        **_revocation_dict(module),
     }
+
+
+def _revocation_dict(module: Module) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if module.revocation is not None:
+        rev = module.revocation
+        out["revocation"] = {"methods": list(rev.methods), "enforce": rev.enforce,
+                             **({"crl_files": list(rev.crl_files)} if rev.crl_files else {})}
+    if module.legacy_versions:
+        out["legacy_versions"] = list(module.legacy_versions)
+    return out
 
 
 def redact_url(url: str | None) -> str | None:
@@ -227,7 +262,7 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     if prober not in PROBERS:
         raise ConfigError(f"{path}.prober: unknown prober {prober!r}, expected one of {', '.join(PROBERS)}")
     # Each prober takes its own block; another prober's block is a mistake worth naming.
-    own_block = {"tcp": {"tls_config", "tcp"}, "file": {"file"}, "kubeconfig": set(),
+    own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions"}, "file": {"file"}, "kubeconfig": set(),
                  "kubernetes": {"kubernetes"}}[prober]
     _reject_unknown(raw, {"prober", "timeout"} | own_block, path, f"for prober {prober}")
     timeout = _parse_timeout(raw.get("timeout", "10s"), f"{path}.timeout")
@@ -251,8 +286,74 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     except tls.ContextError as exc:
         raise ConfigError(f"{path}.tls_config.{exc.key}: {exc}") from None
     client_cert = _client_cert(tls_config, f"{path}.tls_config.cert_file")
+    revocation = (_parse_revocation(raw["revocation"], f"{path}.revocation", base_dir)
+                  if "revocation" in raw else None)
+    stapling_context = None
+    if revocation is not None and "stapling" in revocation.methods:
+        stapling_context = _stapling_context(tls_config, path)
+    legacy = _parse_legacy_versions(raw.get("legacy_versions"), f"{path}.legacy_versions")
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
-                  client_cert=client_cert)
+                  client_cert=client_cert, revocation=revocation, stapling_context=stapling_context,
+                  legacy_versions=legacy)
+
+
+def _parse_revocation(raw: Any, path: str, base_dir: str) -> RevocationConfig:
+    """``revocation:``; an empty block (or ``revocation:`` alone) checks OCSP and CRLs."""
+    raw = {} if raw is None else raw
+    _expect_mapping(raw, path)
+    _reject_unknown(raw, {"methods", "crl_files", "enforce"}, path)
+    methods = _get(raw, "methods", list, path, None)
+    if methods is None:
+        methods = list(RevocationConfig.methods)
+    expected = ", ".join(REVOCATION_METHODS)
+    if not methods:
+        raise ConfigError(f"{path}.methods: expected a non-empty list of {expected}")
+    for method in methods:
+        if method not in REVOCATION_METHODS:
+            raise ConfigError(f"{path}.methods: unknown method {method!r}, expected one of {expected}")
+        if methods.count(method) > 1:
+            raise ConfigError(f"{path}.methods: {method!r} is listed twice")
+    files = _get(raw, "crl_files", list, path, None) or []
+    if files and "crl" not in methods:
+        raise ConfigError(f"{path}.crl_files: requires method crl")
+    if not all(isinstance(f, str) and f for f in files):
+        raise ConfigError(f"{path}.crl_files: expected a list of file names")
+    from ssl_exporter import revocation
+
+    crl_files = []
+    for item in files:
+        filename = os.path.join(base_dir, os.path.expanduser(item))
+        _check_readable(filename, f"{path}.crl_files")
+        crl_files.append(filename)
+    try:
+        store = revocation.CRLFiles(crl_files)
+    except revocation.CRLFileError as exc:
+        raise ConfigError(f"{path}.crl_files: {exc}") from None
+    return RevocationConfig(methods=tuple(methods), crl_files=tuple(crl_files),
+                            enforce=_get(raw, "enforce", bool, path, True), crl_store=store)
+
+
+def _stapling_context(tls_config: TLSConfig, path: str) -> Any:
+    from ssl_exporter import stapling
+
+    try:
+        return stapling.build_context(tls_config)
+    except stapling.StaplingUnavailable as exc:
+        raise ConfigError(f"{path}.revocation.methods: {exc}") from None
+    except tls.ContextError as exc:
+        raise ConfigError(f"{path}.tls_config.{exc.key}: {exc}") from None
+
+
+def _parse_legacy_versions(raw: Any, path: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    expected = ", ".join(LEGACY_VERSIONS)
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{path}: expected a non-empty list of {expected}")
+    for version in raw:
+        if version not in LEGACY_VERSIONS:
+            raise ConfigError(f"{path}: {version!r} is not one of {expected}")
+    return tuple(dict.fromkeys(raw))
 
 
 def _client_cert(tls_config: TLSConfig, path: str) -> CertInfo | None:
@@ -401,8 +502,10 @@ def format_duration(seconds: float) -> str:
 def _parse_timeout(raw: Any, path: str) -> float:
     try:
         seconds = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else parse_duration(str(raw))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: an integer beyond float range
         raise ConfigError(f"{path}: {exc}") from None
+    if not math.isfinite(seconds):  # .nan, .inf
+        raise ConfigError(f"{path}: must be a finite duration")
     if seconds <= 0:
         raise ConfigError(f"{path}: must be greater than 0")
     return seconds

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from ssl_exporter.result import CertInfo, ProbeResult, ReadError
+from ssl_exporter import lint
+from ssl_exporter.result import CertInfo, CertLint, ProbeResult, ReadError, RevocationCheck
 
 CERT_LABELS = ("position", "subject_cn", "issuer_cn", "serial")
 # Descriptive labels on ssl_cert_info only: they would multiply series on the timestamps.
@@ -23,6 +24,12 @@ CERT_INFO_LABELS = (
     "key_algorithm",
     "key_bits",
     "signature_algorithm",
+    # Certificate-depth facts (ssl_exporter.lint, docs/revocation.md): "true"/"false", a count;
+    # empty when the certificate could not be read that deep.
+    "weak_signature",
+    "sct_count",
+    "must_staple",
+    "self_signed",
 )
 # A certificate with thousands of SANs must not make a megabyte label.
 MAX_SANS_LABEL = 1024
@@ -69,6 +76,54 @@ def probe_families(result: ProbeResult) -> list[Metric]:
     families.extend(cert_families([*zip(positions, result.certs), *client]))
     if result.read_errors:
         families.append(read_error_family(result.read_errors))
+    families.extend(revocation_families(result))
+    if result.legacy_versions:
+        legacy = GaugeMetricFamily("ssl_tls_legacy_version_accepted",
+                                   "1 when the server completes a handshake restricted to this legacy TLS version.",
+                                   labels=["version"])
+        for version, accepted in result.legacy_versions.items():
+            legacy.add_metric([version], float(accepted))
+        families.append(legacy)
+    return families
+
+
+def revocation_families(result: ProbeResult) -> list[Metric]:
+    """Revocation series (modules with ``revocation:``); unknown is absent from the 1/0 gauges."""
+    families: list[Metric] = []
+    if result.ocsp_stapled is not None:
+        families.append(_gauge("ssl_ocsp_stapled", "1 when the server stapled an OCSP response to the handshake.",
+                               float(result.ocsp_stapled)))
+    checks: tuple[RevocationCheck, ...] = result.revocation
+    if not checks:
+        return families
+    info = GaugeMetricFamily("ssl_revocation_status_info",
+                             "Revocation status of each certificate by each method: good, revoked or unknown.",
+                             labels=["position", "method", "status", "reason", "revocation_reason"])
+    revoked = GaugeMetricFamily("ssl_cert_revoked", "1 when the certificate is revoked, 0 when it is good; "
+                                "absent when unknown.", labels=["position", "method"])
+    revoked_at = GaugeMetricFamily("ssl_cert_revocation_timestamp_seconds",
+                                   "When a revoked certificate was revoked, as a Unix timestamp.",
+                                   labels=["position", "method"])
+    ocsp_next = GaugeMetricFamily("ssl_ocsp_next_update_timestamp_seconds",
+                                  "nextUpdate of the verified OCSP answer (queried or stapled).",
+                                  labels=["position", "method"])
+    crl_next = GaugeMetricFamily("ssl_crl_next_update_timestamp_seconds",
+                                 "nextUpdate of the verified CRL that answered for the certificate.",
+                                 labels=["position"])
+    for check in checks:
+        info.add_metric([check.position, check.method, check.status, check.reason, check.revocation_reason], 1.0)
+        if check.status == "unknown":
+            continue
+        revoked.add_metric([check.position, check.method], float(check.status == "revoked"))
+        if check.revocation_time is not None:
+            revoked_at.add_metric([check.position, check.method], check.revocation_time)
+        if check.next_update is not None:
+            if check.method == "crl":
+                crl_next.add_metric([check.position], check.next_update)
+            else:
+                ocsp_next.add_metric([check.position, check.method], check.next_update)
+    families.append(info)
+    families.extend(f for f in (revoked, revoked_at, ocsp_next, crl_next) if f.samples)
     return families
 
 
@@ -85,17 +140,32 @@ def cert_families(certs: Iterable[tuple[str, CertInfo]]) -> list[Metric]:
                                    labels=labels)
     info = GaugeMetricFamily("ssl_cert_info", "Descriptive facts of each distinct certificate.",
                              labels=[*labels, *CERT_INFO_LABELS])
+    validity = GaugeMetricFamily("ssl_cert_validity_period_seconds",
+                                 "Not-after minus not-before of each distinct certificate.", labels=labels)
     for position, cert in certs:
         values = [str(position), cert.subject_cn, cert.issuer_cn, cert.serial,
                   *(cert.source.get(key, "") for key in source_keys)]
         not_after.add_metric(values, cert.not_after)
         not_before.add_metric(values, cert.not_before)
+        facts = lint.facts(cert.der)
         info.add_metric([*values, cert.subject, cert.issuer, _sans_label(cert),
                          cert.fingerprint_sha256, cert.key_algorithm, str(cert.key_bits),
-                         cert.signature_algorithm], 1.0)
+                         cert.signature_algorithm, *_lint_labels(facts)], 1.0)
+        if facts is not None:
+            validity.add_metric(values, facts.validity_seconds)
     if not certs:
         return []
-    return [not_after, not_before, info]
+    return [not_after, not_before, info, validity]
+
+
+def _lint_labels(facts: CertLint | None) -> list[str]:
+    if facts is None:
+        return ["", "", "", ""]
+    return [_bool(facts.weak_signature), str(facts.sct_count), _bool(facts.must_staple), _bool(facts.self_signed)]
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def read_error_family(errors: Iterable[ReadError]) -> Metric:

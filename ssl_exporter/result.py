@@ -68,6 +68,35 @@ class TLSInfo:
 
 
 @dataclass(frozen=True)
+class RevocationCheck:
+    """The revocation status of one certificate by one method (``revocation:`` modules).
+
+    ``status`` is good, revoked or unknown; an answer that could not be verified is unknown
+    with a ``reason`` from :data:`ssl_exporter.revocation.UNKNOWN_REASONS`, never good.
+    """
+
+    position: str  # the certificate's position label, "0" the leaf
+    method: str  # ocsp | crl | stapling
+    status: str  # good | revoked | unknown
+    reason: str = ""  # unknown only: a documented reason (a label)
+    detail: str = ""  # free text for logs and debug output, never a label
+    next_update: float | None = None  # the verified answer's nextUpdate
+    revocation_time: float | None = None  # revoked only
+    revocation_reason: str = ""  # revoked only, when given: RFC 5280 CRLReason, snake_case
+
+
+@dataclass(frozen=True)
+class CertLint:
+    """Certificate-depth facts computed from DER (:mod:`ssl_exporter.lint`)."""
+
+    validity_seconds: float  # not-after minus not-before
+    weak_signature: bool  # signed with MD5 or SHA-1 (a self-signed CA's own signature aside)
+    sct_count: int  # embedded precertificate SCTs (RFC 6962)
+    must_staple: bool  # TLS feature extension with status_request (RFC 7633)
+    self_signed: bool  # subject equals issuer and the certificate's own key verifies it
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """Everything one probe learned. ``None`` means "not known", never "bad"."""
 
@@ -89,3 +118,9 @@ class ProbeResult:
     client_cert: CertInfo | None = None
     # Step-by-step log of the probe, for debug output and the recent-probes page.
     log: tuple[str, ...] = ()
+    # Revocation (modules with ``revocation:``): one entry per certificate and method.
+    revocation: tuple[RevocationCheck, ...] = ()
+    # Whether the server stapled an OCSP response; None when stapling was not requested.
+    ocsp_stapled: bool | None = None
+    # Legacy TLS versions checked (modules with ``legacy_versions:``): "TLS 1.0" -> accepted.
+    legacy_versions: Mapping[str, bool] = field(default_factory=dict)

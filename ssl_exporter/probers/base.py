@@ -18,7 +18,7 @@ from typing import Any
 
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeFailure, classify
-from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, TLSInfo
+from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,14 @@ class ProbeRecorder:
         self.verified_chain_expiry: float | None = None
         self.tls: TLSInfo | None = None
         self.client_cert: CertInfo | None = None
+        # --- revocation and depth checks (issue 4; docs/revocation.md) ---
+        # When the probe must be done, in loop time (set by run_probe): revocation fetches and
+        # legacy-version handshakes stop a little before it so the certificate data survives.
+        self.deadline: float | None = None
+        self.revocation: tuple[RevocationCheck, ...] = ()
+        self.ocsp_stapled: bool | None = None
+        self.legacy_versions: dict[str, bool] = {}
+        # --- end issue 4 ---
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -78,6 +86,9 @@ class ProbeRecorder:
             tls=self.tls,
             client_cert=self.client_cert,
             log=tuple(self.log),
+            revocation=self.revocation,  # issue 4
+            ocsp_stapled=self.ocsp_stapled,  # issue 4
+            legacy_versions=dict(self.legacy_versions),  # issue 4
         )
 
     def _enforced_errors(self) -> bool:
@@ -106,6 +117,7 @@ async def run_probe(
 ) -> ProbeResult:
     """Run one probe within ``timeout`` seconds, from resolution to the answer."""
     recorder = ProbeRecorder()
+    recorder.deadline = asyncio.get_running_loop().time() + timeout  # issue 4: nested deadlines
     recorder.note(f"probe module={module.name} target={target} name={server_name} timeout={timeout:g}s")
     try:
         async with asyncio.timeout(timeout):
@@ -116,6 +128,6 @@ async def run_probe(
         error = classify(exc, recorder.stage)
         recorder.fail(error.stage, error.reason, error.detail)
     except Exception as exc:  # a bug must cost one probe, not the exporter
-        log.exception("probe crashed", extra={"target": str(target), "module": module.name})
+        log.exception("probe crashed", extra={"fields": {"target": str(target), "module": module.name}})
         recorder.fail(recorder.stage, "internal_error", f"{type(exc).__name__}: {exc}")
     return recorder.result()

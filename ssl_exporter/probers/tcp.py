@@ -7,9 +7,10 @@ import base64
 import ipaddress
 import socket
 import time
+from collections.abc import Awaitable
 from urllib.parse import unquote, urlsplit
 
-from ssl_exporter import starttls, tls
+from ssl_exporter import lint, revocation, stapling, starttls, tls
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
 from ssl_exporter.config import Module, TCPConfig
 from ssl_exporter.errors import ProbeFailure, verify_reason
@@ -43,11 +44,32 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
             sni = None if _is_ip(server_name) else server_name
             rec.note(f"TLS handshake, SNI {sni or '(none: IP address)'}")
             assert module.ssl_context is not None
-            outcome = await tls.handshake(reader, writer, module.ssl_context, sni)
+            outcome: tls.HandshakeOutcome
+            if module.stapling_context is not None:  # issue 4: the same handshake, asking for a staple
+                outcome = await stapling.handshake(reader, writer, module.stapling_context, sni)
+            else:
+                outcome = await tls.handshake(reader, writer, module.ssl_context, sni)
     finally:
-        writer.close()
+        await _close(writer)
     with rec.phase("verify"):
         _analyse(rec, outcome, server_name, module.tls_config.insecure_skip_verify)
+    # --- issue 4: revocation and legacy TLS versions (docs/revocation.md) ---
+    if module.revocation is not None or module.legacy_versions:
+
+        async def reconnect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            extra_reader, extra_writer = await _connect(addresses, dial.port, tcp, rec)
+            try:
+                if proxy is not None:
+                    await _proxy_connect(extra_reader, extra_writer, target, tcp.proxy_url or "", rec)
+                if tcp.starttls:
+                    await starttls.negotiate(tcp.starttls, extra_reader, extra_writer, server_name, rec.note)
+            except BaseException:
+                await _close(extra_writer)
+                raise
+            return extra_reader, extra_writer
+
+        await _depth_checks(rec, module, outcome, reconnect, None if _is_ip(server_name) else server_name)
+    # --- end issue 4 ---
 
 
 def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insecure: bool) -> None:
@@ -68,10 +90,15 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
 
     rec.chain_valid = outcome.verify_code is None
     if rec.chain_valid:
-        verified = [parse_der(der) for der in outcome.verified or []]
-        if verified:
-            rec.verified_chain_expiry = min(c.not_after for c in verified)
-        rec.note("chain verified: " + " <- ".join(c.subject_cn or c.subject for c in verified))
+        # OpenSSL accepts some certificates that cryptography refuses (a PrintableString
+        # holding "*" or "@"); such a certificate was reported above as bad_certificate,
+        # and the verified path's expiry is then unknown rather than guessed from the rest.
+        verified = [_parse_or_none(der) for der in outcome.verified or []]
+        known = [c for c in verified if c is not None]
+        if known and len(known) == len(verified):
+            rec.verified_chain_expiry = min(c.not_after for c in known)
+        rec.note("chain verified: " + " <- ".join(
+            (c.subject_cn or c.subject) if c else "(unreadable)" for c in verified))
     else:
         last_is_ca = _last_is_ca(outcome.tried)
         reason = verify_reason(outcome.verify_code or 0, last_is_ca)
@@ -96,13 +123,69 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
         rec.note("insecure_skip_verify: verification failures reported but not enforced")
 
 
-def _last_is_ca(tried: list[bytes]) -> bool:
-    if not tried:
-        return False
+# --- issue 4: revocation and legacy TLS versions ---------------------------------------
+
+
+async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.HandshakeOutcome,
+                        reconnect: lint.Connector, sni: str | None) -> None:
+    """Revocation and legacy-version checks, concurrently, ending before the probe's deadline.
+
+    Neither raises; what they cannot learn in time is unknown (a reason, or absent), and the
+    certificate data recorded by _analyse is kept whatever happens here.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = rec.deadline if rec.deadline is not None else loop.time() + module.timeout
+
+    async def timed(phase: str, work: Awaitable[None]) -> None:
+        begin = time.perf_counter()
+        try:
+            await work
+        finally:
+            rec.phases[phase] = rec.phases.get(phase, 0.0) + time.perf_counter() - begin
+
+    async def legacy() -> None:
+        try:
+            async with asyncio.timeout_at(deadline - revocation.DEADLINE_MARGIN):
+                rec.legacy_versions = await lint.legacy_versions(module.legacy_versions, reconnect, sni, rec.note)
+        except TimeoutError:
+            rec.note("legacy versions: no answer before the deadline")
+
+    jobs = []
+    if module.revocation is not None:
+        jobs.append(timed("revocation", revocation.apply(rec, module, outcome)))
+    if module.legacy_versions:
+        jobs.append(timed("legacy_versions", legacy()))
+    await asyncio.gather(*jobs)
+
+
+# --- end issue 4 ---
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close the probe's connection at once and collect its error.
+
+    abort(), not close(): the handshake has flushed what we had to send, and close() would
+    wait for a peer that never reads. Awaiting wait_closed() marks asyncio's stored error
+    (a RST, a broken pipe while sending our alert) as retrieved; left alone, the garbage
+    collector logs it as "Future exception was never retrieved", one line per such probe.
+    """
+    writer.transport.abort()
     try:
-        return parse_der(tried[-1]).is_ca
+        await writer.wait_closed()
+    except Exception:  # noqa: BLE001 - the connection's fate is already recorded
+        pass
+
+
+def _parse_or_none(der: bytes) -> CertInfo | None:
+    try:
+        return parse_der(der)
     except CertificateError:
-        return False
+        return None
+
+
+def _last_is_ca(tried: list[bytes]) -> bool:
+    last = _parse_or_none(tried[-1]) if tried else None
+    return last is not None and last.is_ca
 
 
 async def _resolve(target: Target, tcp: TCPConfig, rec: ProbeRecorder) -> list[str]:

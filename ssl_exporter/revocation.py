@@ -1,0 +1,721 @@
+"""Revocation checks: OCSP (queried or stapled) and CRLs, verified, cached and bounded.
+
+For every certificate the server presented that lies on the verified path (the leaf and the
+intermediates, not the trust anchor), each method the module names gives one
+:class:`~ssl_exporter.result.RevocationCheck`: good, revoked, or unknown with a reason from
+:data:`UNKNOWN_REASONS`. Answers are verified, not just parsed (``cryptography.x509.ocsp``
+parses a response but does not check its signature):
+
+- OCSP: signed by the issuer, or by a delegated responder that the issuer certified with the
+  OCSPSigning extended key usage and that is valid now (RFC 6960 4.2.2.2); the single
+  response's CertID matches the certificate (issuer name hash, issuer key hash, serial); its
+  thisUpdate is not in the future and its nextUpdate not in the past, give or take
+  :data:`CLOCK_SKEW`.
+- CRL: issued and signed by the issuer, nextUpdate not in the past (same skew).
+
+An answer that fails any of these is ``unknown`` with the reason, never ``good``. Good and
+revoked answers are cached until their nextUpdate, keyed by (issuer key hash, serial,
+method), so a busy exporter asks a responder once per certificate and update period.
+
+Fetches use plain ``http://`` (the norm for OCSP and CRLs, whose answers are signed), read
+at most :data:`MAX_OCSP_BYTES` / :data:`MAX_CRL_BYTES`, follow no redirects, and run
+concurrently within the probe's deadline minus :data:`DEADLINE_MARGIN`: a slow or dead
+responder costs at most that, and what it leaves unanswered is ``unknown``/``timeout``
+while the probe's certificate metrics are returned as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
+
+from ssl_exporter.certs import distinct
+from ssl_exporter.result import CertInfo, RevocationCheck
+
+if TYPE_CHECKING:
+    from ssl_exporter.config import Module
+    from ssl_exporter.probers.base import ProbeRecorder
+    from ssl_exporter.tls import HandshakeOutcome
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ocsp", "crl", "stapling")
+STATUSES = ("good", "revoked", "unknown")
+# Why a status is unknown: the `reason` label of ssl_revocation_status_info (docs/revocation.md).
+UNKNOWN_REASONS = {
+    "no_responder": "the certificate names no http:// OCSP responder or CRL distribution point, "
+    "and no configured CRL file is from its issuer",
+    "no_issuer": "the certificate's issuer is not known (not on the verified path nor presented), "
+    "so no answer can be checked",
+    "not_stapled": "stapling was requested but the server sent no OCSP response",
+    "fetch_failed": "the responder or CRL server could not be reached, answered with an HTTP error, "
+    "or sent more than the exporter reads",
+    "timeout": "the probe's deadline came before the answer",
+    "bad_response": "the answer is not a well-formed OCSP response or CRL, or the responder "
+    "answered with an error status (malformedRequest, tryLater, unauthorized, ...)",
+    "bad_signature": "the answer's signature does not verify with the issuer's key or with an "
+    "authorized delegated responder's",
+    "stale": "the answer is past its nextUpdate, or its thisUpdate is in the future",
+    "no_match": "the answer does not cover this certificate (issuer or serial differ)",
+    "responder_unknown": "the OCSP responder answered that it does not know the certificate",
+    "internal_error": "a bug in the exporter; the log has the traceback",
+}
+
+CLOCK_SKEW = 300.0  # seconds of clock difference tolerated on thisUpdate/nextUpdate
+MAX_OCSP_BYTES = 64 * 1024
+MAX_CRL_BYTES = 10 * 1024 * 1024
+CACHE_SIZE = 10_000  # verified answers (a few hundred bytes each)
+CRL_CACHE_SIZE = 32  # downloaded CRLs (up to MAX_CRL_BYTES each)
+DEADLINE_MARGIN = 0.1  # seconds kept from the probe's deadline to build its answer
+
+
+# --- verdicts --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer about one certificate by one method, before it gets its position."""
+
+    status: str
+    reason: str = ""
+    detail: str = ""
+    next_update: float | None = None
+    revocation_time: float | None = None
+    revocation_reason: str = ""
+
+
+def _unknown(reason: str, detail: str) -> Verdict:
+    assert reason in UNKNOWN_REASONS, reason
+    return Verdict("unknown", reason, detail)
+
+
+def evaluate_ocsp(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, now: float) -> Verdict:
+    """Verify a DER OCSP response about ``cert`` (issued by ``issuer``) and read its status."""
+    try:
+        response = ocsp.load_der_ocsp_response(der)
+    except Exception as exc:  # bytes from the network: anything cryptography raises means "bad"
+        return _unknown("bad_response", f"not a DER OCSP response: {exc}")
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return _unknown("bad_response", f"responder answered {response.response_status.name}")
+    try:
+        problem = _check_ocsp_signature(response, issuer, now)
+        if problem:
+            return _unknown("bad_signature", problem)
+        single = _matching_single(response, cert, issuer)
+        if single is None:
+            return _unknown("no_match", f"no single response for serial {cert.serial_number:x} of this issuer")
+        this_update = single.this_update_utc.timestamp()
+        next_update = single.next_update_utc.timestamp() if single.next_update_utc else None
+        status = single.certificate_status
+        revocation_time = single.revocation_time_utc.timestamp() if single.revocation_time_utc else None
+        reason_flag = single.revocation_reason
+    except Exception as exc:  # a response that parses but breaks on a field
+        return _unknown("bad_response", f"unreadable OCSP response: {type(exc).__name__}: {exc}")
+    stale = _stale(this_update, next_update, now, "thisUpdate")
+    if stale:
+        return _unknown("stale", stale)
+    if status == ocsp.OCSPCertStatus.UNKNOWN:
+        return _unknown("responder_unknown", "the responder does not know this certificate")
+    if status == ocsp.OCSPCertStatus.REVOKED:
+        return Verdict("revoked", next_update=next_update, revocation_time=revocation_time,
+                       revocation_reason=reason_flag.name if reason_flag else "")
+    return Verdict("good", next_update=next_update)
+
+
+def evaluate_crl(crl: x509.CertificateRevocationList, cert: x509.Certificate, issuer: x509.Certificate,
+                 now: float) -> Verdict:
+    """Verify a CRL against ``issuer`` and look ``cert`` up in it."""
+    try:
+        if crl.issuer != issuer.subject:
+            return _unknown("no_match", f"CRL issued by {crl.issuer.rfc4514_string()}, "
+                                        f"not {issuer.subject.rfc4514_string()}")
+        if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            return _unknown("bad_signature", "the CRL's signature does not verify with the issuer's key")
+        last_update = crl.last_update_utc.timestamp()
+        next_update = crl.next_update_utc.timestamp() if crl.next_update_utc else None
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is None:
+            revoked = None
+        else:
+            revoked = (entry.revocation_date_utc.timestamp(), _crl_entry_reason(entry))
+    except Exception as exc:
+        return _unknown("bad_response", f"unreadable CRL: {type(exc).__name__}: {exc}")
+    stale = _stale(last_update, next_update, now, "thisUpdate")
+    if stale:
+        return _unknown("stale", stale)
+    if revoked is not None:
+        return Verdict("revoked", next_update=next_update, revocation_time=revoked[0], revocation_reason=revoked[1])
+    return Verdict("good", next_update=next_update)
+
+
+def _stale(this_update: float, next_update: float | None, now: float, name: str) -> str:
+    if this_update > now + CLOCK_SKEW:
+        return f"{name} is {this_update - now:.0f}s in the future"
+    if next_update is not None and next_update < now - CLOCK_SKEW:
+        return f"nextUpdate passed {now - next_update:.0f}s ago"
+    return ""
+
+
+def _crl_entry_reason(entry: x509.RevokedCertificate) -> str:
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
+    except (x509.ExtensionNotFound, ValueError):
+        return ""
+
+
+def _check_ocsp_signature(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: float) -> str:
+    """Empty when an authorized signer's key verifies the response, else what went wrong."""
+    problems = []
+    candidates = [issuer, *response.certificates]
+    for signer in candidates:
+        if not _is_responder(response, signer):
+            continue
+        if signer is not issuer:
+            problem = _delegation_problem(signer, issuer, now)
+            if problem:
+                problems.append(problem)
+                continue
+        try:
+            _verify_signature(signer.public_key(), response.signature, response.tbs_response_bytes,
+                              response.signature_hash_algorithm, response.signature_algorithm_oid)
+        except (InvalidSignature, ValueError, TypeError) as exc:
+            who = "the issuer" if signer is issuer else f"responder {signer.subject.rfc4514_string()}"
+            problems.append(f"signature does not verify with {who}'s key ({type(exc).__name__})")
+            continue
+        return ""
+    return "; ".join(problems) or "signed by a responder that is neither the issuer nor a certificate it sent"
+
+
+def _is_responder(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
+    if response.responder_name is not None:
+        return bool(response.responder_name == cert.subject)
+    return response.responder_key_hash == hashlib.sha1(_spki_bits(cert)).digest()
+
+
+def _delegation_problem(responder: x509.Certificate, issuer: x509.Certificate, now: float) -> str:
+    name = responder.subject.rfc4514_string()
+    try:
+        responder.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return f"responder {name} is not issued by the certificate's issuer"
+    try:
+        usages = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (x509.ExtensionNotFound, ValueError):
+        usages = None
+    if usages is None or ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
+        return f"responder {name} lacks the OCSPSigning extended key usage"
+    if not (responder.not_valid_before_utc.timestamp() - CLOCK_SKEW <= now
+            <= responder.not_valid_after_utc.timestamp() + CLOCK_SKEW):
+        return f"responder {name} is outside its validity period"
+    return ""
+
+
+def _verify_signature(key: Any, signature: bytes, data: bytes, hash_algorithm: hashes.HashAlgorithm | None,
+                      oid: x509.ObjectIdentifier) -> None:
+    if isinstance(key, rsa.RSAPublicKey):
+        assert hash_algorithm is not None
+        if oid == SignatureAlgorithmOID.RSASSA_PSS:
+            pad: padding.AsymmetricPadding = padding.PSS(mgf=padding.MGF1(hash_algorithm),
+                                                         salt_length=padding.PSS.AUTO)
+        else:
+            pad = padding.PKCS1v15()
+        key.verify(signature, data, pad, hash_algorithm)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        assert hash_algorithm is not None
+        key.verify(signature, data, ec.ECDSA(hash_algorithm))
+    elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        key.verify(signature, data)
+    elif isinstance(key, dsa.DSAPublicKey):
+        assert hash_algorithm is not None
+        key.verify(signature, data, hash_algorithm)
+    else:
+        raise TypeError(f"unsupported responder key {type(key).__name__}")
+
+
+def _matching_single(response: ocsp.OCSPResponse, cert: x509.Certificate,
+                     issuer: x509.Certificate) -> ocsp.OCSPSingleResponse | None:
+    name_der = issuer.subject.public_bytes()
+    key_bits = _spki_bits(issuer)
+    for single in response.responses:
+        if single.serial_number != cert.serial_number:
+            continue
+        algorithm = single.hash_algorithm
+        if (single.issuer_name_hash == _digest(algorithm, name_der)
+                and single.issuer_key_hash == _digest(algorithm, key_bits)):
+            return single
+    return None
+
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    h = hashes.Hash(algorithm)
+    h.update(data)
+    return h.finalize()
+
+
+def _spki_bits(cert: x509.Certificate) -> bytes:
+    """The subjectPublicKey BIT STRING's bits, as OCSP key hashes take them (RFC 6960 4.1.1).
+
+    Read from the certificate's own bytes rather than re-encoded from a loaded key, so an
+    issuer whose key type cryptography cannot load still gets its CertID.
+    """
+    _, tbs, _ = _tlv(cert.tbs_certificate_bytes)
+    fields: list[tuple[int, bytes]] = []
+    while tbs and len(fields) < 8:
+        tag, value, tbs = _tlv(tbs)
+        fields.append((tag, value))
+    if fields and fields[0][0] == 0xA0:  # explicit version
+        fields = fields[1:]
+    # serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
+    _, spki = fields[5]
+    _, _algorithm, rest = _tlv(spki)
+    tag, bits, _ = _tlv(rest)
+    if tag != 0x03 or not bits:
+        raise ValueError("no subjectPublicKey BIT STRING")
+    return bits[1:]  # drop the unused-bits count
+
+
+def _tlv(data: bytes) -> tuple[int, bytes, bytes]:
+    """One DER TLV: (tag, value, the rest)."""
+    if len(data) < 2:
+        raise ValueError("truncated DER")
+    tag, length, pos = data[0], data[1], 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4 or len(data) < 2 + count:
+            raise ValueError("bad DER length")
+        length, pos = int.from_bytes(data[2 : 2 + count], "big"), 2 + count
+    if len(data) < pos + length:
+        raise ValueError("truncated DER")
+    return tag, data[pos : pos + length], data[pos + length :]
+
+
+def _issuer_key_hash(issuer: x509.Certificate) -> str:
+    return hashlib.sha1(_spki_bits(issuer)).hexdigest()
+
+
+# --- caches ----------------------------------------------------------------------------
+
+
+class _ExpiringLRU:
+    """At most ``size`` entries, each dropped at its own expiry; least recently used first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Any, now: float) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any, expires: float) -> None:
+        self._entries[key] = (expires, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_RESULTS = _ExpiringLRU(CACHE_SIZE)  # (issuer key hash, serial, method) -> Verdict
+_CRLS = _ExpiringLRU(CRL_CACHE_SIZE)  # CRL URL -> CertificateRevocationList
+
+
+def clear_cache() -> None:
+    _RESULTS.clear()
+    _CRLS.clear()
+
+
+def _cache_result(key: tuple[str, int, str], verdict: Verdict, now: float) -> None:
+    # Only verified answers with a nextUpdate are kept; without one, RFC 5019 says newer
+    # information is always available, and an unknown answer is worth asking again.
+    if verdict.status != "unknown" and verdict.next_update is not None and verdict.next_update > now:
+        _RESULTS.put(key, verdict, verdict.next_update)
+
+
+# --- CRL files from the configuration ---------------------------------------------------
+
+
+class CRLFileError(ValueError):
+    """A configured CRL file that is not a CRL."""
+
+
+class CRLFiles:
+    """The module's ``crl_files``: parsed at load, re-read when a file changes on disk.
+
+    A file that cannot be re-read keeps its last good contents (and is logged), as a failed
+    configuration reload keeps the last good configuration.
+    """
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self._files: dict[str, tuple[float, list[x509.CertificateRevocationList]]] = {}
+        for path in paths:
+            try:
+                self._files[path] = (os.stat(path).st_mtime, load_crls(_read(path)))
+            except (OSError, ValueError) as exc:
+                raise CRLFileError(f"{path}: {exc}") from None
+
+    def __bool__(self) -> bool:
+        return bool(self._files)
+
+    def crls(self) -> list[x509.CertificateRevocationList]:
+        out = []
+        for path, (mtime, crls) in list(self._files.items()):
+            try:
+                current = os.stat(path).st_mtime
+                if current != mtime:
+                    crls = load_crls(_read(path))
+                    self._files[path] = (current, crls)
+            except (OSError, ValueError) as exc:
+                log.warning("CRL file %s could not be re-read, keeping its last contents: %s", path, exc)
+            out.extend(crls)
+        return out
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_CRL_BYTES + 1)
+    if len(data) > MAX_CRL_BYTES:
+        raise ValueError(f"larger than {MAX_CRL_BYTES} bytes")
+    return data
+
+
+def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
+    """Every CRL in PEM data (one or more blocks), or the one DER CRL."""
+    marker = b"-----BEGIN X509 CRL-----"
+    try:
+        if marker in data:
+            blocks = [marker + part for part in data.split(marker)[1:]]
+            return [x509.load_pem_x509_crl(block) for block in blocks]
+        return [x509.load_der_x509_crl(data)]
+    except Exception:
+        raise ValueError("not a CRL in PEM or DER") from None
+
+
+# --- which certificates, and their issuers ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A certificate whose revocation is checked, with its position label and issuer."""
+
+    position: str
+    cert: x509.Certificate
+    issuer: x509.Certificate | None
+
+
+def subjects(outcome: HandshakeOutcome, certs: Sequence[CertInfo]) -> list[Subject]:
+    """The presented certificates on the verified path, trust anchor excluded.
+
+    When verification failed there is no verified path; the presented certificates that are
+    not self-signed are checked, each with the issuer found among the certificates at hand.
+    Certificates the server did not present (an intermediate from the trust store) have no
+    position label and are not checked.
+    """
+    positions = {c.der: str(i) for i, c in enumerate(certs)}
+    if outcome.verified:
+        chain = [_load(der) for der in outcome.verified]
+        out = []
+        for i, der in enumerate(outcome.verified[:-1]):
+            cert, issuer = chain[i], chain[i + 1]
+            if der in positions and cert is not None:
+                out.append(Subject(positions[der], cert, issuer))
+        return out
+    pool = [c for c in (_load(der) for der in distinct([*outcome.presented, *outcome.tried])) if c is not None]
+    out = []
+    for der, position in positions.items():
+        cert = _load(der)
+        if cert is None or _issued_by(cert, cert):
+            continue  # unreadable, or a self-signed root: nobody to ask
+        issuer = next((c for c in pool if c is not cert and _issued_by(cert, c)), None)
+        out.append(Subject(position, cert, issuer))
+    return out
+
+
+def _load(der: bytes) -> x509.Certificate | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # negative serials
+        try:
+            return x509.load_der_x509_certificate(der)
+        except Exception:
+            return None
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except Exception:
+        return False
+    return True
+
+
+def _http_urls(urls: Iterable[str]) -> list[str]:
+    return [u for u in urls if u.lower().startswith("http://")]
+
+
+def ocsp_urls(cert: x509.Certificate) -> list[str]:
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except (x509.ExtensionNotFound, ValueError):
+        return []
+    return [d.access_location.value for d in aia
+            if d.access_method == AuthorityInformationAccessOID.OCSP
+            and isinstance(d.access_location, x509.UniformResourceIdentifier)]
+
+
+def crl_urls(cert: x509.Certificate) -> list[str]:
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except (x509.ExtensionNotFound, ValueError):
+        return []
+    return [name.value for point in points for name in point.full_name or ()
+            if isinstance(name, x509.UniformResourceIdentifier)]
+
+
+# --- fetching --------------------------------------------------------------------------
+
+
+class _FetchFailed(Exception):
+    pass
+
+
+async def _fetch(session: Any, url: str, limit: int, proxy: str | None, body: bytes | None = None) -> bytes:
+    import aiohttp
+
+    headers = {"Content-Type": "application/ocsp-request"} if body is not None else {}
+    try:
+        async with session.request("POST" if body is not None else "GET", url, data=body, headers=headers,
+                                   allow_redirects=False, proxy=proxy) as response:
+            if response.status != 200:
+                raise _FetchFailed(f"{url} answered HTTP {response.status}")
+            if response.content_length is not None and response.content_length > limit:
+                raise _FetchFailed(f"{url} announced {response.content_length} bytes, more than {limit}")
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(65536):
+                data += chunk
+                if len(data) > limit:
+                    raise _FetchFailed(f"{url} sent more than {limit} bytes")
+            return bytes(data)
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise _FetchFailed(f"{url}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+
+
+async def _ask_ocsp(subject: Subject, session: Any, proxy: str | None) -> Verdict:
+    assert subject.issuer is not None
+    urls = _http_urls(ocsp_urls(subject.cert))
+    if not urls:
+        return _unknown("no_responder", "no http:// OCSP responder in the certificate's AIA")
+    request = (ocsp.OCSPRequestBuilder().add_certificate(subject.cert, subject.issuer, hashes.SHA1())
+               .build().public_bytes(Encoding.DER))
+    verdict = _unknown("no_responder", "")
+    for url in urls:
+        try:
+            der = await _fetch(session, url, MAX_OCSP_BYTES, proxy, body=request)
+        except _FetchFailed as exc:
+            verdict = _unknown("fetch_failed", str(exc))
+            continue
+        verdict = evaluate_ocsp(der, subject.cert, subject.issuer, time.time())
+        return replace(verdict, detail=f"{url}: {verdict.detail}" if verdict.detail else url)
+    return verdict
+
+
+async def _ask_crl(subject: Subject, session: Any, proxy: str | None, files: CRLFiles | None) -> Verdict:
+    assert subject.issuer is not None
+    verdicts = []
+    for crl in files.crls() if files else []:
+        if crl.issuer == subject.issuer.subject:
+            verdicts.append(replace(evaluate_crl(crl, subject.cert, subject.issuer, time.time()),
+                                    detail="configured CRL file"))
+    for url in _http_urls(crl_urls(subject.cert)):
+        if any(v.status != "unknown" for v in verdicts):
+            break
+        now = time.time()
+        crl = _CRLS.get(url, now)
+        if crl is None:
+            try:
+                crl = load_crls(await _fetch(session, url, MAX_CRL_BYTES, proxy))[0]
+            except _FetchFailed as exc:
+                verdicts.append(_unknown("fetch_failed", str(exc)))
+                continue
+            except ValueError as exc:
+                verdicts.append(_unknown("bad_response", f"{url}: {exc}"))
+                continue
+        verdict = evaluate_crl(crl, subject.cert, subject.issuer, time.time())
+        if verdict.status != "unknown" and verdict.next_update is not None:
+            _CRLS.put(url, crl, verdict.next_update)
+        verdicts.append(replace(verdict, detail=f"{url}: {verdict.detail}" if verdict.detail else url))
+    if not verdicts:
+        return _unknown("no_responder", "no http:// CRL distribution point and no configured CRL file "
+                                        "from this issuer")
+    return combine(verdicts)
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """Several answers by one method: any revoked wins, then any good, else the first unknown."""
+    for status in ("revoked", "good"):
+        for verdict in verdicts:
+            if verdict.status == status:
+                return verdict
+    return verdicts[0]
+
+
+# --- the probe's entry point -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: tuple[RevocationCheck, ...]
+    stapled: bool | None
+
+
+async def check(
+    outcome: HandshakeOutcome,
+    certs: Sequence[CertInfo],
+    methods: Sequence[str],
+    deadline: float,
+    *,
+    crl_files: CRLFiles | None = None,
+    proxy: str | None = None,
+    note: Callable[[str], None] = lambda _message: None,
+) -> Report:
+    """Check every certificate of the path by every method, within ``deadline`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    staple = getattr(outcome, "ocsp_staple", None)
+    stapled = bool(staple) if "stapling" in methods else None
+    jobs: dict[tuple[str, str], Any] = {}  # (position, method) -> Verdict or coroutine
+    for subject in subjects(outcome, certs):
+        for method in methods:
+            if method == "stapling" and subject.position != "0":
+                continue  # a staple is about the leaf
+            if method == "stapling" and not staple:
+                jobs[subject.position, method] = _unknown(
+                    "not_stapled", "no stapled OCSP response" if staple is not None else "stapling handshake not used")
+                continue
+            if subject.issuer is None:
+                jobs[subject.position, method] = _unknown("no_issuer", "the issuer is not among the certificates")
+                continue
+            if method == "stapling":
+                assert staple
+                jobs[subject.position, method] = evaluate_ocsp(staple, subject.cert, subject.issuer, time.time())
+                continue
+            key = (_issuer_key_hash(subject.issuer), subject.cert.serial_number, method)
+            # Answers from the module's own CRL files are not cached: the files are read anew
+            # when they change, and they must not leak into modules that do not name them.
+            cacheable = not (method == "crl" and crl_files)
+            cached = _RESULTS.get(key, time.time()) if cacheable else None
+            if cached is not None:
+                note(f"revocation: position {subject.position} {method} from cache")
+                jobs[subject.position, method] = cached
+            else:
+                jobs[subject.position, method] = (key if cacheable else None, subject, method)
+
+    pending = {k: v for k, v in jobs.items() if isinstance(v, tuple)}
+    if pending:
+        verdicts = await _run_fetches(pending, deadline - DEADLINE_MARGIN - loop.time(), crl_files, proxy)
+        now = time.time()
+        for job, verdict in verdicts.items():
+            if pending[job][0] is not None:
+                _cache_result(pending[job][0], verdict, now)
+            jobs[job] = verdict
+    checks = []
+    for (position, method), verdict in jobs.items():
+        checks.append(RevocationCheck(position=position, method=method, status=verdict.status,
+                                      reason=verdict.reason, detail=verdict.detail,
+                                      next_update=verdict.next_update, revocation_time=verdict.revocation_time,
+                                      revocation_reason=verdict.revocation_reason))
+        note(f"revocation: position {position} {method} {verdict.status}"
+             + (f" ({verdict.reason})" if verdict.reason else "")
+             + (f": {verdict.detail}" if verdict.detail else ""))
+    return Report(tuple(checks), stapled)
+
+
+async def _run_fetches(pending: dict[tuple[str, str], Any], budget: float, crl_files: CRLFiles | None,
+                       proxy: str | None) -> dict[tuple[str, str], Verdict]:
+    """Run the network checks concurrently; what is not done within ``budget`` is a timeout."""
+    import aiohttp
+
+    timed_out = _unknown("timeout", f"no answer within the probe's deadline ({max(budget, 0):.2f}s left)")
+    if budget <= 0:
+        return dict.fromkeys(pending, timed_out)
+    results: dict[tuple[str, str], Verdict] = {}
+    connector = aiohttp.TCPConnector(limit=16, force_close=True, use_dns_cache=True)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False,
+                                     timeout=aiohttp.ClientTimeout(total=None)) as session:
+        tasks = {}
+        for job, (_key, subject, method) in pending.items():
+            coro = (_ask_ocsp(subject, session, proxy) if method == "ocsp"
+                    else _ask_crl(subject, session, proxy, crl_files))
+            tasks[job] = asyncio.ensure_future(coro)
+        try:
+            await asyncio.wait(tasks.values(), timeout=budget)
+        finally:  # also when the probe itself is cancelled
+            for task in tasks.values():
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for job, task in tasks.items():
+            if task.cancelled():
+                results[job] = timed_out
+            elif task.exception() is not None:
+                exc = task.exception()
+                log.error("revocation check crashed", exc_info=exc)
+                results[job] = _unknown("internal_error", f"{type(exc).__name__}: {exc}")
+            else:
+                results[job] = task.result()
+    return results
+
+
+async def apply(rec: ProbeRecorder, module: Module, outcome: HandshakeOutcome) -> None:
+    """Check revocation for a tcp probe and record it; a revoked certificate fails the probe
+    when the module enforces revocation. Never raises: a failure here must not hide the
+    certificate metrics already recorded."""
+    config = module.revocation
+    if config is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = getattr(rec, "deadline", None) or loop.time() + module.timeout
+    try:
+        report = await check(outcome, rec.certs, config.methods, deadline, crl_files=config.crl_store,
+                             proxy=module.tcp.proxy_url, note=rec.note)
+    except Exception as exc:
+        log.exception("revocation checks crashed")
+        rec.note(f"revocation checks crashed: {type(exc).__name__}: {exc}")
+        return
+    rec.revocation = report.checks
+    rec.ocsp_stapled = report.stapled
+    revoked = [c for c in report.checks if c.status == "revoked"]
+    if revoked:
+        rec.fail("verify", "revoked", "; ".join(
+            f"position {c.position} revoked ({c.method}{', ' + c.revocation_reason if c.revocation_reason else ''})"
+            for c in revoked))
+        if config.enforce:
+            rec.success = False
+        else:
+            rec.note("revocation.enforce is false: revoked certificates reported but not enforced")

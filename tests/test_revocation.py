@@ -1,0 +1,525 @@
+"""Revocation: OCSP (openssl ocsp as the responder), CRLs (a local HTTP server), stapling
+(nginx with ssl_stapling_file), each answer verified; and the handshake that asks for a
+staple, compared with the standard one on the same servers.
+
+Every scenario asserts values: statuses and reasons, next-update timestamps equal to the
+answer's nextUpdate, the probe's success, and that certificate metrics survive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp
+
+from ssl_exporter import config, revocation, stapling, tls
+from ssl_exporter.errors import classify
+from ssl_exporter.server import Exporter, make_app
+from tests.conftest import Samples, probe
+from tests.pki import DAY, NOW, Cert, make_cert, make_root
+from tests.servers import ocsp as rev
+from tests.servers import pytls
+from tests.servers.nginx import Site, run_nginx
+
+HOST = "www.example.test"
+
+
+@dataclass
+class RevPKI:
+    dir: Path
+    root: Cert
+    inter: Cert
+
+    @property
+    def root_file(self) -> Path:
+        return self.dir / "root.pem"
+
+
+@pytest.fixture(scope="module")
+def rpki(tmp_path_factory: pytest.TempPathFactory) -> RevPKI:
+    directory = tmp_path_factory.mktemp("revpki")
+    root = make_root("Revocation Root")
+    inter = rev.issue(root, "Revocation Intermediate", ca=True, not_after=NOW + 1000 * DAY)
+    (directory / "root.pem").write_bytes(root.pem)
+    return RevPKI(directory, root, inter)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    revocation.clear_cache()
+
+
+@asynccontextmanager
+async def exporter_client(tmp_path: Path, modules: dict[str, dict[str, Any]]) -> AsyncIterator[TestClient]:
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump({"modules": modules}))
+    async with TestClient(TestServer(make_app(Exporter(str(path))))) as client:
+        yield client
+
+
+def module(rpki: RevPKI, timeout: str = "5s", **extra: Any) -> dict[str, Any]:
+    return {"prober": "tcp", "timeout": timeout, "tls_config": {"ca_file": str(rpki.root_file)}, **extra}
+
+
+async def probe_chain(tmp_path: Path, rpki: RevPKI, leaf: Cert, chain: tuple[Cert, ...] | None = None,
+                      **modules: dict[str, Any]) -> dict[str, Samples]:
+    """Serve ``leaf`` + ``chain`` with the Python TLS server; probe it once with each module."""
+    cert_path, key_path = leaf.write(tmp_path, "leaf", chain if chain is not None else (rpki.inter,))
+    out = {}
+    async with exporter_client(tmp_path, modules) as client:
+        with pytls.tls_server(cert_path, key_path) as (port, _server):
+            for name in modules:
+                out[name] = await probe(client, f"127.0.0.1:{port}", hostname=HOST, module=name)
+    return out
+
+
+def status(s: Samples, position: str, method: str) -> tuple[str, str]:
+    series = [labels for labels in s.series("ssl_revocation_status_info")
+              if labels["position"] == position and labels["method"] == method]
+    assert len(series) == 1, series
+    return series[0]["status"], series[0]["reason"]
+
+
+def assert_cert_metrics_intact(s: Samples, leaf: Cert) -> None:
+    assert s.get("ssl_cert_not_after_timestamp_seconds", position="0", serial=leaf.serial) == leaf.not_after
+    assert s.get("ssl_handshake_success") == 1
+    assert s.get("ssl_chain_valid") == 1
+
+
+# --- OCSP against openssl ocsp -------------------------------------------------------------
+
+
+async def test_ocsp_good_with_next_update_from_the_responder(tmp_path: Path, rpki: RevPKI) -> None:
+    port = rev.free_port()
+    leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=f"http://127.0.0.1:{port}/")
+    with rev.openssl_responder(tmp_path / "ocsp", rpki.inter, rpki.inter, [rev.Entry(leaf)], port=port) as r:
+        s = (await probe_chain(tmp_path, rpki, leaf, ocsp=module(rpki, revocation={"methods": ["ocsp"]})))["ocsp"]
+        answer = r.last_response()
+    assert s.get("ssl_probe_success") == 1
+    assert s.errors() == set()
+    assert status(s, "0", "ocsp") == ("good", "")
+    assert s.get("ssl_cert_revoked", position="0", method="ocsp") == 0
+    assert answer.next_update_utc is not None
+    assert s.get("ssl_ocsp_next_update_timestamp_seconds", position="0",
+                 method="ocsp") == answer.next_update_utc.timestamp()
+    # The intermediate is on the verified path too; it names no responder: unknown, and the
+    # 1/0 gauge is absent rather than 0-as-good.
+    assert status(s, "1", "ocsp") == ("unknown", "no_responder")
+    assert s.get("ssl_cert_revoked", position="1", method="ocsp") is None
+    assert s.get("ssl_ocsp_stapled") is None  # stapling was not requested
+    assert_cert_metrics_intact(s, leaf)
+    assert s.get("ssl_probe_phase_duration_seconds", phase="revocation") is not None
+
+
+async def test_ocsp_revoked_fails_the_probe_unless_not_enforced(tmp_path: Path, rpki: RevPKI) -> None:
+    port = rev.free_port()
+    leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=f"http://127.0.0.1:{port}/")
+    revoked_at = NOW - 2 * DAY
+    entries = [rev.Entry(leaf, revoked_at=revoked_at, reason="keyCompromise")]
+    with rev.openssl_responder(tmp_path / "ocsp", rpki.inter, rpki.inter, entries, port=port):
+        out = await probe_chain(
+            tmp_path, rpki, leaf,
+            enforced=module(rpki, revocation={"methods": ["ocsp"]}),
+            lenient=module(rpki, revocation={"methods": ["ocsp"], "enforce": False}))
+    s = out["enforced"]
+    assert s.get("ssl_probe_success") == 0
+    assert s.errors() == {("verify", "revoked")}
+    assert status(s, "0", "ocsp") == ("revoked", "")
+    assert s.get("ssl_revocation_status_info", position="0", method="ocsp", status="revoked",
+                 revocation_reason="key_compromise") == 1
+    assert s.get("ssl_cert_revoked", position="0", method="ocsp") == 1
+    assert s.get("ssl_cert_revocation_timestamp_seconds", position="0", method="ocsp") == revoked_at.timestamp()
+    assert_cert_metrics_intact(s, leaf)  # a revoked certificate still shows its dates
+    lenient = out["lenient"]
+    assert lenient.get("ssl_probe_success") == 1
+    assert lenient.errors() == {("verify", "revoked")}  # reported, not enforced
+    assert lenient.get("ssl_cert_revoked", position="0", method="ocsp") == 1
+
+
+async def test_ocsp_responder_does_not_know_the_certificate(tmp_path: Path, rpki: RevPKI) -> None:
+    port = rev.free_port()
+    leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=f"http://127.0.0.1:{port}/")
+    other = rev.issue(rpki.inter, "other")
+    with rev.openssl_responder(tmp_path / "ocsp", rpki.inter, rpki.inter, [rev.Entry(other)], port=port):
+        s = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+    assert status(s, "0", "ocsp") == ("unknown", "responder_unknown")
+    assert s.get("ssl_cert_revoked", position="0", method="ocsp") is None
+    assert s.get("ssl_probe_success") == 1  # unknown is reported, never enforced
+
+
+async def test_ocsp_signed_by_an_impostor_with_the_issuers_name(tmp_path: Path, rpki: RevPKI) -> None:
+    port = rev.free_port()
+    leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=f"http://127.0.0.1:{port}/")
+    impostor = make_cert("Revocation Intermediate", ca=True)  # same name, another key
+    with rev.openssl_responder(tmp_path / "ocsp", rpki.inter, impostor, [rev.Entry(leaf)], port=port) as r:
+        s = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+        answer = r.last_response()
+    assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD  # what it claims...
+    assert status(s, "0", "ocsp") == ("unknown", "bad_signature")  # ...is not believed
+    assert s.get("ssl_ocsp_next_update_timestamp_seconds", position="0", method="ocsp") is None
+
+
+async def test_ocsp_delegated_responder_needs_the_ocsp_signing_usage(tmp_path: Path, rpki: RevPKI) -> None:
+    port = rev.free_port()
+    leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=f"http://127.0.0.1:{port}/")
+    delegated = rev.responder_cert(rpki.inter, "Delegated Responder")
+    with rev.openssl_responder(tmp_path / "ok", rpki.inter, delegated, [rev.Entry(leaf)], port=port):
+        good = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+    assert status(good, "0", "ocsp") == ("good", "")
+
+    revocation.clear_cache()
+    no_eku = rev.responder_cert(rpki.inter, "Not A Responder", ocsp_signing=False)
+    with rev.openssl_responder(tmp_path / "no-eku", rpki.inter, no_eku, [rev.Entry(leaf)], port=port):
+        bad = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+    assert status(bad, "0", "ocsp") == ("unknown", "bad_signature")
+
+    # A responder with the right usage but certified by another CA is not authorized either.
+    revocation.clear_cache()
+    foreign = rev.responder_cert(make_root("Foreign Root"), "Foreign Responder")
+    with rev.openssl_responder(tmp_path / "foreign", rpki.inter, foreign, [rev.Entry(leaf)], port=port):
+        other = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+    assert status(other, "0", "ocsp") == ("unknown", "bad_signature")
+
+
+async def test_ocsp_intermediate_is_checked_against_its_own_issuer(tmp_path: Path, rpki: RevPKI) -> None:
+    root_port, inter_port = rev.free_port(), rev.free_port()
+    inter = rev.issue(rpki.root, "Checked Intermediate", ca=True, ocsp_url=f"http://127.0.0.1:{root_port}/")
+    leaf = rev.issue(inter, HOST, dns=(HOST,), ocsp_url=f"http://127.0.0.1:{inter_port}/")
+    revoked_at = NOW - DAY
+    with (rev.openssl_responder(tmp_path / "root", rpki.root, rpki.root,
+                                [rev.Entry(inter, revoked_at=revoked_at, reason="cACompromise")], port=root_port),
+          rev.openssl_responder(tmp_path / "inter", inter, inter, [rev.Entry(leaf)], port=inter_port)):
+        s = (await probe_chain(tmp_path, rpki, leaf, (inter,), m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+    assert status(s, "0", "ocsp") == ("good", "")
+    assert status(s, "1", "ocsp") == ("revoked", "")
+    assert s.get("ssl_revocation_status_info", position="1", method="ocsp", status="revoked",
+                 revocation_reason="ca_compromise") == 1
+    assert s.get("ssl_probe_success") == 0  # a revoked intermediate breaks the chain too
+    assert s.errors() == {("verify", "revoked")}
+
+
+# --- OCSP answers openssl cannot be made to give ---------------------------------------------
+
+
+async def test_ocsp_stale_answer_and_answer_about_another_certificate(tmp_path: Path, rpki: RevPKI) -> None:
+    with rev.http_server() as server:
+        stale_leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=server.url("/stale"))
+        other_leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=server.url("/other"))
+        server.routes["/stale"] = rev.ocsp_response(stale_leaf, rpki.inter, this_update=NOW - 3 * DAY,
+                                                    next_update=NOW - DAY)
+        server.routes["/other"] = rev.ocsp_response(stale_leaf, rpki.inter)  # good, but about another serial
+        stale = (await probe_chain(tmp_path, rpki, stale_leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+        other = (await probe_chain(tmp_path, rpki, other_leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+    assert status(stale, "0", "ocsp") == ("unknown", "stale")
+    assert status(other, "0", "ocsp") == ("unknown", "no_match")
+    assert stale.get("ssl_ocsp_next_update_timestamp_seconds", position="0", method="ocsp") is None
+
+
+async def test_verified_answers_are_cached_until_next_update(tmp_path: Path, rpki: RevPKI) -> None:
+    with rev.http_server() as server:
+        leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=server.url("/ocsp"))
+        server.routes["/ocsp"] = rev.ocsp_response(leaf, rpki.inter, next_update=NOW + 2 * DAY)
+        out = await probe_chain(tmp_path, rpki, leaf, a=module(rpki, revocation={"methods": ["ocsp"]}),
+                                b=module(rpki, revocation={"methods": ["ocsp"]}))
+    assert server.requests == ["/ocsp"]  # the second probe asked nobody
+    for s in out.values():
+        assert status(s, "0", "ocsp") == ("good", "")
+        assert s.get("ssl_ocsp_next_update_timestamp_seconds", position="0",
+                     method="ocsp") == (NOW + 2 * DAY).timestamp()
+
+
+async def test_oversized_answer_is_not_read(tmp_path: Path, rpki: RevPKI) -> None:
+    with rev.http_server() as server:
+        leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=server.url("/big"))
+        server.routes["/big"] = b"\x30" * (revocation.MAX_OCSP_BYTES + 1)
+        s = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
+    assert status(s, "0", "ocsp") == ("unknown", "fetch_failed")
+
+
+async def test_dead_responder_costs_nothing_but_its_status(tmp_path: Path, rpki: RevPKI) -> None:
+    with pytls.refused_port() as port:
+        leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=f"http://127.0.0.1:{port}/",
+                         crl_url=f"http://127.0.0.1:{port}/ca.crl")
+        s = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp", "crl"]})))["m"]
+    assert status(s, "0", "ocsp") == ("unknown", "fetch_failed")
+    assert status(s, "0", "crl") == ("unknown", "fetch_failed")
+    assert s.get("ssl_probe_success") == 1
+    assert s.errors() == set()
+    assert_cert_metrics_intact(s, leaf)
+
+
+async def test_silent_responder_costs_one_bounded_probe(tmp_path: Path, rpki: RevPKI) -> None:
+    with pytls.serve(pytls.silent) as port:
+        leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url=f"http://127.0.0.1:{port}/",
+                         crl_url=f"http://127.0.0.1:{port}/ca.crl")
+        begin = time.monotonic()
+        s = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, "1.5s",
+                                                              revocation={"methods": ["ocsp", "crl"]})))["m"]
+        elapsed = time.monotonic() - begin
+    assert elapsed < 1.5 + 1.0  # one probe's deadline, plus the test's own set-up
+    assert s.get("ssl_probe_duration_seconds") < 1.5
+    assert status(s, "0", "ocsp") == ("unknown", "timeout")
+    assert status(s, "0", "crl") == ("unknown", "timeout")
+    # The probe did not time out: its certificate data and verdict are all there.
+    assert s.get("ssl_probe_success") == 1
+    assert s.errors() == set()
+    assert_cert_metrics_intact(s, leaf)
+
+
+# --- CRLs ---------------------------------------------------------------------------------
+
+
+async def test_crl_good_revoked_and_intermediate(tmp_path: Path, rpki: RevPKI) -> None:
+    with rev.http_server() as server:
+        inter = rev.issue(rpki.root, "CRL Intermediate", ca=True, crl_url=server.url("/root.crl"))
+        good = rev.issue(inter, HOST, dns=(HOST,), crl_url=server.url("/inter.crl"))
+        bad = rev.issue(inter, HOST, dns=(HOST,), crl_url=server.url("/inter.crl"))
+        revoked_at = NOW - 3 * DAY
+        server.routes["/inter.crl"] = rev.crl(inter, [(bad, revoked_at, x509.ReasonFlags.superseded)],
+                                              next_update=NOW + 2 * DAY)
+        server.routes["/root.crl"] = rev.crl(rpki.root, next_update=NOW + 7 * DAY, pem=True)
+        m = module(rpki, revocation={"methods": ["crl"]})
+        ok = (await probe_chain(tmp_path, rpki, good, (inter,), m=m))["m"]
+        revoked = (await probe_chain(tmp_path, rpki, bad, (inter,), m=m))["m"]
+    assert status(ok, "0", "crl") == ("good", "")
+    assert ok.get("ssl_cert_revoked", position="0", method="crl") == 0
+    assert ok.get("ssl_crl_next_update_timestamp_seconds", position="0") == (NOW + 2 * DAY).timestamp()
+    assert status(ok, "1", "crl") == ("good", "")  # the intermediate, from the root's (PEM) CRL
+    assert ok.get("ssl_crl_next_update_timestamp_seconds", position="1") == (NOW + 7 * DAY).timestamp()
+    assert ok.get("ssl_probe_success") == 1
+    assert status(revoked, "0", "crl") == ("revoked", "")
+    assert revoked.get("ssl_cert_revocation_timestamp_seconds", position="0", method="crl") == revoked_at.timestamp()
+    assert revoked.get("ssl_revocation_status_info", position="0", method="crl", status="revoked",
+                       revocation_reason="superseded") == 1
+    assert revoked.get("ssl_probe_success") == 0
+    assert revoked.errors() == {("verify", "revoked")}
+    # One download of each CRL served both probes.
+    assert sorted(server.requests) == ["/inter.crl", "/root.crl"]
+
+
+async def test_crl_stale_and_wrong_signer_are_unknown(tmp_path: Path, rpki: RevPKI) -> None:
+    with rev.http_server() as server:
+        stale_leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=server.url("/stale.crl"))
+        forged_leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=server.url("/forged.crl"))
+        garbage_leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=server.url("/garbage.crl"))
+        server.routes["/stale.crl"] = rev.crl(rpki.inter, last_update=NOW - 10 * DAY, next_update=NOW - DAY)
+        impostor = make_cert("Revocation Intermediate", ca=True)
+        server.routes["/forged.crl"] = rev.crl(rpki.inter, signer=impostor)  # the issuer's name, not its key
+        server.routes["/garbage.crl"] = b"not a CRL"
+        m = module(rpki, revocation={"methods": ["crl"]})
+        stale = (await probe_chain(tmp_path, rpki, stale_leaf, m=m))["m"]
+        forged = (await probe_chain(tmp_path, rpki, forged_leaf, m=m))["m"]
+        garbage = (await probe_chain(tmp_path, rpki, garbage_leaf, m=m))["m"]
+    assert status(stale, "0", "crl") == ("unknown", "stale")
+    assert stale.get("ssl_crl_next_update_timestamp_seconds", position="0") is None
+    assert status(forged, "0", "crl") == ("unknown", "bad_signature")
+    assert status(garbage, "0", "crl") == ("unknown", "bad_response")
+    for s in (stale, forged, garbage):
+        assert s.get("ssl_probe_success") == 1
+
+
+async def test_crl_file_from_the_module(tmp_path: Path, rpki: RevPKI) -> None:
+    leaf = rev.issue(rpki.inter, HOST, dns=(HOST,))  # names no CRL
+    crl_path = tmp_path / "inter.crl"
+    crl_path.write_bytes(rev.crl(rpki.inter, [(leaf, NOW - DAY, None)], pem=True))
+    m = module(rpki, revocation={"methods": ["crl"], "crl_files": [str(crl_path)]})
+    s = (await probe_chain(tmp_path, rpki, leaf, m=m, plain=module(rpki, revocation={"methods": ["crl"]})))
+    assert status(s["m"], "0", "crl") == ("revoked", "")
+    assert s["m"].get("ssl_probe_success") == 0
+    assert status(s["plain"], "0", "crl") == ("unknown", "no_responder")
+
+
+def test_crl_file_is_reread_when_it_changes(tmp_path: Path, rpki: RevPKI) -> None:
+    leaf = rev.issue(rpki.inter, HOST)
+    path = tmp_path / "inter.crl"
+    path.write_bytes(rev.crl(rpki.inter))
+    files = revocation.CRLFiles([str(path)])
+    assert files.crls()[0].get_revoked_certificate_by_serial_number(leaf.cert.serial_number) is None
+    path.write_bytes(rev.crl(rpki.inter, [(leaf, NOW, None)]))
+    later = time.time() + 5
+    import os
+
+    os.utime(path, (later, later))
+    assert files.crls()[0].get_revoked_certificate_by_serial_number(leaf.cert.serial_number) is not None
+
+
+# --- stapling with nginx -------------------------------------------------------------------
+
+
+async def test_stapling_with_nginx(tmp_path: Path, rpki: RevPKI) -> None:
+    good_leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), must_staple=True)
+    revoked_leaf = rev.issue(rpki.inter, HOST, dns=(HOST,))
+    plain_leaf = rev.issue(rpki.inter, HOST, dns=(HOST,))
+    entries = [rev.Entry(good_leaf), rev.Entry(revoked_leaf, revoked_at=NOW - DAY, reason="keyCompromise")]
+    good_der = rev.openssl_response(tmp_path / "staple-good", rpki.inter, rpki.inter, entries, good_leaf, nmin=90)
+    revoked_der = rev.openssl_response(tmp_path / "staple-revoked", rpki.inter, rpki.inter, entries, revoked_leaf)
+    (tmp_path / "good.der").write_bytes(good_der)
+    (tmp_path / "revoked.der").write_bytes(revoked_der)
+    sites = {}
+    for name, leaf, staple in (("good", good_leaf, "good.der"), ("revoked", revoked_leaf, "revoked.der"),
+                               ("plain", plain_leaf, None)):
+        cert_path, key_path = leaf.write(tmp_path, name, (rpki.inter,))
+        directives = ["ssl_protocols TLSv1.2 TLSv1.3;"]  # nginx before 1.23.4 leaves TLS 1.3 off
+        if staple is not None:
+            directives += ["ssl_stapling on;", f"ssl_stapling_file {tmp_path / staple};"]
+        sites[name] = Site(cert_path, key_path, directives)
+    modules = {"stapling": module(rpki, revocation={"methods": ["stapling"]}),
+               "tls12": module(rpki, revocation={"methods": ["stapling"]},
+                               tls_config={"ca_file": str(rpki.root_file), "max_version": "TLS12"})}
+    async with exporter_client(tmp_path, modules) as client:
+        with run_nginx(tmp_path / "nginx", sites) as ports:
+            good = await probe(client, f"127.0.0.1:{ports['good']}", hostname=HOST, module="stapling")
+            good12 = await probe(client, f"127.0.0.1:{ports['good']}", hostname=HOST, module="tls12")
+            revoked = await probe(client, f"127.0.0.1:{ports['revoked']}", hostname=HOST, module="stapling")
+            plain = await probe(client, f"127.0.0.1:{ports['plain']}", hostname=HOST, module="stapling")
+    next_update = ocsp.load_der_ocsp_response(good_der).next_update_utc
+    assert next_update is not None
+    for s, version in ((good, "TLS 1.3"), (good12, "TLS 1.2")):
+        assert s.get("ssl_probe_success") == 1
+        assert s.get("ssl_ocsp_stapled") == 1
+        assert status(s, "0", "stapling") == ("good", "")
+        assert s.get("ssl_ocsp_next_update_timestamp_seconds", position="0",
+                     method="stapling") == next_update.timestamp()
+        assert s.series("ssl_tls_version_info") == [{"version": version}]
+        assert s.series("ssl_cert_info")[0]["must_staple"] == "true"
+        assert_cert_metrics_intact(s, good_leaf)
+    assert status(revoked, "0", "stapling") == ("revoked", "")
+    assert revoked.get("ssl_cert_revoked", position="0", method="stapling") == 1
+    assert revoked.get("ssl_probe_success") == 0
+    assert revoked.errors() == {("verify", "revoked")}
+    assert plain.get("ssl_ocsp_stapled") == 0
+    assert status(plain, "0", "stapling") == ("unknown", "not_stapled")
+    assert plain.get("ssl_cert_revoked", position="0", method="stapling") is None
+    assert plain.get("ssl_probe_success") == 1
+
+
+# --- the stapling handshake is the same handshake ---------------------------------------------
+
+
+async def _both_handshakes(port: int, context: ssl.SSLContext, pyopenssl_context: Any,
+                           name: str | None) -> tuple[Any, Any]:
+    outcomes = []
+    for run in (lambda r, w: tls.handshake(r, w, context, name),
+                lambda r, w: stapling.handshake(r, w, pyopenssl_context, name)):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            outcomes.append(await run(reader, writer))
+        except Exception as exc:  # compared as the probe would classify it
+            outcomes.append(classify(exc, "handshake"))
+        finally:
+            writer.close()
+    return outcomes[0], outcomes[1]
+
+
+@pytest.mark.parametrize("scenario", ["valid", "expired", "unknown_ca", "self_signed", "no_intermediate",
+                                      "tls12", "wrong_host"])
+async def test_stapling_handshake_matches_the_standard_one(tmp_path: Path, rpki: RevPKI, scenario: str) -> None:
+    other_root = make_root("Unrelated Root")
+    other_inter = other_root.issue("Unrelated Intermediate", ca=True)
+    leaf, chain, server_args = {
+        "valid": (rpki.inter.issue(HOST, dns=(HOST,)), (rpki.inter,), {}),
+        "expired": (rpki.inter.issue(HOST, dns=(HOST,), not_before=NOW - 30 * DAY, not_after=NOW - DAY),
+                    (rpki.inter,), {"max_version": ssl.TLSVersion.TLSv1_2}),
+        "unknown_ca": (other_inter.issue(HOST, dns=(HOST,)), (other_inter,), {}),
+        "self_signed": (make_cert(HOST, dns=(HOST,)), (), {}),
+        "no_intermediate": (rpki.inter.issue(HOST, dns=(HOST,)), (), {}),
+        "tls12": (rpki.inter.issue(HOST, dns=(HOST,)), (rpki.inter,), {"max_version": ssl.TLSVersion.TLSv1_2}),
+        "wrong_host": (rpki.inter.issue("other.test", dns=("other.test",)), (rpki.inter,), {}),
+    }[scenario]
+    tls_config = config.TLSConfig(ca_file=str(rpki.root_file))
+    context = tls.build_client_context(tls_config)
+    pyopenssl_context = stapling.build_context(tls_config)
+    cert_path, key_path = leaf.write(tmp_path, scenario, chain)
+    with pytls.tls_server(cert_path, key_path, **server_args) as (port, _server):
+        standard, stapled = await _both_handshakes(port, context, pyopenssl_context, HOST)
+    assert isinstance(stapled, stapling.StapledOutcome)
+    assert stapled.ocsp_staple == b""  # the Python server does not staple
+    for field in ("presented", "verified", "verify_code", "verify_message", "version", "cipher", "dropped_certs"):
+        assert getattr(stapled, field) == getattr(standard, field), field
+    if standard.verify_code is not None:
+        assert stapled.tried == standard.tried
+
+
+@pytest.mark.parametrize("handler", [pytls.plain_http, pytls.garbage])
+async def test_stapling_handshake_errors_classify_alike(rpki: RevPKI, handler: Any) -> None:
+    tls_config = config.TLSConfig(ca_file=str(rpki.root_file))
+    with pytls.serve(handler) as port:
+        standard, stapled = await _both_handshakes(port, tls.build_client_context(tls_config),
+                                                   stapling.build_context(tls_config), HOST)
+    assert stapled.reason == standard.reason == "tls_protocol"
+
+
+async def test_stapling_handshake_refused_version_classifies_alike(tmp_path: Path, rpki: RevPKI) -> None:
+    leaf = rpki.inter.issue(HOST, dns=(HOST,))
+    cert_path, key_path = leaf.write(tmp_path, "v12", (rpki.inter,))
+    tls_config = config.TLSConfig(ca_file=str(rpki.root_file), min_version="TLS13")
+    with pytls.tls_server(cert_path, key_path, max_version=ssl.TLSVersion.TLSv1_2) as (port, _server):
+        standard, stapled = await _both_handshakes(port, tls.build_client_context(tls_config),
+                                                   stapling.build_context(tls_config), HOST)
+    assert stapled.reason == standard.reason == "protocol_version"
+
+
+def test_stapling_context_offers_what_the_standard_context_offers(rpki: RevPKI) -> None:
+    from OpenSSL import SSL
+
+    tls_config = config.TLSConfig(ca_file=str(rpki.root_file))
+    standard = [c["name"] for c in tls.build_client_context(tls_config).get_ciphers()]
+    assert SSL.Connection(stapling.build_context(tls_config), None).get_cipher_list() == standard
+
+
+# --- verification units --------------------------------------------------------------------
+
+
+def test_ocsp_answer_within_clock_skew_is_fresh(rpki: RevPKI) -> None:
+    leaf = rev.issue(rpki.inter, HOST)
+    now = time.time()
+    just_past = rev.ocsp_response(leaf, rpki.inter, this_update=NOW - DAY,
+                                  next_update=dt.datetime.fromtimestamp(now - 60, dt.UTC))
+    assert revocation.evaluate_ocsp(just_past, leaf.cert, rpki.inter.cert, now).status == "good"
+    future = rev.ocsp_response(leaf, rpki.inter, this_update=dt.datetime.fromtimestamp(now + 3600, dt.UTC))
+    assert revocation.evaluate_ocsp(future, leaf.cert, rpki.inter.cert, now).reason == "stale"
+    assert revocation.evaluate_ocsp(b"junk", leaf.cert, rpki.inter.cert, now).reason == "bad_response"
+    unauthorized = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    der = unauthorized.public_bytes(serialization.Encoding.DER)
+    assert revocation.evaluate_ocsp(der, leaf.cert, rpki.inter.cert, now).reason == "bad_response"
+
+
+def test_cache_is_bounded_and_expires() -> None:
+    cache = revocation._ExpiringLRU(2)
+    cache.put("a", 1, expires=100)
+    cache.put("b", 2, expires=100)
+    assert cache.get("a", now=50) == 1
+    cache.put("c", 3, expires=100)  # evicts b, the least recently used
+    assert cache.get("b", now=50) is None and len(cache) == 2
+    assert cache.get("a", now=100) is None  # expired at its nextUpdate
+
+
+def test_module_without_revocation_is_unchanged() -> None:
+    cfg = config.load_text("modules:\n  m: {prober: tcp}\n", source="test")
+    m = cfg.modules["m"]
+    assert m.revocation is None and m.stapling_context is None and m.legacy_versions == ()
+    assert "revocation" not in config.module_dict(m)
+
+
+def test_revocation_config_defaults_and_redaction(tmp_path: Path) -> None:
+    cfg = config.load_text("modules:\n  m:\n    revocation:\n", source="test")
+    rev_config = cfg.modules["m"].revocation
+    assert rev_config is not None
+    assert rev_config.methods == ("ocsp", "crl") and rev_config.enforce is True
+    assert cfg.modules["m"].stapling_context is None  # only stapling modules use pyOpenSSL
+    assert config.module_dict(cfg.modules["m"])["revocation"] == {"methods": ["ocsp", "crl"], "enforce": True}
+    staple = config.load_text("modules:\n  m: {revocation: {methods: [stapling], enforce: false}}\n", source="t")
+    assert staple.modules["m"].stapling_context is not None
