@@ -1,4 +1,8 @@
-"""Command line: flags in the Prometheus exporter style, logging, and the server's life."""
+"""Command line: flags in the Prometheus exporter style, logging, and the server's life.
+
+``ssl-exporter check TARGET ...`` is the one subcommand (:mod:`ssl_exporter.check`); any
+other command line runs the server, so the exporter's flag-style CLI stays as it was.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import sys
 
 from aiohttp import web
 
-from ssl_exporter import __version__, config, logs
+from ssl_exporter import __version__, check, config, logs
+from ssl_exporter.history import History
 from ssl_exporter.server import Exporter, make_app
 
 log = logging.getLogger("ssl_exporter")
@@ -20,6 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="ssl-exporter",
         description="Prometheus exporter for TLS certificates: /probe?target=host:port&module=name",
+        epilog="Also: ssl-exporter check TARGET [...] runs one probe as a Nagios plugin "
+               "(ssl-exporter check --help).",
     )
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
                         help="YAML configuration file (default: the embedded default config)")
@@ -34,14 +41,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="subtracted from Prometheus' scrape timeout to leave time to answer (default 0.5)")
     parser.add_argument("--log.level", dest="log_level", default="info", choices=list(logs.LEVELS))
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    parser.add_argument("--history.limit", dest="history_limit", type=int, default=100, metavar="N",
+                        help="recent probes kept for the landing page (default 100)")
+    parser.add_argument("--history.failure-limit", dest="history_failure_limit", type=int, default=100,
+                        metavar="N",
+                        help="failed probes kept besides, however many succeed since (default 100)")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and exit (0 valid, 1 invalid)")
     parser.add_argument("--version", action="version", version=f"ssl_exporter {__version__}")
     args = parser.parse_args(argv)
     if args.timeout_offset < 0:
         parser.error("--timeout-offset must not be negative")
-    if not args.telemetry_path.startswith("/") or args.telemetry_path in {"/", "/probe"}:
-        parser.error("--web.telemetry-path must start with / and not be / or /probe")
+    if args.history_limit < 0 or args.history_failure_limit < 0:
+        parser.error("--history.limit and --history.failure-limit must not be negative")
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in {"/", "/probe", "/probe/log"}:
+        parser.error("--web.telemetry-path must start with / and not be /, /probe or /probe/log")
     try:
         args.host, args.port = parse_listen_address(args.listen_address)
     except ValueError as exc:
@@ -59,6 +73,9 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        return check.main(argv[1:])
     args = parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     if args.web_config_file:
@@ -66,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
               "endpoints are not implemented in this version", file=sys.stderr)
         return 2
     try:
-        exporter = Exporter(args.config_file, args.timeout_offset)
+        history = History(args.history_limit, args.history_failure_limit)
+        exporter = Exporter(args.config_file, args.timeout_offset, history)
     except config.ConfigError as exc:
         print(f"ssl-exporter: invalid configuration: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
@@ -38,15 +38,26 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(_fields(record), default=str)
 
 
+# Control characters are escaped so that a hostile peer's text cannot forge log lines.
+_LOGFMT_ESCAPES = str.maketrans({
+    **{chr(c): f"\\u{c:04x}" for c in [*range(32), 127]},
+    "\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
+})
+
+
 def _logfmt_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = str(value)
-    if text and not any(ch in text for ch in ' ="\\\n\t'):
+    # Quote anything that could split the line into more keys or more lines.
+    if text and text.isprintable() and not any(ch in text for ch in ' ="\\'):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + text.translate(_LOGFMT_ESCAPES) + '"'
 
 
-def setup(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup(level: str, fmt: str, stream: TextIO | None = None) -> None:
+    """Send every log line to ``stream`` (standard error) in ``fmt``, from ``level`` up."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

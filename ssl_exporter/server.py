@@ -1,12 +1,13 @@
-"""The HTTP side: /probe, /metrics, /, /-/healthy, /-/ready, /-/reload and /config."""
+"""The HTTP side: /probe, /probe/log, /metrics, /, /-/healthy, /-/ready, /-/reload and /config."""
 
 from __future__ import annotations
 
-import html
 import logging
 import platform
 import ssl
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -21,10 +22,11 @@ from prometheus_client import (
 from prometheus_client.exposition import generate_latest
 
 from ssl_exporter import __version__, config, metrics
+from ssl_exporter.history import History, ProbeRecord
 from ssl_exporter.probers import PROBERS
-from ssl_exporter.probers.base import run_probe
-from ssl_exporter.result import ProbeResult
+from ssl_exporter.probers.base import Prober, run_probe
 from ssl_exporter.targets import TargetError, parse_hostname
+from ssl_exporter.web import SECURITY_HEADERS, debug_text, landing_page, log_page
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +35,58 @@ SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 
 
 class BadRequest(ValueError):
-    """Bad input to /probe: HTTP 400 with this one-line message."""
+    """Bad input to a probe: HTTP 400 (UNKNOWN for the check command) with this one-line message."""
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """A validated probe request: what to probe, how, and which name to verify."""
+
+    module: config.Module
+    prober: Prober
+    target: Any  # the prober's parsed target
+    server_name: str
+
+
+def parse_probe_request(cfg: config.Config, module_name: str | None, raw_target: str | None,
+                        hostname: str | None) -> ProbeRequest:
+    """Validate probe input the same way for /probe and the check command; BadRequest if bad."""
+    name = module_name or cfg.default_module
+    module = cfg.modules.get(name)
+    if module is None:
+        raise BadRequest(f"unknown module {name!r}")
+    if raw_target is None:
+        raise BadRequest("target parameter is missing")
+    prober = PROBERS[module.prober]
+    try:
+        target = prober.parse_target(raw_target, module)
+        if hostname is not None:
+            server_name = parse_hostname(hostname)
+        else:
+            server_name = module.tls_config.server_name or prober.default_server_name(target)
+    except TargetError as exc:
+        raise BadRequest(str(exc)) from None
+    return ProbeRequest(module, prober, target, server_name)
+
+
+def display_target(raw: str) -> str:
+    """The target as given, for logs and pages, without a URL's password."""
+    if "@" not in raw:  # a cheap test first: this runs on every probe
+        return raw
+    try:
+        return config.redact_url(raw) or raw
+    except ValueError:  # not a URL after all (parse_target accepted it as something else)
+        return raw
 
 
 class Exporter:
-    """The running exporter's state: its config, how to reload it, and its own metrics."""
+    """The running exporter's state: its config, how to reload it, its own metrics and history."""
 
-    def __init__(self, config_file: str | None, timeout_offset: float = 0.5) -> None:
+    def __init__(self, config_file: str | None, timeout_offset: float = 0.5,
+                 history: History | None = None) -> None:
         self.config_file = config_file
         self.timeout_offset = timeout_offset
+        self.history = history if history is not None else History()
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -58,15 +103,17 @@ class Exporter:
                                registry=self.registry)
         self.probes = Counter("ssl_exporter_probes", "Probes run, by module and result.",
                               ["module", "result"], registry=self.registry)
-        self.config = self._load()  # raises ConfigError at start-up
-        self._loaded()
+        self._use(self._load())  # raises ConfigError at start-up
 
     def _load(self) -> config.Config:
         if self.config_file is None:
             return config.load_default()
         return config.load_file(self.config_file)
 
-    def _loaded(self) -> None:
+    def _use(self, cfg: config.Config) -> None:
+        self.config = cfg
+        # Redacted once per load: every probe's history record shares its module's dict.
+        self.redacted_config = cfg.redacted()
         self.reload_ok.set(1)
         self.reload_time.set(time.time())
 
@@ -78,8 +125,7 @@ class Exporter:
             self.reload_ok.set(0)
             log.error("config reload failed, keeping the previous config", extra={"fields": {"err": str(exc)}})
             return str(exc)
-        self.config = new
-        self._loaded()
+        self._use(new)
         log.info("config reloaded", extra={"fields": {"source": new.source, "modules": len(new.modules)}})
         return None
 
@@ -97,42 +143,42 @@ class Exporter:
         budget = scrape_timeout - self.timeout_offset
         return min(module.timeout, budget if budget > 0 else scrape_timeout)
 
-    async def probe(self, request: web.Request) -> tuple[config.Module, str, ProbeResult]:
+    async def probe(self, request: web.Request) -> ProbeRecord:
         query = request.query
-        cfg = self.config  # one config for the whole probe, even if a reload happens meanwhile
-        module_name = query.get("module") or cfg.default_module
-        module = cfg.modules.get(module_name)
-        if module is None:
-            raise BadRequest(f"unknown module {module_name!r}")
-        raw_target = query.get("target")
-        if raw_target is None:
-            raise BadRequest("target parameter is missing")
-        prober = PROBERS[module.prober]
-        try:
-            target = prober.parse_target(raw_target, module)
-            if "hostname" in query:
-                server_name = parse_hostname(query["hostname"])
-            else:
-                server_name = module.tls_config.server_name or prober.default_server_name(target)
-        except TargetError as exc:
-            raise BadRequest(str(exc)) from None
-        timeout = self.probe_timeout(module, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+        # One config for the whole probe, even if a reload happens meanwhile.
+        cfg, redacted = self.config, self.redacted_config
+        req = parse_probe_request(cfg, query.get("module"), query.get("target"), query.get("hostname"))
+        timeout = self.probe_timeout(req.module, request.headers.get(SCRAPE_TIMEOUT_HEADER))
         self.in_flight.inc()
         try:
-            result = await run_probe(prober, module, target, server_name, timeout)
+            result = await run_probe(req.prober, req.module, req.target, req.server_name, timeout)
         finally:
             self.in_flight.dec()
-        self.probes.labels(module.name, "success" if result.success else "failure").inc()
+        self.probes.labels(req.module.name, "success" if result.success else "failure").inc()
+        record = self.history.add(req.module.name, display_target(query["target"]), req.server_name,
+                                  redacted["modules"][req.module.name], result)
         if not result.success:
-            _log_failure(module.name, raw_target, result)
-        return module, raw_target, result
+            log_failure(record)
+        return record
 
 
-def _log_failure(module: str, target: str, result: ProbeResult) -> None:
-    for error in result.errors:
-        log.warning("probe failed", extra={"fields": {
-            "target": target, "module": module, "stage": error.stage,
-            "reason": error.reason, "detail": error.detail}})
+def log_failure(record: ProbeRecord) -> None:
+    """One line per failed probe: where it failed, why, and OpenSSL's (or the OS's) words."""
+    errors = record.result.errors
+    first = errors[0] if errors else None
+    fields: dict[str, Any] = {
+        "probe_id": record.id,  # the same id as /probe/log?id=N
+        "target": record.target,
+        "module": record.module,
+        "hostname": record.server_name,
+        "stage": first.stage if first else "",
+        "reason": first.reason if first else "",
+        "err": first.detail if first else "",
+    }
+    if len(errors) > 1:
+        fields["more_errors"] = "; ".join(f"{e.stage}/{e.reason}: {e.detail}" for e in errors[1:])
+    fields["duration_seconds"] = round(record.result.duration, 3)
+    log.warning("probe failed", extra={"fields": fields})
 
 
 # --- handlers ---------------------------------------------------------------------------
@@ -144,14 +190,22 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> web.Applic
 
     async def probe(request: web.Request) -> web.Response:
         try:
-            module, target, result = await exporter.probe(request)
+            record = await exporter.probe(request)
         except BadRequest as exc:
             return web.Response(status=400, text=f"{exc}\n")
-        families = metrics.probe_families(result)
         if request.query.get("debug", "").lower() == "true":
-            return web.Response(text=debug_text(module, result, families))
-        body, content_type = metrics.encode(families, request.headers.get("Accept"))
+            return web.Response(text=debug_text(record), headers={"X-Content-Type-Options": "nosniff"})
+        body, content_type = metrics.encode(metrics.probe_families(record.result), request.headers.get("Accept"))
         return _raw(body, content_type)
+
+    async def probe_log(request: web.Request) -> web.Response:
+        text = request.query.get("id", "")
+        if not text.isdigit():
+            return web.Response(status=400, text="id must be the number of a recent probe\n")
+        record = exporter.history.get(int(text))
+        if record is None:
+            return web.Response(status=404, text=f"probe {text} is not in the recent-probes history\n")
+        return _html(log_page(record))
 
     async def own_metrics(request: web.Request) -> web.Response:
         return _raw(generate_latest(exporter.registry), "text/plain; version=0.0.4; charset=utf-8")
@@ -169,13 +223,16 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> web.Applic
         return web.Response(text="config reloaded\n")
 
     async def show_config(request: web.Request) -> web.Response:
-        text = yaml.safe_dump(exporter.config.redacted(), sort_keys=False)
+        text = yaml.safe_dump(exporter.redacted_config, sort_keys=False)
         return web.Response(text=f"# source: {exporter.config.source}\n{text}")
 
     async def landing(request: web.Request) -> web.Response:
-        return web.Response(text=landing_page(exporter, telemetry_path), content_type="text/html")
+        history = exporter.history
+        return _html(landing_page(__version__, exporter.config, telemetry_path, history.records(),
+                                  history.limit, history.failure_limit))
 
     app.router.add_get("/probe", probe)
+    app.router.add_get("/probe/log", probe_log)
     app.router.add_get(telemetry_path, own_metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
@@ -191,47 +248,5 @@ def _raw(body: bytes, content_type: str) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def debug_text(module: config.Module, result: ProbeResult, families: list) -> str:
-    body, _ = metrics.encode(families, None)
-    module_yaml = yaml.safe_dump({module.name: config.module_dict(module)}, sort_keys=False)
-    return (
-        "Logs for the probe:\n" + "\n".join(result.log) + "\n\n"
-        "Module configuration:\n" + module_yaml + "\n"
-        "Metrics that would have been returned:\n" + body.decode()
-    )
-
-
-def landing_page(exporter: Exporter, telemetry_path: str) -> str:
-    cfg = exporter.config
-    rows = "\n".join(
-        f"<tr><td>{html.escape(name)}</td><td>{html.escape(m.prober)}</td>"
-        f"<td>{html.escape(m.tcp.starttls or 'implicit TLS')}</td><td>{m.default_port}</td>"
-        f"<td>{m.timeout:g}s</td></tr>"
-        for name, m in cfg.modules.items()
-    )
-    default = html.escape(cfg.default_module)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>SSL Exporter</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1rem;max-width:60rem}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}}</style>
-</head><body>
-<h1>SSL Exporter</h1>
-<p>Version {html.escape(__version__)}. Configuration: {html.escape(cfg.source)}.</p>
-<form action="/probe"><label>Target <input name="target" placeholder="example.com:443"></label>
-<label>Module <input name="module" value="{default}"></label>
-<label><input type="checkbox" name="debug" value="true"> debug</label>
-<button>Probe</button></form>
-<h2>Modules</h2>
-<table><tr><th>name</th><th>prober</th><th>STARTTLS</th><th>default port</th><th>timeout</th></tr>
-{rows}</table>
-<h2>Endpoints</h2>
-<ul>
-<li><a href="/probe?target=example.com:443&amp;module={default}">/probe?target=&hellip;&amp;module=&hellip;</a></li>
-<li><a href="{html.escape(telemetry_path)}">{html.escape(telemetry_path)}</a>: the exporter's own metrics</li>
-<li><a href="/config">/config</a>: effective configuration, secrets redacted</li>
-<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a>; POST /-/reload reloads the configuration</li>
-</ul>
-</body></html>
-"""
+def _html(page: str) -> web.Response:
+    return web.Response(text=page, content_type="text/html", headers=SECURITY_HEADERS)

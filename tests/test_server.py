@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ssl_exporter import cli
+from ssl_exporter import logs as logs_module
 from ssl_exporter.server import Exporter, make_app
 from tests.conftest import PKI, Samples, probe
 from tests.pki import DAY, NOW
@@ -64,9 +68,24 @@ async def test_debug_output(client: TestClient, pki: PKI) -> None:
     assert response.headers["Content-Type"].startswith("text/plain")
     logs, _, rest = text.partition("Module configuration:\n")
     assert f"connected to 127.0.0.1:{port}" in logs
+    assert "TLS handshake, SNI wrong.example.test" in logs
     assert "FAILED stage=verify reason=hostname_mismatch: wrong.example.test does not match" in logs
+    assert "[0] debug.example.test\n    subject:    CN=debug.example.test\n" in logs
+    assert "[1] Test Intermediate CA\n" in logs
+    assert leaf.pem.decode() in logs and pki.inter.pem.decode() in logs
     assert "test:\n  prober: tcp\n  timeout: 5s" in rest
     assert "ssl_hostname_valid 0.0" in rest
+
+
+async def test_debug_output_has_openssls_verification_message(client: TestClient, pki: PKI) -> None:
+    leaf = pki.other_inter.issue("stranger.example.test", dns=("stranger.example.test",))
+    cert, key = pki.chain_files("debug-stranger", leaf, pki.other_inter)
+    with pytls.tls_server(cert, key) as (port, _):
+        response = await client.get("/probe", params={"target": f"127.0.0.1:{port}", "debug": "true",
+                                                      "hostname": "stranger.example.test"})
+    text = await response.text()
+    assert "OpenSSL: unable to get local issuer certificate (code 20)" in text
+    assert "chain valid no, hostname valid yes" in text
 
 
 async def test_own_metrics_count_probes(client: TestClient) -> None:
@@ -129,6 +148,103 @@ async def test_failed_reload_keeps_the_old_config(tmp_path: Path) -> None:
         assert exporter.config.modules["second"].timeout == 3.0
 
 
+async def test_landing_lists_recent_probes_with_links_to_their_logs(client: TestClient, pki: PKI) -> None:
+    leaf = pki.inter.issue("recent.example.test", dns=("recent.example.test",), not_after=NOW + 40 * DAY)
+    cert, key = pki.chain_files("recent", leaf, pki.inter)
+    with pytls.tls_server(cert, key) as (port, _):
+        await probe(client, f"127.0.0.1:{port}", hostname="recent.example.test")
+    with pytls.refused_port() as refused:
+        await probe(client, f"127.0.0.1:{refused}")
+    assert (await client.get("/probe", params={"target": "bad host"})).status == 400  # never recorded
+
+    response = await client.get("/")
+    page = await response.text()
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    rows = re.findall(r'<tr class="(ok|failed)" data-probe-id="(\d+)">(.*?)</tr>', page)
+    assert [cls for cls, _, _ in rows] == ["failed", "ok"]
+    failed_id, failed_row = rows[0][1], rows[0][2]
+    assert f'data-label="target">127.0.0.1:{refused}<' in failed_row
+    assert 'data-label="reason">connect/refused<' in failed_row
+    ok_row = rows[1][2]
+    assert f"127.0.0.1:{port}<br><small>name recent.example.test</small>" in ok_row
+    assert re.search(r"expires in (39d 23h|40d 0h)<br><small>recent.example.test</small>", ok_row)
+
+    log = await client.get("/probe/log", params={"id": failed_id})
+    text = await log.text()
+    assert log.status == 200 and log.headers["Content-Type"].startswith("text/html")
+    assert f"connect to 127.0.0.1:{refused} failed" in text
+    assert "error connect/refused" in text
+    assert (await client.get("/probe/log", params={"id": "x"})).status == 400
+    missing = await client.get("/probe/log", params={"id": "999999"})
+    assert missing.status == 404
+    assert await missing.text() == "probe 999999 is not in the recent-probes history\n"
+
+
+async def test_hostile_certificate_names_are_escaped(client: TestClient, exporter: Exporter, pki: PKI) -> None:
+    hostile = "<script>alert(1)</script>"
+    leaf = pki.inter.issue(hostile, dns=("evil.example.test",))
+    cert, key = pki.chain_files("hostile", leaf, pki.inter)
+    with pytls.tls_server(cert, key) as (port, _):
+        await probe(client, f"127.0.0.1:{port}", hostname="evil.example.test")
+    # A hostile target or name is refused before it could be recorded.
+    for params in ({"target": hostile}, {"target": "example.test", "hostname": hostile}):
+        assert (await client.get("/probe", params=params)).status == 400
+    assert len(exporter.history.records()) == 1
+
+    landing = await (await client.get("/")).text()
+    log = await (await client.get("/probe/log", params={"id": str(exporter.history.records()[0].id)})).text()
+    for page in (landing, log):
+        assert hostile not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def _answer_407(requests: list[bytes]) -> Callable[[socket.socket], None]:
+    """An HTTP proxy that wants other credentials than those it got."""
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
+            data += chunk
+        requests.append(data)
+        conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+    return handle
+
+
+async def test_proxy_password_stays_out_of_logs_debug_config_and_pages(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    secrets = ("hunter2", base64.b64encode(b"alice:hunter2").decode())
+    requests: list[bytes] = []
+    with pytls.serve(_answer_407(requests)) as proxy_port:
+        path = tmp_path / "c.yml"
+        path.write_text(f"modules:\n  p:\n    tcp: {{proxy_url: 'http://alice:hunter2@127.0.0.1:{proxy_port}'}}\n")
+        async with TestClient(TestServer(make_app(Exporter(str(path))))) as c:
+            debug = await (await c.get("/probe", params={"target": "example.test:443", "debug": "true"})).text()
+            await probe(c, "https://bob:hunter2@example.test/")  # a password in the target, too
+            config_text = await (await c.get("/config")).text()
+            landing = await (await c.get("/")).text()
+            logs = [await (await c.get("/probe/log", params={"id": str(i)})).text() for i in (1, 2)]
+    assert secrets[1].encode() in requests[0]  # the proxy did get the credentials
+    assert "proxy_error: proxy answered 'HTTP/1.1 407 Proxy Authentication Required'" in debug
+    assert "proxy_url: http://alice:<secret>@127.0.0.1" in debug
+    assert "https://bob:&lt;secret&gt;@example.test/" in landing
+    failures = [r for r in caplog.records if r.getMessage() == "probe failed"]
+    assert len(failures) == 2
+    lines = [fmt.format(r) for r in failures for fmt in (logs_module.LogfmtFormatter(), logs_module.JSONFormatter())]
+    assert "target=https://bob:<secret>@example.test/" in lines[2]
+    for text in (debug, config_text, landing, *logs, *lines):
+        for secret in secrets:
+            assert secret not in text
+
+
+def test_history_flags() -> None:
+    args = cli.parse_args([])
+    assert (args.history_limit, args.history_failure_limit) == (100, 100)
+    args = cli.parse_args(["--history.limit=5", "--history.failure-limit=0"])
+    assert (args.history_limit, args.history_failure_limit) == (5, 0)
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--history.limit=-1"])
+
+
 def test_flag_defaults_follow_the_contract() -> None:
     args = cli.parse_args([])
     assert (args.host, args.port) == (None, 9219)
@@ -157,7 +273,7 @@ class ExporterProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ssl_exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args],
             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.wait_for_log("msg=listening")
+        self.wait_for_log("listening")  # in logfmt and JSON alike
 
     def wait_for_log(self, needle: str) -> str:
         assert self.process.stderr is not None

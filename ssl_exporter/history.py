@@ -1,0 +1,86 @@
+"""Recent probes, for the landing page and each probe's log page.
+
+Two rings: the last ``limit`` probes, and the last ``failure_limit`` failed ones, so that a
+flood of successes cannot push out the failure an operator is looking for (the same rule as
+blackbox_exporter's history). Adding is O(1): the record keeps a reference to the probe's
+frozen result, and its log page is rendered only when someone asks for it. Memory is bounded
+by the two ring sizes times :data:`MAX_CERTS_KEPT` certificates per record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ssl_exporter.result import ProbeResult
+
+# Certificates a record keeps with their DER. A presented chain never has more (the TLS
+# prober keeps 32); a Kubernetes cluster's Secrets may, and must not pin megabytes per record.
+MAX_CERTS_KEPT = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    """One probe as the operator pages show it."""
+
+    id: int
+    time: float  # Unix time when the probe finished
+    module: str
+    target: str  # as the client gave it, a URL's password redacted
+    server_name: str  # the verified name (SNI)
+    module_config: Mapping[str, Any]  # redacted, shared with the config load it came from
+    result: ProbeResult  # certificates beyond MAX_CERTS_KEPT dropped
+    certs_dropped: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return not self.result.success
+
+
+class History:
+    """The recent-probes store; one per exporter, used from the event loop only."""
+
+    def __init__(self, limit: int = 100, failure_limit: int = 100) -> None:
+        if limit < 0 or failure_limit < 0:
+            raise ValueError("history limits must not be negative")
+        self.limit = limit
+        self.failure_limit = failure_limit
+        self._ids = itertools.count(1)
+        self._recent: deque[ProbeRecord] = deque(maxlen=limit)
+        self._failures: deque[ProbeRecord] = deque(maxlen=failure_limit)
+
+    def add(self, module: str, target: str, server_name: str, module_config: Mapping[str, Any],
+            result: ProbeResult) -> ProbeRecord:
+        """Record a finished probe.
+
+        Returns the record with the whole result, for the answer being sent now; its id
+        names it in logs and links. What is kept may hold fewer certificates.
+        """
+        record = ProbeRecord(next(self._ids), time.time(), module, target, server_name, module_config, result)
+        kept = record
+        dropped = len(result.certs) - MAX_CERTS_KEPT
+        if dropped > 0:  # rare (sources at rest only), so the copies are off the common path
+            trimmed = dataclasses.replace(result, certs=result.certs[:MAX_CERTS_KEPT],
+                                          positions=result.positions[:MAX_CERTS_KEPT])
+            kept = dataclasses.replace(record, result=trimmed, certs_dropped=dropped)
+        self._recent.append(kept)
+        if kept.failed:
+            self._failures.append(kept)  # the same object: a failure costs one more pointer
+        return record
+
+    def records(self) -> list[ProbeRecord]:
+        """Every retained probe, newest first, each once."""
+        merged = {record.id: record for record in itertools.chain(self._failures, self._recent)}
+        return [merged[probe_id] for probe_id in sorted(merged, reverse=True)]
+
+    def get(self, probe_id: int) -> ProbeRecord | None:
+        # A linear scan of at most limit + failure_limit records, on a page view only.
+        for record in itertools.chain(self._recent, self._failures):
+            if record.id == probe_id:
+                return record
+        return None

@@ -1,0 +1,199 @@
+"""`ssl-exporter check`: Nagios states and output against real local TLS servers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from ssl_exporter import check, cli
+from tests.conftest import PKI
+from tests.pki import DAY, NOW, Cert
+from tests.servers import pytls
+
+NAME = "check.example.test"
+
+
+@contextmanager
+def serving(pki: PKI, name: str, leaf: Cert, *chain: Cert) -> Iterator[str]:
+    """A TLS server for ``leaf`` and ``chain``; yields its target."""
+    cert, key = pki.chain_files(name, leaf, *chain)
+    with pytls.tls_server(cert, key) as (port, _):
+        yield f"127.0.0.1:{port}"
+
+
+def run(capsys: pytest.CaptureFixture[str], config_file: Path | None, target: str, *args: str) -> tuple[int, str]:
+    """``ssl-exporter check`` in this process, through the same entry point as the console script."""
+    argv = ["check", target, "--hostname", NAME, *args]
+    if config_file is not None:
+        argv += ["--config.file", str(config_file)]
+    code = cli.main(argv)
+    return code, capsys.readouterr().out
+
+
+def status_line(out: str) -> str:
+    return out.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("days", "code", "state"),
+    [(90, check.OK, "OK"), (14, check.WARNING, "WARNING"), (3, check.CRITICAL, "CRITICAL")],
+)
+def test_state_follows_the_days_left(capsys, pki: PKI, config_file: Path, days: int, code: int, state: str) -> None:
+    leaf = pki.inter.issue(NAME, dns=(NAME,), not_after=NOW + days * DAY)
+    with serving(pki, f"check-{days}", leaf, pki.inter) as target:
+        exit_code, out = run(capsys, config_file, target)
+    assert exit_code == code, out
+    first = status_line(out)
+    assert first.startswith(f"SSL_CERT {state} - {target}: certificate expires in {days - 1}d 23h (")
+    days_left = float(re.search(r"\| days_left=([\d.]+);21;7;; duration=[\d.]+s;;;0;$", first)[1])
+    assert days - 0.01 < days_left <= days
+    # The human report: verification, name, TLS, and the chain table with time left.
+    assert f"Name:       {NAME}: matches the leaf" in out
+    assert "Chain:      verified" in out
+    assert re.search(r"TLS:        TLS 1\.3, TLS_\w+", out)
+    assert re.search(rf"^0  {NAME}\s+Test Intermediate CA\s+\d{{4}}-\d\d-\d\d \d\d:\d\d UTC\s+{days - 1}d 23h$",
+                     out, re.MULTILINE)
+    assert re.search(r"^1  Test Intermediate CA\s+Test Root CA\s+", out, re.MULTILINE)
+
+
+def test_thresholds_are_configurable(capsys, pki: PKI, config_file: Path) -> None:
+    leaf = pki.inter.issue(NAME, dns=(NAME,), not_after=NOW + 14 * DAY)
+    with serving(pki, "check-thresholds", leaf, pki.inter) as target:
+        exit_code, out = run(capsys, config_file, target, "--warning-days", "10", "--critical-days", "2")
+    assert exit_code == check.OK
+    assert ";10;2;;" in status_line(out)
+
+
+def test_expired_is_critical(capsys, pki: PKI, config_file: Path) -> None:
+    leaf = pki.inter.issue(NAME, dns=(NAME,), not_before=NOW - 30 * DAY, not_after=NOW - 2 * DAY)
+    with serving(pki, "check-expired", leaf, pki.inter) as target:
+        exit_code, out = run(capsys, config_file, target)
+    assert exit_code == check.CRITICAL
+    first = status_line(out)
+    assert first.startswith(f"SSL_CERT CRITICAL - {target}: verify/expired: OpenSSL: certificate has expired")
+    assert "certificate expired 2d 0h ago" in first or "certificate expired 1d 23h ago" in first
+    assert re.search(r"\| days_left=-[12]\.\d\d;21;7;;", first)
+    assert "Time left:  expired" in out and "from the leaf" in out  # the chain did not verify
+
+
+@pytest.mark.parametrize(
+    ("issuer_is_trusted", "hostname", "reason"),
+    [(False, NAME, "verify/unknown_issuer"), (True, "other.example.test", "verify/hostname_mismatch")],
+)
+def test_invalid_chain_or_name_is_critical(capsys, pki: PKI, config_file: Path, issuer_is_trusted: bool,
+                                           hostname: str, reason: str) -> None:
+    issuer = pki.inter if issuer_is_trusted else pki.other_inter
+    leaf = issuer.issue(NAME, dns=(NAME,))
+    with serving(pki, f"check-{reason[7:]}", leaf, issuer) as target:
+        exit_code, out = run(capsys, config_file, target, "--hostname", hostname)  # the last one counts
+    assert exit_code == check.CRITICAL
+    assert status_line(out).startswith(f"SSL_CERT CRITICAL - {target}: {reason}: ")
+
+
+def test_insecure_module_reports_but_does_not_enforce_verification(capsys, pki: PKI, config_file: Path) -> None:
+    leaf = pki.other_inter.issue(NAME, dns=(NAME,))
+    with serving(pki, "check-insecure", leaf) as target:
+        exit_code, out = run(capsys, config_file, target, "--module", "insecure")
+    assert exit_code == check.OK
+    assert "verify/incomplete_chain" in status_line(out)
+    assert "Chain:      NOT verified" in out
+
+
+def test_unreachable_is_critical_without_days(capsys, config_file: Path) -> None:
+    with pytls.refused_port() as port:
+        exit_code, out = run(capsys, config_file, f"127.0.0.1:{port}")
+    assert exit_code == check.CRITICAL
+    first = status_line(out)
+    assert first.startswith(f"SSL_CERT CRITICAL - 127.0.0.1:{port}: connect/refused: ")
+    assert "days_left" not in first and "| duration=" in first
+
+
+def test_timeout_is_critical(capsys, config_file: Path) -> None:
+    with pytls.serve(pytls.silent) as port:
+        exit_code, out = run(capsys, config_file, f"127.0.0.1:{port}", "--timeout", "0.3")
+    assert exit_code == check.CRITICAL
+    assert "handshake/timeout: deadline of 0.3s passed" in status_line(out)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bad host"], "target 'bad host' contains whitespace or control characters"),
+        (["example.test", "--module", "nope"], "unknown module 'nope'"),
+        (["example.test", "--hostname", "a b"], "'a b': host contains whitespace"),
+        (["example.test", "-w", "3", "-c", "7"], "--critical-days must not exceed --warning-days"),
+        (["example.test", "--format", "xml"], "argument --format: invalid choice: 'xml' (choose from "),
+        ([], "the following arguments are required: TARGET"),
+    ],
+)
+def test_bad_input_is_unknown(capsys, args: list[str], message: str) -> None:
+    assert cli.main(["check", *args]) == check.UNKNOWN
+    out = capsys.readouterr().out
+    assert out.startswith(f"SSL_CERT UNKNOWN - {message}") and out.count("\n") == 1
+
+
+def test_invalid_configuration_is_unknown(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  m: {timeout: never}\n")
+    assert cli.main(["check", "example.test", "--config.file", str(path)]) == check.UNKNOWN
+    assert capsys.readouterr().out.startswith("SSL_CERT UNKNOWN - invalid configuration: modules.m.timeout: ")
+
+
+def test_json_uses_the_verified_chain_expiry(capsys, pki: PKI, config_file: Path) -> None:
+    # The intermediate expires long before the leaf: the chain, not the leaf, sets the time left.
+    short_inter = pki.root.issue("Short-lived Intermediate", ca=True, not_after=NOW + 5 * DAY)
+    leaf = short_inter.issue(NAME, dns=(NAME,), not_after=NOW + 60 * DAY)
+    with serving(pki, "check-json", leaf, short_inter) as target:
+        exit_code, out = run(capsys, config_file, target, "--format", "json")
+        untrusted_code, untrusted_out = run(capsys, None, target, "--format", "json")  # system trust store
+    doc = json.loads(out)
+    assert exit_code == doc["exit_code"] == check.CRITICAL
+    assert doc["status"] == "CRITICAL"
+    assert doc["summary"].startswith(f"{target}: chain expires in 4d 23h")
+    assert (doc["target"], doc["module"], doc["hostname"]) == (target, "test", NAME)
+    assert doc["expiry_source"] == "verified_chain"
+    assert 4.99 < doc["days_left"] <= 5
+    assert doc["expires"] == short_inter.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert (doc["success"], doc["chain_valid"], doc["hostname_valid"]) == (True, True, True)
+    assert doc["tls_version"] == "TLS 1.3" and doc["errors"] == []
+    assert [c["subject_cn"] for c in doc["certificates"]] == [NAME, "Short-lived Intermediate"]
+    assert doc["certificates"][0]["dns_names"] == [NAME]
+    assert doc["certificates"][0]["serial"] == leaf.serial
+
+    untrusted = json.loads(untrusted_out)
+    assert untrusted_code == check.CRITICAL
+    assert untrusted["expiry_source"] == "leaf"  # not verified: only the leaf's date is known to hold
+    assert 59.99 < untrusted["days_left"] <= 60
+    assert untrusted["errors"][0]["reason"] == "unknown_issuer"
+
+
+def test_json_for_bad_input(capsys) -> None:
+    assert cli.main(["check", "bad host", "--format", "json"]) == check.UNKNOWN
+    assert json.loads(capsys.readouterr().out) == {
+        "status": "UNKNOWN", "exit_code": 3, "summary": "target 'bad host' contains whitespace or control characters"}
+
+
+def test_real_process_warning(pki: PKI, config_file: Path) -> None:
+    leaf = pki.inter.issue(NAME, dns=(NAME,), not_after=NOW + 10 * DAY)
+    with serving(pki, "check-process", leaf, pki.inter) as target:
+        process = subprocess.run(
+            [sys.executable, "-m", "ssl_exporter", "check", target, "--hostname", NAME,
+             "--config.file", str(config_file), "--warning-days=30", "--critical-days=5"],
+            capture_output=True, text=True, timeout=30)
+    assert process.returncode == check.WARNING, process.stdout + process.stderr
+    assert process.stdout.startswith(f"SSL_CERT WARNING - {target}: certificate expires in 9d 23h (")
+    assert ";30;5;;" in process.stdout.splitlines()[0]
+    assert process.stderr == ""
+
+
+def test_the_server_still_takes_its_flags() -> None:
+    # "check" is a subcommand only as the first argument; everything else is the server's.
+    args = cli.parse_args(["--web.listen-address=127.0.0.1:9300", "--config.file=check"])
+    assert (args.host, args.port, args.config_file) == ("127.0.0.1", 9300, "check")
