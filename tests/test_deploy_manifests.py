@@ -345,19 +345,6 @@ def test_configmap_holds_the_config_the_deployment_mounts() -> None:
         assert module["prober"] in {"tcp", "file", "kubeconfig", "kubernetes"}, name
 
 
-def _starttls_smtp_supported() -> bool:
-    try:
-        from ssl_exporter import starttls
-    except ImportError:
-        return False
-    return "smtp" in getattr(starttls, "DIALOGUES", {"smtp": None})
-
-
-@pytest.mark.xfail(
-    condition=not _starttls_smtp_supported(),
-    reason="the exporter has no STARTTLS dialogues yet (a later issue)",
-    strict=True,
-)
 def test_configmap_config_passes_the_exporters_config_check(tmp_path: Path) -> None:
     config = _exporter_config()
     # The kubernetes prober resolves the in-cluster API at load time, which only
