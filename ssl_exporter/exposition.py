@@ -1,0 +1,67 @@
+"""A small, fast encoder for probe answers: gauge families in the Prometheus text format
+or OpenMetrics.
+
+prometheus_client's encoders validate every name and label again for each sample and build
+a Sample tuple per line; for a probe answer that is a tenth of the probe's CPU, and for a
+file scrape of 10,000 certificates most of the scrape. Here a sample is rendered to its
+line once, when it is added, and a line can be cached and reused as it is (the certificate
+series of an unchanged file). Both formats share the sample lines; they differ only in
+escaping HELP text and the closing ``# EOF``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.utils import floatToGoString
+
+_LABEL_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
+_TEXT_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
+_OPENMETRICS_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
+OPENMETRICS = "application/openmetrics-text"
+
+
+class GaugeFamily:
+    """One gauge metric family: its name, help, label names and rendered sample lines."""
+
+    __slots__ = ("name", "documentation", "labels", "lines")
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str] = ()) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = tuple(labels)
+        self.lines: list[str] = []
+
+    def add(self, values: Sequence[str], value: float) -> None:
+        self.lines.append(sample_line(self.name, self.labels, values, value))
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def gauge(name: str, documentation: str, value: float) -> GaugeFamily:
+    family = GaugeFamily(name, documentation)
+    family.add((), value)
+    return family
+
+
+def sample_line(name: str, labels: Sequence[str], values: Sequence[str], value: float) -> str:
+    if not labels:
+        return f"{name} {floatToGoString(value)}\n"
+    pairs = ",".join(f'{label}="{text.translate(_LABEL_ESCAPES)}"' for label, text in zip(labels, values, strict=True))
+    return f"{name}{{{pairs}}} {floatToGoString(value)}\n"
+
+
+def encode(families: Iterable[GaugeFamily], accept_header: str | None) -> tuple[bytes, str]:
+    """The text format, or OpenMetrics when the Accept header asks for it."""
+    _, content_type = choose_encoder(accept_header or "")
+    openmetrics = content_type.startswith(OPENMETRICS)
+    escapes = _OPENMETRICS_HELP_ESCAPES if openmetrics else _TEXT_HELP_ESCAPES
+    out: list[str] = []
+    for family in families:
+        out.append(f"# HELP {family.name} {family.documentation.translate(escapes)}\n# TYPE {family.name} gauge\n")
+        out.extend(family.lines)
+    if openmetrics:
+        out.append("# EOF\n")
+    return "".join(out).encode("utf-8"), content_type
