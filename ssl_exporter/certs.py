@@ -9,6 +9,7 @@ encoded as UTF-8 (a label value must be).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import warnings
@@ -30,11 +31,25 @@ class CertificateError(ValueError):
 def parse_der(der: bytes, source: Mapping[str, str] | None = None) -> CertInfo:
     """Analyse one certificate; raise CertificateError when its DER, dates or serial
     cannot be read. Optional parts that cannot be decoded are reported empty."""
+    if source:
+        return _parse_der(der, source)
+    return _parse_presented(der)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_presented(der: bytes) -> CertInfo:
+    # A server presents the same chain on every probe: analyse it once. CertInfo is
+    # frozen, so sharing it is safe; a failure raises and is not cached.
+    return _parse_der(der, None)
+
+
+def _parse_der(der: bytes, source: Mapping[str, str] | None) -> CertInfo:
     with warnings.catch_warnings():
         # A serial that is negative or zero is malformed but seen in the field, and OpenSSL
         # accepts it; cryptography warns on every load (an error under -W error). We
-        # export it with a "-" sign instead. (catch_warnings is process-wide: parse_der
-        # runs on the event loop's thread only.)
+        # export it with a "-" sign instead. (catch_warnings is process-wide; the file
+        # prober's worker thread may interleave with the event loop, which at worst leaves
+        # this one filter installed.)
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
         try:
             cert = x509.load_der_x509_certificate(der)

@@ -14,6 +14,7 @@ import asyncio
 import re
 import ssl
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,10 +67,13 @@ def build_client_context(config: TLSConfig) -> ssl.SSLContext:
         except (ssl.SSLError, OSError, ValueError) as exc:
             key = "key_file" if config.key_file else "cert_file"
             raise ContextError(key, f"cannot load client certificate and key: {_short(exc)}") from None
-    if config.min_version:
-        context.minimum_version = TLS_VERSIONS[config.min_version]
-    if config.max_version:
-        context.maximum_version = TLS_VERSIONS[config.max_version]
+    with warnings.catch_warnings():
+        # Python deprecates TLS 1.0/1.1; a module that names them asks for them on purpose.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if config.min_version:
+            context.minimum_version = TLS_VERSIONS[config.min_version]
+        if config.max_version:
+            context.maximum_version = TLS_VERSIONS[config.max_version]
     return context
 
 

@@ -81,12 +81,12 @@ def _kinds(ports: dict[str, int]) -> dict[str, tuple[dict[str, str], int, bytes]
         return {"target": f"127.0.0.1:{ports[name]}", "module": "fast", "hostname": HOST}
 
     return {
-        "refused": (target("refused"), 200, b'ssl_probe_error_info{reason="refused",stage="connect"} 1.0'),
-        "garbage": (target("garbage"), 200, b'ssl_probe_error_info{reason="tls_protocol",stage="handshake"} 1.0'),
+        "refused": (target("refused"), 200, b'ssl_probe_error_info{stage="connect",reason="refused"} 1.0'),
+        "garbage": (target("garbage"), 200, b'ssl_probe_error_info{stage="handshake",reason="tls_protocol"} 1.0'),
         # Closed at once: the ClientHello may meet the FIN ("closed") or, written after
         # it, draw a RST ("reset"); both are the handshake stage.
-        "close": (target("close"), 200, b'",stage="handshake"} 1.0'),
-        "self_signed": (target("self_signed"), 200, b'ssl_probe_error_info{reason="self_signed",stage="verify"} 1.0'),
+        "close": (target("close"), 200, b'ssl_probe_error_info{stage="handshake",reason="'),
+        "self_signed": (target("self_signed"), 200, b'ssl_probe_error_info{stage="verify",reason="self_signed"} 1.0'),
         "bad_target": ({"target": "bad host:443", "module": "fast"}, 400, b"contains whitespace"),
     }
 
