@@ -159,6 +159,11 @@ _ERRNO_REASONS = {
 }
 
 
+class ProbeAborted(Exception):
+    """Not a probe failure: the request must not be answered with probe metrics at all
+    (a target the policy refuses is HTTP 403). Passes through the probe runner unchanged."""
+
+
 class ProbeFailure(Exception):
     """Raised inside a prober when it already knows the documented reason."""
 

@@ -5,6 +5,7 @@ Each scenario asserts the values of the contract metrics, not only their presenc
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 
@@ -383,3 +384,18 @@ async def test_expired_leaf_from_unknown_ca_reports_both(client, pki: PKI) -> No
     s = await serve_and_probe(client, pki, "expired-unknown", leaf, (pki.other_inter,))
     assert_failed(s, ("verify", "unknown_issuer"), ("verify", "expired"))
     assert_cert(s, 0, leaf)
+
+
+async def test_identical_concurrent_probes_share_one_connection(client, pki: PKI) -> None:
+    leaf = pki.inter.issue(HOST, dns=(HOST,))
+    cert_path, key_path = pki.chain_files("coalesce", leaf, pki.inter)
+    with pytls.tls_server(cert_path, key_path) as (port, server):
+        target = f"127.0.0.1:{port}"
+        same = await asyncio.gather(*(probe(client, target, hostname=HOST) for _ in range(4)))
+        other = await asyncio.gather(probe(client, target, hostname=HOST),
+                                     probe(client, target, hostname="other.example.test"))
+    assert [s.get("ssl_probe_success") for s in same] == [1, 1, 1, 1]
+    assert len({s.get("ssl_probe_duration_seconds") for s in same}) == 1  # one run, one answer
+    assert [s.get("ssl_hostname_valid") for s in other] == [1, 0]
+    # Four identical probes made one handshake; then one per distinct verified name.
+    assert server.server_names == [HOST, HOST, "other.example.test"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssl_exporter.config import Module
-from ssl_exporter.errors import ProbeFailure, classify
+from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
 
 log = logging.getLogger(__name__)
@@ -112,16 +112,47 @@ class Prober:
 _EXPECTED = (OSError, ssl.SSLError, ProbeFailure, EOFError, asyncio.IncompleteReadError)
 
 
+# Probes running now, by what makes them identical: a second request for the same probe
+# (an HA pair of Prometheus servers scrapes every target twice) waits for the first one's
+# answer instead of opening another connection.
+_IN_FLIGHT: dict[tuple[int, str, str, float], asyncio.Task[ProbeResult]] = {}
+
+
 async def run_probe(
     prober: Prober, module: Module, target: Any, server_name: str, timeout: float
 ) -> ProbeResult:
-    """Run one probe within ``timeout`` seconds, from resolution to the answer."""
+    """Run one probe within ``timeout`` seconds, from resolution to the answer.
+
+    Identical concurrent probes (same module object — so the same config load —, target,
+    name and timeout) share one run. The run is a task of its own and shielded, so a
+    caller that goes away does not cancel it for the others.
+    """
+    key = (id(module), str(target), server_name, timeout)
+    task = _IN_FLIGHT.get(key)
+    if task is None:
+        task = asyncio.create_task(_run_probe(prober, module, target, server_name, timeout))
+        _IN_FLIGHT[key] = task
+        task.add_done_callback(lambda done: _forget(key, done))
+    return await asyncio.shield(task)
+
+
+def _forget(key: tuple[int, str, str, float], task: asyncio.Task[ProbeResult]) -> None:
+    _IN_FLIGHT.pop(key, None)
+    if not task.cancelled():
+        task.exception()  # retrieved here too, in case every caller went away
+
+
+async def _run_probe(
+    prober: Prober, module: Module, target: Any, server_name: str, timeout: float
+) -> ProbeResult:
     recorder = ProbeRecorder()
     recorder.deadline = asyncio.get_running_loop().time() + timeout  # issue 4: nested deadlines
     recorder.note(f"probe module={module.name} target={target} name={server_name} timeout={timeout:g}s")
     try:
         async with asyncio.timeout(timeout):
             await prober.probe(recorder, module, target, server_name)
+    except ProbeAborted:
+        raise
     except TimeoutError:
         recorder.fail(recorder.stage, "timeout", f"deadline of {timeout:g}s passed")
     except _EXPECTED as exc:
