@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ssl_exporter import config
-from ssl_exporter.probers.base import run_probe
+from ssl_exporter.access import TargetRefused
 from ssl_exporter.result import CertInfo, ProbeResult
-from ssl_exporter.server import BadRequest, parse_probe_request
+from ssl_exporter.server import BadRequest, parse_probe_request, run_request
 from ssl_exporter.web import (
     describe_expiry,
     format_span,
@@ -256,7 +256,10 @@ def main(argv: list[str]) -> int:
     except BadRequest as exc:
         return _unknown(str(exc), args.format)
     timeout = args.timeout or req.module.timeout
-    result = asyncio.run(run_probe(req.prober, req.module, req.target, req.server_name, timeout))
+    try:
+        result = asyncio.run(run_request(req, timeout))
+    except TargetRefused as exc:
+        return _unknown(f"target refused: {exc.message}", args.format)
     now = time.time()
     target = str(req.target)
     verdict = evaluate(result, target, args.warning_days, args.critical_days, now)

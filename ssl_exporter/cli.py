@@ -14,9 +14,15 @@ import sys
 
 from aiohttp import web
 
-from ssl_exporter import __version__, check, config, logs
+from ssl_exporter import __version__, check, config, logs, webconfig
 from ssl_exporter.history import History
 from ssl_exporter.server import Exporter, make_app
+
+# Probes in flight beyond which /probe answers 503 at once. Each probe holds a socket and the
+# scrape's own connection another: 500 stays inside the common soft limit of 1024 open files
+# (more probes would fail with EMFILE, and the exporter could no longer accept connections),
+# and is far above what a healthy setup needs (targets x probe duration / scrape interval).
+DEFAULT_MAX_CONCURRENT = 500
 
 log = logging.getLogger("ssl_exporter")
 
@@ -35,7 +41,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
                         metavar="PATH", help="path of the exporter's own metrics (default /metrics)")
     parser.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
-                        help="exporter-toolkit web configuration (TLS, basic auth)")
+                        help="exporter-toolkit web configuration: TLS, basic auth and headers for every endpoint")
+    parser.add_argument("--web.shutdown-timeout", dest="shutdown_timeout", type=float, default=15.0,
+                        metavar="SECONDS",
+                        help="on SIGTERM, how long in-flight probes may take to finish (default 15)")
+    parser.add_argument("--probe.max-concurrent", dest="max_concurrent", type=int,
+                        default=DEFAULT_MAX_CONCURRENT, metavar="N",
+                        help=f"probes in flight beyond which /probe answers 503; 0: no limit "
+                             f"(default {DEFAULT_MAX_CONCURRENT})")
     parser.add_argument("--timeout-offset", dest="timeout_offset", type=float, default=0.5,
                         metavar="SECONDS",
                         help="subtracted from Prometheus' scrape timeout to leave time to answer (default 0.5)")
@@ -52,6 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.timeout_offset < 0:
         parser.error("--timeout-offset must not be negative")
+    if args.max_concurrent < 0:
+        parser.error("--probe.max-concurrent must not be negative (0: no limit)")
+    if not args.shutdown_timeout >= 0:
+        parser.error("--web.shutdown-timeout must not be negative")
     if args.history_limit < 0 or args.history_failure_limit < 0:
         parser.error("--history.limit and --history.failure-limit must not be negative")
     if not args.telemetry_path.startswith("/") or args.telemetry_path in {"/", "/probe", "/probe/log"}:
@@ -78,32 +95,47 @@ def main(argv: list[str] | None = None) -> int:
         return check.main(argv[1:])
     args = parse_args(argv)
     logs.setup(args.log_level, args.log_format)
+    web_config = None
     if args.web_config_file:
-        print("ssl-exporter: --web.config.file: TLS and basic auth for the exporter's own "
-              "endpoints are not implemented in this version", file=sys.stderr)
-        return 2
+        try:
+            web_config = webconfig.load(args.web_config_file)
+        except webconfig.WebConfigError as exc:
+            print(f"ssl-exporter: invalid web configuration: {exc}", file=sys.stderr)
+            return 1
     try:
         history = History(args.history_limit, args.history_failure_limit)
-        exporter = Exporter(args.config_file, args.timeout_offset, history)
+        exporter = Exporter(args.config_file, args.timeout_offset, history, args.max_concurrent)
     except config.ConfigError as exc:
         print(f"ssl-exporter: invalid configuration: {exc}", file=sys.stderr)
         return 1
     if args.config_check:
         cfg = exporter.config
         print(f"config OK: {cfg.source}: {len(cfg.modules)} module(s): {', '.join(cfg.modules)}")
+        if web_config is not None:
+            print(f"web config OK: {web_config.source}: TLS {'on' if web_config.tls else 'off'}, "
+                  f"{len(web_config.users)} basic auth user(s)")
         return 0
     try:
-        asyncio.run(serve(exporter, args))
+        asyncio.run(serve(exporter, args, web_config))
     except KeyboardInterrupt:
         pass
     return 0
 
 
-async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
-    app = make_app(exporter, args.telemetry_path)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def serve(exporter: Exporter, args: argparse.Namespace,
+                web_config: webconfig.WebConfig | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: stop listening, let in-flight requests end.
+
+    aiohttp's cleanup closes the listening socket and idle keep-alive connections at once,
+    waits up to ``--web.shutdown-timeout`` for the requests being handled (probes end by
+    their own deadline), then cancels what is left.
+    """
+    app = make_app(exporter, args.telemetry_path, web_config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=args.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
+    server_tls = webconfig.ServerTLS(web_config.tls) if web_config and web_config.tls else None
+    site = web.TCPSite(runner, args.host, args.port, reuse_address=True,
+                       ssl_context=server_tls.context if server_tls else None)
     try:
         await site.start()
     except OSError as exc:
@@ -115,8 +147,13 @@ async def serve(exporter: Exporter, args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGHUP, exporter.reload)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    log.info("listening", extra={"fields": {"address": args.listen_address, "version": __version__,
-                                            "config": exporter.config.source}})
+    fields = {"address": args.listen_address, "version": __version__, "config": exporter.config.source,
+              "tls": server_tls is not None, "basic_auth": bool(web_config and web_config.users)}
+    if web_config is not None and web_config.users and server_tls is None:
+        log.warning("basic auth without TLS: passwords cross the network in clear text")
+    log.info("listening", extra={"fields": fields})
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down", extra={"fields": {"probes_in_flight": exporter.active,
+                                                "shutdown_timeout_seconds": args.shutdown_timeout}})
     await runner.cleanup()
+    log.info("stopped", extra={"fields": {"probes_in_flight": exporter.active}})

@@ -7,6 +7,7 @@ is built here once per load, so a bad file is a config error and not a probe fai
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import os
@@ -21,7 +22,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import starttls, tls
+from ssl_exporter import access, starttls, tls
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.result import CertInfo
 
@@ -126,6 +127,10 @@ class Module:
     stapling_context: Any = field(default=None, compare=False, repr=False)
     # Legacy TLS versions to test with extra handshakes ("TLS10", "TLS11").
     legacy_versions: tuple[str, ...] = ()
+    # Target restrictions (docs/security.md): the module's own block as configured, and the
+    # policy probes enforce (the global block and this one; None when neither is set).
+    target_policy: access.TargetPolicy | None = None
+    policy: access.Policy | None = field(default=None, compare=False, repr=False)
 
     @property
     def default_port(self) -> int:
@@ -141,11 +146,14 @@ class Config:
     modules: Mapping[str, Module]
     default_module: str
     source: str  # the file it came from, or "embedded default"
+    # The global target_policy block (docs/security.md); each tcp module's policy includes it.
+    target_policy: access.TargetPolicy | None = None
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration, secrets replaced, for /config and debug output."""
         return {
             "default_module": self.default_module,
+            **({"target_policy": self.target_policy.as_dict()} if self.target_policy else {}),
             "modules": {name: module_dict(m) for name, m in self.modules.items()},
         }
 
@@ -180,6 +188,7 @@ def module_dict(module: Module) -> dict[str, Any]:
             }
         ),
         **_revocation_dict(module),
+        **({"target_policy": module.target_policy.as_dict()} if module.target_policy else {}),
     }
 
 
@@ -239,7 +248,8 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
     if raw is None:
         raw = {}
     _expect_mapping(raw, "config")
-    _reject_unknown(raw, {"default_module", "modules"}, "")
+    _reject_unknown(raw, {"default_module", "modules", "target_policy"}, "")
+    global_policy = _parse_target_policy(raw, "target_policy") if "target_policy" in raw else None
     modules_raw = raw.get("modules", {}) or {}
     _expect_mapping(modules_raw, "modules")
     modules: dict[str, Module] = {}
@@ -248,12 +258,23 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
             raise ConfigError(f"modules.{name}: module names use letters, digits, '_', '.', '-'")
         body = body if body is not None else {}
         modules[name] = _parse_module(name, body, f"modules.{name}", base_dir or os.getcwd())
+        if modules[name].prober == "tcp":  # target_policy governs where tcp probes connect
+            policy = access.combine(global_policy, modules[name].target_policy)
+            modules[name] = dataclasses.replace(modules[name], policy=policy)
     if not modules:
         raise ConfigError("modules: at least one module is required")
     default = raw.get("default_module", "tcp" if "tcp" in modules else next(iter(modules)))
     if not isinstance(default, str) or default not in modules:
         raise ConfigError(f"default_module: {default!r} is not a configured module")
-    return Config(modules=modules, default_module=default, source=source)
+    return Config(modules=modules, default_module=default, source=source, target_policy=global_policy)
+
+
+def _parse_target_policy(raw: Mapping[str, Any], path: str) -> access.TargetPolicy:
+    key = path.rpartition(".")[2]
+    try:
+        return access.parse_policy(raw[key], path)
+    except access.PolicyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
@@ -262,7 +283,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     if prober not in PROBERS:
         raise ConfigError(f"{path}.prober: unknown prober {prober!r}, expected one of {', '.join(PROBERS)}")
     # Each prober takes its own block; another prober's block is a mistake worth naming.
-    own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions"}, "file": {"file"}, "kubeconfig": set(),
+    own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions", "target_policy"}, "file": {"file"},
+                 "kubeconfig": set(),
                  "kubernetes": {"kubernetes"}}[prober]
     _reject_unknown(raw, {"prober", "timeout"} | own_block, path, f"for prober {prober}")
     timeout = _parse_timeout(raw.get("timeout", "10s"), f"{path}.timeout")
@@ -292,9 +314,10 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     if revocation is not None and "stapling" in revocation.methods:
         stapling_context = _stapling_context(tls_config, path)
     legacy = _parse_legacy_versions(raw.get("legacy_versions"), f"{path}.legacy_versions")
+    target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
                   client_cert=client_cert, revocation=revocation, stapling_context=stapling_context,
-                  legacy_versions=legacy)
+                  legacy_versions=legacy, target_policy=target_policy)
 
 
 def _parse_revocation(raw: Any, path: str, base_dir: str) -> RevocationConfig:

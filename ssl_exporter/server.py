@@ -1,4 +1,10 @@
-"""The HTTP side: /probe, /probe/log, /metrics, /, /-/healthy, /-/ready, /-/reload and /config."""
+"""The HTTP side: /probe, /probe/log, /metrics, /, /-/healthy, /-/ready, /-/reload and /config.
+
+Before a probe runs: 400 for bad input, 403 for a target the ``target_policy`` refuses
+(:mod:`ssl_exporter.access`), 503 beyond ``--probe.max-concurrent`` probes in flight. With a
+``--web.config.file``, basic auth and the configured headers apply to every endpoint
+(:mod:`ssl_exporter.webconfig`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import logging
 import platform
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +29,14 @@ from prometheus_client import (
 from prometheus_client.exposition import generate_latest
 
 from ssl_exporter import __version__, config, metrics
+from ssl_exporter.access import TargetRefused
 from ssl_exporter.history import History, ProbeRecord
 from ssl_exporter.probers import PROBERS
 from ssl_exporter.probers.base import Prober, run_probe
+from ssl_exporter.result import ProbeResult
 from ssl_exporter.targets import TargetError, parse_hostname
 from ssl_exporter.web import SECURITY_HEADERS, debug_text, landing_page, log_page
+from ssl_exporter.webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,10 @@ SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 
 class BadRequest(ValueError):
     """Bad input to a probe: HTTP 400 (UNKNOWN for the check command) with this one-line message."""
+
+
+class Overloaded(Exception):
+    """--probe.max-concurrent probes are in flight: HTTP 503 at once, rather than queueing."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,18 @@ def parse_probe_request(cfg: config.Config, module_name: str | None, raw_target:
     return ProbeRequest(module, prober, target, server_name)
 
 
+async def run_request(req: ProbeRequest, timeout: float) -> ProbeResult:
+    """Run a validated probe under its module's target_policy; TargetRefused if refused.
+
+    The policy is checked here for what needs no resolution (name globs, an IP-address
+    target), and by the tcp prober on the addresses it resolved, just before it connects to
+    them; a refusal there passes through :func:`run_probe` as the exception it is.
+    """
+    if req.module.policy is not None:
+        req.module.policy.check_target(req.target)
+    return await run_probe(req.prober, req.module, req.target, req.server_name, timeout)
+
+
 def display_target(raw: str) -> str:
     """The target as given, for logs and pages, without a URL's password."""
     if "@" not in raw:  # a cheap test first: this runs on every probe
@@ -83,9 +109,11 @@ class Exporter:
     """The running exporter's state: its config, how to reload it, its own metrics and history."""
 
     def __init__(self, config_file: str | None, timeout_offset: float = 0.5,
-                 history: History | None = None) -> None:
+                 history: History | None = None, max_concurrent: int = 0) -> None:
         self.config_file = config_file
         self.timeout_offset = timeout_offset
+        self.max_concurrent = max_concurrent  # 0: no limit
+        self.active = 0
         self.history = history if history is not None else History()
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -103,6 +131,11 @@ class Exporter:
                                registry=self.registry)
         self.probes = Counter("ssl_exporter_probes", "Probes run, by module and result.",
                               ["module", "result"], registry=self.registry)
+        self.refused = Counter("ssl_exporter_probes_refused", "Probes refused by target_policy (HTTP 403).",
+                               ["module", "reason"], registry=self.registry)
+        self.rejected = Counter("ssl_exporter_probes_rejected",
+                                "Probes rejected because --probe.max-concurrent were in flight (HTTP 503).",
+                                ["module"], registry=self.registry)
         self._use(self._load())  # raises ConfigError at start-up
 
     def _load(self) -> config.Config:
@@ -149,10 +182,21 @@ class Exporter:
         cfg, redacted = self.config, self.redacted_config
         req = parse_probe_request(cfg, query.get("module"), query.get("target"), query.get("hostname"))
         timeout = self.probe_timeout(req.module, request.headers.get(SCRAPE_TIMEOUT_HEADER))
+        if self.max_concurrent and self.active >= self.max_concurrent:
+            self.rejected.labels(req.module.name).inc()
+            raise Overloaded(f"{self.active} probes in flight, the --probe.max-concurrent limit")
+        self.active += 1
         self.in_flight.inc()
         try:
-            result = await run_probe(req.prober, req.module, req.target, req.server_name, timeout)
+            result = await run_request(req, timeout)
+        except TargetRefused as exc:
+            self.refused.labels(req.module.name, exc.reason).inc()
+            log.warning("probe refused", extra={"fields": {
+                "target": display_target(query["target"]), "module": req.module.name, "reason": exc.reason,
+                "err": exc.detail}})
+            raise
         finally:
+            self.active -= 1
             self.in_flight.dec()
         self.probes.labels(req.module.name, "success" if result.success else "failure").inc()
         record = self.history.add(req.module.name, display_target(query["target"]), req.server_name,
@@ -184,15 +228,30 @@ def log_failure(record: ProbeRecord) -> None:
 # --- handlers ---------------------------------------------------------------------------
 
 
-def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> web.Application:
-    app = web.Application()
+def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
+             web_config: WebConfig | None = None) -> web.Application:
+    app = web.Application(middlewares=_access_middlewares(web_config))
     app[EXPORTER] = exporter
+    if web_config is not None and web_config.headers:
+        headers = dict(web_config.headers)
+
+        async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+            # An endpoint's own header wins (the pages' stricter Content-Security-Policy), as a
+            # handler's does in exporter-toolkit, which sets these before calling it.
+            for name, value in headers.items():
+                response.headers.setdefault(name, value)
+
+        app.on_response_prepare.append(add_headers)
 
     async def probe(request: web.Request) -> web.Response:
         try:
             record = await exporter.probe(request)
         except BadRequest as exc:
             return web.Response(status=400, text=f"{exc}\n")
+        except TargetRefused as exc:
+            return web.Response(status=403, text=f"target refused: {exc.message}\n")
+        except Overloaded as exc:
+            return web.Response(status=503, text=f"too many probes: {exc}\n")
         if request.query.get("debug", "").lower() == "true":
             return web.Response(text=debug_text(record), headers={"X-Content-Type-Options": "nosniff"})
         body, content_type = metrics.encode(metrics.probe_families(record.result), request.headers.get("Accept"))
@@ -241,6 +300,24 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> web.Applic
     app.router.add_get("/config", show_config)
     app.router.add_get("/", landing)
     return app
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _access_middlewares(web_config: WebConfig | None) -> list[Any]:
+    """Basic auth on every endpoint, health checks included, as exporter-toolkit does."""
+    if web_config is None or not web_config.users:
+        return []
+    auth = BasicAuth(web_config.users)
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not await auth.check(request.headers.get("Authorization")):
+            return web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
+        return await handler(request)
+
+    return [authenticate]
 
 
 def _raw(body: bytes, content_type: str) -> web.Response:

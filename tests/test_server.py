@@ -55,7 +55,7 @@ async def test_openmetrics_when_asked(client: TestClient) -> None:
     body = await response.text()
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.endswith("# EOF\n")
-    assert 'ssl_probe_error_info{reason="refused",stage="connect"} 1.0' in body
+    assert 'ssl_probe_error_info{stage="connect",reason="refused"} 1.0' in body
 
 
 async def test_debug_output(client: TestClient, pki: PKI) -> None:

@@ -31,6 +31,11 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
         # Through a proxy we resolve and dial the proxy; it resolves the target.
         dial = parse_target(proxy.netloc.rpartition("@")[2], 80) if proxy else target
         addresses = await _resolve(dial, tcp, rec)
+        if module.policy is not None:  # issue 8: target_policy on the very addresses _connect uses
+            if proxy is None:
+                module.policy.check_addresses(target, addresses)  # raises access.TargetRefused
+            elif target.ip is not None:  # the proxy resolves a name; an address we can check
+                module.policy.check_addresses(target, [target.host])
     with rec.phase("connect"):
         reader, writer = await _connect(addresses, dial.port, tcp, rec)
     try:

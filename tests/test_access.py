@@ -1,0 +1,263 @@
+"""target_policy: 403 before any connection for refused targets, checked on resolved addresses."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ssl_exporter import access, config
+from ssl_exporter.server import Exporter, make_app
+from ssl_exporter.targets import parse_target
+from tests.conftest import PKI, Samples
+from tests.servers import pytls
+
+
+@asynccontextmanager
+async def exporter_client(tmp_path: Path, text: str) -> AsyncIterator[TestClient]:
+    path = tmp_path / "config.yml"
+    path.write_text(textwrap.dedent(text))
+    async with TestClient(TestServer(make_app(Exporter(str(path))))) as client:
+        yield client
+
+
+async def get(client: TestClient, **params: str) -> tuple[int, str]:
+    response = await client.get("/probe", params=params)
+    return response.status, await response.text()
+
+
+class Recorder:
+    """A listening socket that counts connections: a refused probe must make none."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    def handle(self, conn: socket.socket) -> None:
+        self.connections += 1
+
+
+@pytest.fixture
+def tls_port(pki: PKI) -> Callable[[], object]:
+    leaf = pki.inter.issue("localhost", dns=("localhost",), ips=("127.0.0.1", "::1"))
+    cert, key = pki.chain_files("access", leaf, pki.inter)
+    return lambda: pytls.tls_server(cert, key)
+
+
+async def test_a_name_that_resolves_into_a_denied_range_is_403_and_never_connected(tmp_path: Path) -> None:
+    recorder = Recorder()
+    with pytls.serve(recorder.handle) as port:
+        async with exporter_client(tmp_path, """\
+                target_policy: {deny_cidrs: [127.0.0.0/8, "::1/128"]}
+                modules:
+                  tcp: {prober: tcp, timeout: 2s}
+                """) as client:
+            status, text = await get(client, target=f"localhost:{port}")
+            own = Samples(await (await client.get("/metrics")).text())
+    assert status == 403
+    # The requester learns the rule, not the address the name resolved to.
+    assert text == "target refused: target localhost resolves to an address that is in target_policy.deny_cidrs\n"
+    assert recorder.connections == 0
+    assert own.get("ssl_exporter_probes_refused_total", module="tcp", reason="address_denied") == 1
+    assert own.get("ssl_exporter_probes_total", module="tcp", result="failure") is None  # not a probe
+    assert own.get("ssl_exporter_probes_in_flight") == 0
+
+
+async def test_the_refusal_is_logged_with_the_address(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with exporter_client(tmp_path, """\
+            modules:
+              tcp: {prober: tcp, target_policy: {deny_cidrs: [127.0.0.0/8, "::1/128"]}}
+            """) as client:
+        status, _ = await get(client, target="localhost:1")
+    assert status == 403
+    [record] = [r for r in caplog.records if r.getMessage() == "probe refused"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert (fields["target"], fields["module"], fields["reason"]) == ("localhost:1", "tcp", "address_denied")
+    assert fields["err"] in ("target localhost: address 127.0.0.1 is in 127.0.0.0/8",
+                             "target localhost: address ::1 is in ::1/128")
+
+
+@pytest.mark.parametrize(
+    ("target", "reason", "message"),
+    [
+        ("169.254.169.254:443", "link_local",
+         "target 169.254.169.254 is link-local or a cloud metadata address (target_policy.deny_link_local)"),
+        ("https://169.254.169.254/latest/meta-data", "link_local",
+         "target 169.254.169.254 is link-local or a cloud metadata address (target_policy.deny_link_local)"),
+        ("[fd00:ec2::254]:443", "link_local",
+         "target fd00:ec2::254 is link-local or a cloud metadata address (target_policy.deny_link_local)"),
+        ("100.100.100.200", "link_local",
+         "target 100.100.100.200 is link-local or a cloud metadata address (target_policy.deny_link_local)"),
+        ("[fe80::1]:443", "link_local",
+         "target fe80::1 is link-local or a cloud metadata address (target_policy.deny_link_local)"),
+        # An IPv4-mapped IPv6 address reaches the IPv4 address: it is checked as that.
+        ("[::ffff:169.254.169.254]:443", "link_local",
+         "target ::ffff:a9fe:a9fe is link-local or a cloud metadata address (target_policy.deny_link_local)"),
+        ("10.1.2.3:443", "address_denied", "target 10.1.2.3 is in target_policy.deny_cidrs 10.0.0.0/8"),
+        ("db.internal.example:443", "host_denied",
+         "target db.internal.example matches target_policy.deny_hosts '*.internal.example'"),
+        ("DB.Internal.Example.:443", "host_denied",
+         "target db.internal.example matches target_policy.deny_hosts '*.internal.example'"),
+    ],
+)
+async def test_denied_targets_are_403_before_any_probe(tmp_path: Path, target: str, reason: str,
+                                                       message: str) -> None:
+    async with exporter_client(tmp_path, """\
+            target_policy:
+              deny_link_local: true
+              deny_cidrs: [10.0.0.0/8]
+              deny_hosts: ["*.internal.example"]
+            modules:
+              tcp: {prober: tcp, timeout: 2s}
+            """) as client:
+        status, text = await get(client, target=target)
+        own = Samples(await (await client.get("/metrics")).text())
+    assert (status, text) == (403, f"target refused: {message}\n")
+    assert own.get("ssl_exporter_probes_refused_total", module="tcp", reason=reason) == 1
+
+
+async def test_allowed_targets_still_work(tmp_path: Path, pki: PKI, tls_port) -> None:
+    with tls_port() as (port, _):
+        async with exporter_client(tmp_path, f"""\
+                target_policy:
+                  deny_link_local: true
+                  deny_cidrs: [10.0.0.0/8, 192.168.0.0/16]
+                  deny_hosts: ["*.internal.example"]
+                  allow_cidrs: [127.0.0.0/8, "::1/128"]
+                  allow_hosts: [localhost, "*.example.test"]
+                modules:
+                  tcp:
+                    prober: tcp
+                    timeout: 5s
+                    tls_config: {{ca_file: {pki.root_file}}}
+                    target_policy: {{deny_hosts: [www.example.test]}}
+                """) as client:
+            for target in (f"localhost:{port}", f"127.0.0.1:{port}"):
+                status, text = await get(client, target=target, hostname="localhost")
+                assert status == 200, text
+                assert Samples(text).get("ssl_probe_success") == 1
+            # allow_hosts lists names; an address target passes by allow_cidrs, in the same block.
+            status, text = await get(client, target="192.168.1.1:443")
+            assert (status, text) == (403, "target refused: target 192.168.1.1 is in "
+                                           "target_policy.deny_cidrs 192.168.0.0/16\n")
+            status, text = await get(client, target="www.example.test:443")
+            assert (status, text) == (403, "target refused: target www.example.test matches "
+                                           "modules.tcp.target_policy.deny_hosts 'www.example.test'\n")
+
+
+async def test_the_module_policy_adds_to_the_global_one(tmp_path: Path, tls_port) -> None:
+    with tls_port() as (port, _):
+        async with exporter_client(tmp_path, """\
+                target_policy: {allow_cidrs: [127.0.0.0/8, "::1/128"]}
+                modules:
+                  open: {prober: tcp, timeout: 2s, tls_config: {insecure_skip_verify: true}}
+                  narrow:
+                    prober: tcp
+                    timeout: 2s
+                    target_policy: {allow_hosts: [localhost], deny_cidrs: [127.0.0.1/32]}
+                  files: {prober: file}
+                """) as client:
+            # The global allow list binds every tcp module...
+            assert await get(client, module="open", target="192.0.2.1:443") == (
+                403, "target refused: target 192.0.2.1 is outside target_policy.allow_cidrs\n")
+            assert (await get(client, module="open", target=f"127.0.0.1:{port}"))[0] == 200
+            assert (await get(client, module="open", target=f"localhost:{port}"))[0] == 200
+            # ... and a module's own block narrows it further; it cannot widen it.
+            assert await get(client, module="narrow", target=f"127.0.0.1:{port}") == (
+                403, "target refused: target 127.0.0.1 is an IP address and "
+                     "modules.narrow.target_policy.allow_hosts lists names only\n")
+            assert await get(client, module="narrow", target="www.example.test:443") == (
+                403, "target refused: target www.example.test matches no modules.narrow.target_policy.allow_hosts\n")
+            assert await get(client, module="narrow", target=f"localhost:{port}") == (
+                403, "target refused: target localhost resolves to an address that is in "
+                     "modules.narrow.target_policy.deny_cidrs\n")
+            # A file module is not a network probe: target_policy does not concern it.
+            assert (await get(client, module="files", target=str(tmp_path / "none.pem")))[0] == 200
+            own = Samples(await (await client.get("/metrics")).text())
+    assert own.get("ssl_exporter_probes_refused_total", module="open", reason="address_not_allowed") == 1
+    assert own.get("ssl_exporter_probes_refused_total", module="narrow", reason="host_not_allowed") == 2
+    assert own.get("ssl_exporter_probes_refused_total", module="narrow", reason="address_denied") == 1
+
+
+def test_policy_layers_unit() -> None:
+    cfg = config.load_text(textwrap.dedent("""\
+        target_policy: {deny_link_local: true, allow_cidrs: [192.0.2.0/24, "2001:db8::/32"]}
+        modules:
+          a: {prober: tcp, target_policy: {deny_cidrs: [192.0.2.128/25]}}
+          b: {prober: tcp}
+          f: {prober: file}
+        """), source="test")
+    a, b = cfg.modules["a"].policy, cfg.modules["b"].policy
+    assert a is not None and b is not None and cfg.modules["f"].policy is None
+    target = parse_target("www.example.test:443", 443)
+    a.check_addresses(target, ["192.0.2.1", "2001:db8::1"])
+    with pytest.raises(access.TargetRefused) as refused:
+        a.check_addresses(target, ["192.0.2.1", "192.0.2.200"])  # any address denied refuses the name
+    assert refused.value.reason == "address_denied"
+    b.check_addresses(target, ["192.0.2.200"])
+    with pytest.raises(access.TargetRefused) as refused:
+        b.check_addresses(target, ["fe80::1%eth0"])  # a scoped address
+    assert refused.value.reason == "link_local"
+    assert cfg.redacted()["target_policy"] == {"allow_cidrs": ["192.0.2.0/24", "2001:db8::/32"],
+                                               "deny_link_local": True}
+    assert cfg.redacted()["modules"]["a"]["target_policy"] == {"deny_cidrs": ["192.0.2.128/25"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("target_policy: [10.0.0.0/8]\nmodules: {t: {}}",
+         "target_policy: expected a mapping, got list"),
+        ("target_policy: {deny_cidr: [10.0.0.0/8]}\nmodules: {t: {}}",
+         "target_policy.deny_cidr: unknown key (expected one of allow_cidrs, allow_hosts, deny_cidrs, "
+         "deny_hosts, deny_link_local)"),
+        ("target_policy: {deny_cidrs: [10.0.0.1/8]}\nmodules: {t: {}}",
+         "target_policy.deny_cidrs: '10.0.0.1/8' is not a CIDR: 10.0.0.1/8 has host bits set"),
+        ("target_policy: {deny_cidrs: 10.0.0.0/8}\nmodules: {t: {}}",
+         "target_policy.deny_cidrs: expected a list of CIDRs like 10.0.0.0/8 or fd00::/8"),
+        ("modules: {t: {target_policy: {allow_hosts: [\"bücher.example\"]}}}",
+         "modules.t.target_policy.allow_hosts: 'bücher.example': write internationalised names in their "
+         "ASCII (xn--) form"),
+        ("modules: {t: {target_policy: {deny_link_local: 'yes'}}}",
+         "modules.t.target_policy.deny_link_local: expected bool, got string"),
+        ("modules: {f: {prober: file, target_policy: {}}}",
+         "modules.f.target_policy: unknown key for prober file (expected one of file, prober, timeout)"),
+    ],
+)
+def test_bad_policies_are_config_errors(text: str, message: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load_text(text, source="test")
+    assert str(caught.value) == message
+
+
+def _proxy(requests: list[bytes]) -> Callable[[socket.socket], None]:
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
+            data += chunk
+        requests.append(data)
+        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    return handle
+
+
+async def test_through_a_proxy_names_are_left_to_the_proxy_addresses_are_checked(tmp_path: Path) -> None:
+    requests: list[bytes] = []
+    with pytls.serve(_proxy(requests)) as proxy_port:
+        async with exporter_client(tmp_path, f"""\
+                target_policy: {{deny_cidrs: [127.0.0.0/8, "::1/128"], deny_hosts: ["*.internal.example"]}}
+                modules:
+                  tcp: {{prober: tcp, timeout: 2s, tcp: {{proxy_url: "http://127.0.0.1:{proxy_port}"}}}}
+                """) as client:
+            # The proxy (on a denied address itself: it is the operator's) resolves the name.
+            status, text = await get(client, target="localhost:443")
+            assert status == 200
+            assert Samples(text).errors() == {("connect", "proxy_error")}
+            # An address target is checked, and a name glob applies whoever resolves.
+            assert (await get(client, target="127.0.0.1:443"))[0] == 403
+            assert (await get(client, target="x.internal.example:443"))[0] == 403
+    assert len(requests) == 1 and requests[0].startswith(b"CONNECT localhost:443 ")
