@@ -37,6 +37,25 @@ modules:
   https:
     prober: tcp
     timeout: 10s
+  # STARTTLS: the protocol's dialogue first, on its standard port (docs/starttls.md).
+  smtp:        {prober: tcp, timeout: 10s, tcp: {starttls: smtp}}
+  submission:  {prober: tcp, timeout: 10s, tcp: {starttls: smtp, default_port: 587}}
+  imap:        {prober: tcp, timeout: 10s, tcp: {starttls: imap}}
+  pop3:        {prober: tcp, timeout: 10s, tcp: {starttls: pop3}}
+  ftp:         {prober: tcp, timeout: 10s, tcp: {starttls: ftp}}
+  postgres:    {prober: tcp, timeout: 10s, tcp: {starttls: postgres}}
+  mysql:       {prober: tcp, timeout: 10s, tcp: {starttls: mysql}}
+  ldap:        {prober: tcp, timeout: 10s, tcp: {starttls: ldap}}
+  xmpp:        {prober: tcp, timeout: 10s, tcp: {starttls: xmpp}}
+  xmpp-server: {prober: tcp, timeout: 10s, tcp: {starttls: xmpp-server}}
+  nntp:        {prober: tcp, timeout: 10s, tcp: {starttls: nntp}}
+  sieve:       {prober: tcp, timeout: 10s, tcp: {starttls: sieve}}
+  # Implicit TLS on the protocols' TLS ports.
+  smtps:       {prober: tcp, timeout: 10s, tcp: {default_port: 465}}
+  imaps:       {prober: tcp, timeout: 10s, tcp: {default_port: 993}}
+  pop3s:       {prober: tcp, timeout: 10s, tcp: {default_port: 995}}
+  ldaps:       {prober: tcp, timeout: 10s, tcp: {default_port: 636}}
+  ftps:        {prober: tcp, timeout: 10s, tcp: {default_port: 990}}
 """
 
 PROBERS = ("tcp", "file", "kubeconfig", "kubernetes")
