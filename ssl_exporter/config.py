@@ -90,6 +90,8 @@ class TCPConfig:
     ip_protocol_fallback: bool = True
     source_ip_address: str | None = None
     proxy_url: str | None = None
+    # Use HTTPS_PROXY/NO_PROXY from the exporter's environment (read at each probe).
+    proxy_from_environment: bool = False
     # Port used when the target names none; by default the STARTTLS protocol's port, or 443.
     default_port: int | None = None
 
@@ -203,6 +205,7 @@ def module_dict(module: Module) -> dict[str, Any]:
                 "ip_protocol_fallback": tcp.ip_protocol_fallback,
                 "source_ip_address": tcp.source_ip_address,
                 "proxy_url": redact_url(tcp.proxy_url),
+                "proxy_from_environment": tcp.proxy_from_environment or None,
                 "default_port": tcp.default_port,
             }
         ),
@@ -499,6 +502,9 @@ def _parse_tcp(raw: Any, path: str) -> TCPConfig:
     proxy_url = _get(raw, "proxy_url", str, path, None)
     if proxy_url is not None:
         _check_proxy_url(proxy_url, f"{path}.proxy_url")
+    from_environment = _get(raw, "proxy_from_environment", bool, path, False)
+    if from_environment and proxy_url is not None:
+        raise ConfigError(f"{path}.proxy_from_environment: give proxy_url or proxy_from_environment, not both")
     default_port = _get(raw, "default_port", int, path, None)
     if default_port is not None and not 1 <= default_port <= 65535:
         raise ConfigError(f"{path}.default_port: {default_port} is out of range 1-65535")
@@ -509,6 +515,7 @@ def _parse_tcp(raw: Any, path: str) -> TCPConfig:
         ip_protocol_fallback=_get(raw, "ip_protocol_fallback", bool, path, True),
         source_ip_address=source_ip,
         proxy_url=proxy_url,
+        proxy_from_environment=from_environment,
     )
 
 

@@ -7,6 +7,7 @@ import base64
 import ipaddress
 import socket
 import time
+import urllib.request
 from collections.abc import Awaitable
 from urllib.parse import unquote, urlsplit
 
@@ -26,7 +27,8 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
     tcp = module.tcp
     rec.handshake_success = False  # a TLS probe: 0 until the handshake completes
     rec.client_cert = module.client_cert
-    proxy = urlsplit(tcp.proxy_url) if tcp.proxy_url else None
+    proxy_url = proxy_for(target, tcp)
+    proxy = urlsplit(proxy_url) if proxy_url else None
     with rec.phase("resolve"):
         # Through a proxy we resolve and dial the proxy; it resolves the target.
         dial = parse_target(proxy.netloc.rpartition("@")[2], 80) if proxy else target
@@ -41,7 +43,7 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
     try:
         if proxy is not None:
             with rec.phase("connect"):
-                await _proxy_connect(reader, writer, target, tcp.proxy_url or "", rec)
+                await _proxy_connect(reader, writer, target, proxy_url or "", rec)
         if tcp.starttls:
             with rec.phase("starttls"):
                 await starttls.negotiate(tcp.starttls, reader, writer, server_name, rec.note)
@@ -65,7 +67,7 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
             extra_reader, extra_writer = await _connect(addresses, dial.port, tcp, rec)
             try:
                 if proxy is not None:
-                    await _proxy_connect(extra_reader, extra_writer, target, tcp.proxy_url or "", rec)
+                    await _proxy_connect(extra_reader, extra_writer, target, proxy_url or "", rec)
                 if tcp.starttls:
                     await starttls.negotiate(tcp.starttls, extra_reader, extra_writer, server_name, rec.note)
             except BaseException:
@@ -227,6 +229,23 @@ async def _connect(
         return reader, writer
     assert last_error is not None
     raise last_error
+
+
+def proxy_for(target: Target, tcp: TCPConfig) -> str | None:
+    """The HTTP proxy to reach ``target`` through: the module's proxy_url, or with
+    proxy_from_environment the HTTPS_PROXY variable unless NO_PROXY names the host."""
+    if tcp.proxy_url:
+        return tcp.proxy_url
+    if not tcp.proxy_from_environment:
+        return None
+    proxies = urllib.request.getproxies_environment()
+    url = proxies.get("https")
+    if not url or urllib.request.proxy_bypass_environment(target.host, proxies):
+        return None
+    url = url if "://" in url else f"http://{url}"  # "proxy:3128" is common in HTTPS_PROXY
+    if not url.startswith("http://"):
+        raise ProbeFailure("proxy_error", "HTTPS_PROXY must be an http:// proxy (CONNECT over plain HTTP)")
+    return url
 
 
 async def _proxy_connect(

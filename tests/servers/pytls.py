@@ -57,12 +57,14 @@ class TLSServer:
             self.context.load_verify_locations(client_ca)
             self.context.verify_mode = ssl.CERT_REQUIRED
         self.server_names: list[str | None] = []
+        self.peers: list[str] = []  # the client address of each connection
         self.context.sni_callback = self._sni
 
     def _sni(self, sslobj: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
         self.server_names.append(name)
 
     def handle(self, conn: socket.socket) -> None:
+        self.peers.append(conn.getpeername()[0])
         conn.settimeout(5)
         with self.context.wrap_socket(conn, server_side=True) as tls:
             tls.recv(1)  # until the client hangs up
