@@ -134,7 +134,9 @@ async def serve(exporter: Exporter, args: argparse.Namespace,
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=args.shutdown_timeout)
     await runner.setup()
     server_tls = webconfig.ServerTLS(web_config.tls) if web_config and web_config.tls else None
-    site = web.TCPSite(runner, args.host, args.port, reuse_address=True,
+    # A backlog of 4,096 rather than aiohttp's 128: thousands of scrapes can arrive in the
+    # same second, and a full backlog turns them into retransmits seconds later (bench/).
+    site = web.TCPSite(runner, args.host, args.port, reuse_address=True, backlog=4096,
                        ssl_context=server_tls.context if server_tls else None)
     try:
         await site.start()
