@@ -58,7 +58,8 @@ def _parse_der(der: bytes, source: Mapping[str, str] | None) -> CertInfo:
             serial = _serial_hex(cert)
         except Exception as exc:  # hostile bytes: anything cryptography raises means "bad"
             raise CertificateError(f"cannot decode certificate: {type(exc).__name__}: {exc}") from None
-        dns_names, ip_addresses = _optional(_subject_alt_names, cert, ((), ()))
+        no_names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        dns_names, ip_addresses = _optional(_subject_alt_names, cert, no_names)
         key_algorithm, key_bits = _optional(_key_facts, cert, ("unknown", 0))
         return CertInfo(
             der=der,

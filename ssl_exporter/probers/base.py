@@ -42,14 +42,13 @@ class ProbeRecorder:
         self.verified_chain_expiry: float | None = None
         self.tls: TLSInfo | None = None
         self.client_cert: CertInfo | None = None
-        # --- revocation and depth checks (issue 4; docs/revocation.md) ---
-        # When the probe must be done, in loop time (set by run_probe): revocation fetches and
-        # legacy-version handshakes stop a little before it so the certificate data survives.
+        # Revocation and depth checks (docs/revocation.md). When the probe must be done, in
+        # loop time (set by run_probe): revocation fetches and legacy-version handshakes stop
+        # a little before it, so that the certificate data survives.
         self.deadline: float | None = None
         self.revocation: tuple[RevocationCheck, ...] = ()
         self.ocsp_stapled: bool | None = None
         self.legacy_versions: dict[str, bool] = {}
-        # --- end issue 4 ---
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -86,9 +85,9 @@ class ProbeRecorder:
             tls=self.tls,
             client_cert=self.client_cert,
             log=tuple(self.log),
-            revocation=self.revocation,  # issue 4
-            ocsp_stapled=self.ocsp_stapled,  # issue 4
-            legacy_versions=dict(self.legacy_versions),  # issue 4
+            revocation=self.revocation,
+            ocsp_stapled=self.ocsp_stapled,
+            legacy_versions=dict(self.legacy_versions),
         )
 
     def _enforced_errors(self) -> bool:
@@ -146,7 +145,7 @@ async def _run_probe(
     prober: Prober, module: Module, target: Any, server_name: str, timeout: float
 ) -> ProbeResult:
     recorder = ProbeRecorder()
-    recorder.deadline = asyncio.get_running_loop().time() + timeout  # issue 4: nested deadlines
+    recorder.deadline = asyncio.get_running_loop().time() + timeout  # for checks that must end before it
     recorder.note(f"probe module={module.name} target={target} name={server_name} timeout={timeout:g}s")
     try:
         async with asyncio.timeout(timeout):

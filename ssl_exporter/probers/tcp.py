@@ -8,7 +8,8 @@ import ipaddress
 import socket
 import time
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import unquote, urlsplit
 
 from ssl_exporter import lint, revocation, stapling, starttls, tls
@@ -23,6 +24,13 @@ from ssl_exporter.targets import Target, parse_target
 MAX_PROXY_RESPONSE = 16 * 1024
 
 
+PhaseTimer = Callable[[str], AbstractContextManager[None]]
+
+
+def _untimed(name: str) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
 async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name: str) -> None:
     tcp = module.tcp
     rec.handshake_success = False  # a TLS probe: 0 until the handshake completes
@@ -33,26 +41,36 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
         # Through a proxy we resolve and dial the proxy; it resolves the target.
         dial = parse_target(proxy.netloc.rpartition("@")[2], 80) if proxy else target
         addresses = await _resolve(dial, tcp, rec)
-        if module.policy is not None:  # issue 8: target_policy on the very addresses _connect uses
+        if module.policy is not None:  # target_policy, on the very addresses _connect uses
             if proxy is None:
                 module.policy.check_addresses(target, addresses)  # raises access.TargetRefused
             elif target.ip is not None:  # the proxy resolves a name; an address we can check
                 module.policy.check_addresses(target, [target.host])
-    with rec.phase("connect"):
-        reader, writer = await _connect(addresses, dial.port, tcp, rec)
+
+    async def open_stream(phase: PhaseTimer = _untimed) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection ready for the TLS handshake: connected, tunnelled, STARTTLS done."""
+        with phase("connect"):
+            reader, writer = await _connect(addresses, dial.port, tcp, rec)
+        try:
+            if proxy_url:
+                with phase("connect"):
+                    await _proxy_connect(reader, writer, target, proxy_url, rec)
+            if tcp.starttls:
+                with phase("starttls"):
+                    await starttls.negotiate(tcp.starttls, reader, writer, server_name, rec.note)
+        except BaseException:
+            await _close(writer)
+            raise
+        return reader, writer
+
+    reader, writer = await open_stream(rec.phase)
     try:
-        if proxy is not None:
-            with rec.phase("connect"):
-                await _proxy_connect(reader, writer, target, proxy_url or "", rec)
-        if tcp.starttls:
-            with rec.phase("starttls"):
-                await starttls.negotiate(tcp.starttls, reader, writer, server_name, rec.note)
         with rec.phase("handshake"):
             sni = None if _is_ip(server_name) else server_name
             rec.note(f"TLS handshake, SNI {sni or '(none: IP address)'}")
             assert module.ssl_context is not None
             outcome: tls.HandshakeOutcome
-            if module.stapling_context is not None:  # issue 4: the same handshake, asking for a staple
+            if module.stapling_context is not None:  # the same handshake, asking for a staple
                 outcome = await stapling.handshake(reader, writer, module.stapling_context, sni)
             else:
                 outcome = await tls.handshake(reader, writer, module.ssl_context, sni)
@@ -60,23 +78,9 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
         await _close(writer)
     with rec.phase("verify"):
         _analyse(rec, outcome, server_name, module.tls_config.insecure_skip_verify)
-    # --- issue 4: revocation and legacy TLS versions (docs/revocation.md) ---
+    # Revocation and legacy TLS versions (docs/revocation.md), on connections of their own.
     if module.revocation is not None or module.legacy_versions:
-
-        async def reconnect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-            extra_reader, extra_writer = await _connect(addresses, dial.port, tcp, rec)
-            try:
-                if proxy is not None:
-                    await _proxy_connect(extra_reader, extra_writer, target, proxy_url or "", rec)
-                if tcp.starttls:
-                    await starttls.negotiate(tcp.starttls, extra_reader, extra_writer, server_name, rec.note)
-            except BaseException:
-                await _close(extra_writer)
-                raise
-            return extra_reader, extra_writer
-
-        await _depth_checks(rec, module, outcome, reconnect, None if _is_ip(server_name) else server_name)
-    # --- end issue 4 ---
+        await _depth_checks(rec, module, outcome, open_stream, None if _is_ip(server_name) else server_name)
 
 
 def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insecure: bool) -> None:
@@ -130,9 +134,6 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
         rec.note("insecure_skip_verify: verification failures reported but not enforced")
 
 
-# --- issue 4: revocation and legacy TLS versions ---------------------------------------
-
-
 async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.HandshakeOutcome,
                         reconnect: lint.Connector, sni: str | None) -> None:
     """Revocation and legacy-version checks, concurrently, ending before the probe's deadline.
@@ -163,9 +164,6 @@ async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.Handsha
     if module.legacy_versions:
         jobs.append(timed("legacy_versions", legacy()))
     await asyncio.gather(*jobs)
-
-
-# --- end issue 4 ---
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
@@ -240,7 +238,7 @@ def proxy_for(target: Target, tcp: TCPConfig) -> str | None:
         return None
     proxies = urllib.request.getproxies_environment()
     url = proxies.get("https")
-    if not url or urllib.request.proxy_bypass_environment(target.host, proxies):
+    if not url or urllib.request.proxy_bypass_environment(target.host, proxies):  # type: ignore[attr-defined]
         return None
     url = url if "://" in url else f"http://{url}"  # "proxy:3128" is common in HTTPS_PROXY
     if not url.startswith("http://"):
