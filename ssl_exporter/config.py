@@ -560,9 +560,9 @@ def _parse_timeout(raw: Any, path: str) -> float:
     return seconds
 
 
-def _expect_mapping(raw: Any, path: str) -> None:
+def _expect_mapping(raw: Any, path: str, error: type[ValueError] = ConfigError) -> None:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path}: expected a mapping, got {_type_name(raw)}")
+        raise error(f"{path}: expected a mapping, got {_type_name(raw)}")
 
 
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], path: str, context: str = "") -> None:
@@ -573,12 +573,17 @@ def _reject_unknown(raw: Mapping[str, Any], known: set[str], path: str, context:
             raise ConfigError(f"{where}: unknown key{scope} (expected one of {', '.join(sorted(known))})")
 
 
-def _get(raw: Mapping[str, Any], key: str, kind: type, path: str, default: Any) -> Any:
+# The validators below are shared with the web config (webconfig.py), which passes its own
+# error class; both files follow the same rules and give the same messages.
+
+
+def _get(raw: Mapping[str, Any], key: str, kind: type, path: str, default: Any = None,
+         error: type[ValueError] = ConfigError) -> Any:
     value = raw.get(key, default)
     if value is None or value is default:
         return value
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{path}.{key}: expected {kind.__name__}, got {_type_name(value)}")
+        raise error(f"{path}.{key}: expected {kind.__name__}, got {_type_name(value)}")
     return value
 
 
@@ -587,14 +592,14 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def _check_readable(filename: str, path: str) -> None:
+def _check_readable(filename: str, path: str, error: type[ValueError] = ConfigError) -> None:
     try:
         with open(filename, "rb"):
             pass
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found: {filename}") from None
+        raise error(f"{path}: file not found: {filename}") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory: {filename}") from None
+        raise error(f"{path}: is a directory: {filename}") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {filename}: {exc.strerror}") from None
+        raise error(f"{path}: cannot read {filename}: {exc.strerror}") from None
 

@@ -35,14 +35,10 @@ from typing import Any
 
 import yaml
 
-log = logging.getLogger(__name__)
+from ssl_exporter import config as config_rules
+from ssl_exporter.config import TLS_VERSIONS, _type_name
 
-TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
-}
+log = logging.getLogger(__name__)
 
 # exporter-toolkit's client_auth_type values -> (verify mode, needs a client CA).
 # RequestClientCert asks for a certificate and lets every client in whatever it sends: the
@@ -468,29 +464,12 @@ def _check_keys(raw: Mapping[str, Any], known: tuple[str, ...], path: str) -> No
 
 
 def _expect_mapping(raw: Any, path: str) -> None:
-    if not isinstance(raw, Mapping):
-        raise WebConfigError(f"{path}: expected a mapping, got {_type_name(raw)}")
+    config_rules._expect_mapping(raw, path, WebConfigError)
 
 
 def _get(raw: Mapping[str, Any], key: str, kind: type, path: str) -> Any:
-    value = raw.get(key)
-    if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-        raise WebConfigError(f"{path}.{key}: expected {kind.__name__}, got {_type_name(value)}")
-    return value
-
-
-def _type_name(value: Any) -> str:
-    names: dict[type, str] = {dict: "mapping", list: "list", str: "string", bool: "boolean"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
+    return config_rules._get(raw, key, kind, path, error=WebConfigError)
 
 
 def _check_readable(filename: str, path: str) -> None:
-    try:
-        with open(filename, "rb"):
-            pass
-    except FileNotFoundError:
-        raise WebConfigError(f"{path}: file not found: {filename}") from None
-    except IsADirectoryError:
-        raise WebConfigError(f"{path}: is a directory: {filename}") from None
-    except OSError as exc:
-        raise WebConfigError(f"{path}: cannot read {filename}: {exc.strerror}") from None
+    config_rules._check_readable(filename, path, WebConfigError)
