@@ -49,15 +49,16 @@ async def one(host: str, port: int, request: bytes, marker: bytes, t0: float,
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    request = (f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
-               "Connection: close\r\n\r\n").encode()
+    # "{n}" in the path becomes the request's number: no two probes are identical.
+    requests = [(f"GET {args.path.replace('{n}', str(i))} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+                 "Connection: close\r\n\r\n").encode() for i in range(args.n)]
     out: dict[str, object] = {"answered": 0, "success": 0, "last": 0.0, "slowest": 0.0,
                               "latencies": [], "errors": collections.Counter(),
                               "statuses": collections.Counter()}
     marker = b"\n" + args.marker.encode()
     t0 = time.perf_counter()
     tasks = [asyncio.ensure_future(one(args.host, args.port, request, marker, t0, out))
-             for _ in range(args.n)]
+             for request in requests]
     started = time.perf_counter() - t0
     done, pending = await asyncio.wait(tasks, timeout=args.deadline)
     for task in pending:

@@ -4,10 +4,20 @@
 local threads = {}
 
 function setup(thread)
+  thread:set("id", #threads)
   table.insert(threads, thread)
 end
 
+-- "{n}" in the path becomes a number unique to this request (thread id and counter), so
+-- that no two probes are identical (ssl_exporter would coalesce identical ones).
+function request()
+  counter = counter + 1
+  local path = string.gsub(wrk.path, "{n}", id .. "x" .. counter)
+  return wrk.format(nil, path)
+end
+
 function init(args)
+  counter = 0
   -- A line start before the name, so "probe_success 1" does not match "ssl_probe_success 1".
   marker = "\n" .. (args[1] or "probe_success 1")
   ok = 0

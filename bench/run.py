@@ -320,7 +320,8 @@ def make_pki(directory: Path) -> PKI:
     inter_key = ec.generate_private_key(ec.SECP256R1())
     inter = _cert("bench intermediate CA", inter_key.public_key(), root, root_key, ca=True)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = _cert(HOSTNAME, leaf_key.public_key(), inter, inter_key, dns=(HOSTNAME,))
+    # The wildcard lets every probe of ours verify a distinct name (see make_exporters).
+    leaf = _cert(HOSTNAME, leaf_key.public_key(), inter, inter_key, dns=(HOSTNAME, f"*.{HOSTNAME}"))
     pem = serialization.Encoding.PEM
     (directory / "root.pem").write_bytes(root.public_bytes(pem))
     (directory / "chain.pem").write_bytes(leaf.public_bytes(pem) + inter.public_bytes(pem))
@@ -478,12 +479,17 @@ def make_exporters(directory: Path, pki: PKI, settings: Settings, extra_args: li
         f"        ca_file: {pki.root}\n"
         f"        server_name: {HOSTNAME}\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # ssl_exporter coalesces identical concurrent probes, and every probe here would be
+    # identical: each request verifies its own name ("{n}" becomes a per-request number in
+    # probe.lua and burst.py), so every probe is a handshake of its own, as blackbox's are.
+    # --probe.max-concurrent=0: the bench measures capacity, not the default safety limit.
     ours = Exporter(
         OURS, "ssl_exporter",
         lambda port: [sys.executable, "-m", "ssl_exporter", f"--config.file={ours_conf}",
-                      f"--web.listen-address=127.0.0.1:{port}", "--log.level=error", *extra_args],
+                      f"--web.listen-address=127.0.0.1:{port}", "--log.level=error",
+                      "--probe.max-concurrent=0", *extra_args],
         "/-/ready",
-        lambda target: f"/probe?module=tcp&target={target}&hostname={HOSTNAME}",
+        lambda target: f"/probe?module=tcp&target={target}&hostname=n{{n}}.{HOSTNAME}",
         "ssl_probe_success 1", cwd=ROOT, env=env)
     blackbox = Exporter(
         BLACKBOX_KEY, "blackbox_exporter",
@@ -602,7 +608,7 @@ def session(exporter: Exporter, settings: Settings, directory: Path, nginx: tupl
             out["ready_s"] = ready
             out["idle_rss_mib"] = rss_bytes(process_tree(run.pid)) / MIB
         target = f"127.0.0.1:{nginx_port}"
-        status, body, _ = http_get(run.port, exporter.probe_path(target))
+        status, body, _ = http_get(run.port, exporter.probe_path(target).replace("{n}", "0"))
         if status != 200 or f"\n{exporter.marker}".encode() not in b"\n" + body:
             raise BenchError(f"{exporter.name}: a probe of nginx did not succeed ({status}): {body[:800]!r}")
         if "throughput" in settings.only:
