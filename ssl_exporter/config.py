@@ -279,7 +279,12 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ConfigError(f"modules.{name}: module names use letters, digits, '_', '.', '-'")
         body = body if body is not None else {}
-        modules[name] = _parse_module(name, body, f"modules.{name}", base_dir or os.getcwd())
+        try:
+            modules[name] = _parse_module(name, body, f"modules.{name}", base_dir or os.getcwd())
+        except ConfigError:
+            raise
+        except Exception as exc:  # an unforeseen shape or file must be a config error, not a traceback
+            raise ConfigError(f"modules.{name}: cannot load: {type(exc).__name__}: {exc}") from exc
         if modules[name].prober == "tcp":  # target_policy governs where tcp probes connect
             policy = access.combine(global_policy, modules[name].target_policy)
             modules[name] = dataclasses.replace(modules[name], policy=policy)

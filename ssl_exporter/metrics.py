@@ -6,6 +6,7 @@ handshake, no verified chain) is left out rather than reported as 0 or 1.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from ssl_exporter import lint
@@ -35,9 +36,9 @@ MAX_SANS_LABEL = 1024
 
 def probe_families(result: ProbeResult) -> list[GaugeFamily]:
     families: list[GaugeFamily] = [
-        _gauge("ssl_probe_success", "1 when the certificates were obtained and every enforced check held.",
+        gauge("ssl_probe_success", "1 when the certificates were obtained and every enforced check held.",
                float(result.success)),
-        _gauge("ssl_probe_duration_seconds", "How long the whole probe took.", result.duration),
+        gauge("ssl_probe_duration_seconds", "How long the whole probe took.", result.duration),
     ]
     phases = GaugeFamily("ssl_probe_phase_duration_seconds",
                                "Duration of each phase of the probe that ran.", ["phase"])
@@ -63,7 +64,7 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
     ]
     for name, doc, value in optional:
         if value is not None:
-            families.append(_gauge(name, doc, float(value)))
+            families.append(gauge(name, doc, float(value)))
     if result.tls is not None:
         families.append(_info("ssl_tls_version_info", "Negotiated TLS version.", "version",
                               result.tls.version))
@@ -89,7 +90,7 @@ def revocation_families(result: ProbeResult) -> list[GaugeFamily]:
     """Revocation series (modules with ``revocation:``); unknown is absent from the 1/0 gauges."""
     families: list[GaugeFamily] = []
     if result.ocsp_stapled is not None:
-        families.append(_gauge("ssl_ocsp_stapled", "1 when the server stapled an OCSP response to the handshake.",
+        families.append(gauge("ssl_ocsp_stapled", "1 when the server stapled an OCSP response to the handshake.",
                                float(result.ocsp_stapled)))
     checks: tuple[RevocationCheck, ...] = result.revocation
     if not checks:
@@ -150,8 +151,10 @@ def cert_families(certs: Iterable[tuple[str, CertInfo]]) -> list[GaugeFamily]:
 
 # Rendered sample lines of a certificate, by (position, fingerprint, source labels): a scrape
 # of unchanged files, or of a server presenting the same chain, renders nothing again.
-_CERT_LINES: dict[tuple[object, ...], tuple[str, str, str, str]] = {}
-_CERT_LINES_MAX = 200_000
+# About 2-3 KB an entry: 50,000 bound it near 150 MB however many certificates pass by,
+# and still hold a 10,000-file tree with its chains.
+_CERT_LINES: OrderedDict[tuple[object, ...], tuple[str, str, str, str]] = OrderedDict()
+_CERT_LINES_MAX = 50_000
 
 
 def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> tuple[str, str, str, str]:
@@ -159,6 +162,7 @@ def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> 
     key = (cert.fingerprint_sha256, source_keys, values)
     lines = _CERT_LINES.get(key)
     if lines is not None:
+        _CERT_LINES.move_to_end(key)
         return lines
     labels = (*CERT_LABELS, *source_keys)
     facts = lint.facts(cert.der)
@@ -171,7 +175,7 @@ def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> 
         sample_line("ssl_cert_validity_period_seconds", labels, values, facts.validity_seconds) if facts else "",
     )
     if len(_CERT_LINES) >= _CERT_LINES_MAX:
-        del _CERT_LINES[next(iter(_CERT_LINES))]  # the oldest entry
+        _CERT_LINES.popitem(last=False)  # the least recently used
     _CERT_LINES[key] = lines
     return lines
 
@@ -205,10 +209,6 @@ def _sans_label(cert: CertInfo) -> str:
         return text
     kept = text[:MAX_SANS_LABEL].rsplit(",", 1)[0]
     return f"{kept},...(+{len(names) - kept.count(',') - 1} more)"
-
-
-def _gauge(name: str, documentation: str, value: float) -> GaugeFamily:
-    return gauge(name, documentation, value)
 
 
 def _info(name: str, documentation: str, label: str, value: str) -> GaugeFamily:

@@ -107,3 +107,17 @@ def test_config_check_cli_accepts_the_default() -> None:
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0
     assert run.stdout.startswith("config OK: embedded default:")
+
+
+def test_an_unforeseen_error_while_loading_is_a_config_error(monkeypatch) -> None:
+    """A bug or an odd file must not escape a load (start-up, reload, --config.check) as a
+    traceback: it becomes a ConfigError naming the module, so a reload keeps the old config."""
+    from ssl_exporter import tls
+
+    def broken(settings):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tls, "build_client_context", broken)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load_text("modules:\n  web: {}\n", source="test")
+    assert str(caught.value) == "modules.web: cannot load: RuntimeError: boom"
