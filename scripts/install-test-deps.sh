@@ -29,6 +29,13 @@ if ((${#missing[@]})); then
 fi
 
 PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+    # Debian's python3 ships venv's ensurepip separately.
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+fi
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
