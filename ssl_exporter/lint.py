@@ -164,20 +164,10 @@ async def legacy_versions(versions: Sequence[str], connect: Connector, server_na
             note(f"legacy {label}: no answer: {exc}")
             return None
         finally:
-            await _close(writer)
+            await tls.close_stream(writer)
         accepted = outcome.version == label
         note(f"legacy {label}: {'accepted' if accepted else 'refused'} (negotiated {outcome.version})")
         return accepted
 
     results = await asyncio.gather(*(one(v) for v in versions))
     return {LEGACY[v][0]: r for v, r in zip(versions, results, strict=True) if r is not None}
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    # As the tcp prober closes its connection: abort at once (the peer may never read) and
-    # collect asyncio's stored error so that it is not logged as never retrieved.
-    writer.transport.abort()
-    try:
-        await writer.wait_closed()
-    except Exception:  # noqa: BLE001 - the handshake's outcome is already known
-        pass

@@ -70,7 +70,7 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
                               result.tls.version))
         families.append(_info("ssl_tls_cipher_info", "Negotiated cipher suite.", "cipher",
                               result.tls.cipher))
-    positions = result.positions or [str(i) for i in range(len(result.certs))]
+    positions = [position for position, _cert in result.placed_certs()]
     client = [("client", result.client_cert)] if result.client_cert else []
     families.extend(cert_families([*zip(positions, result.certs, strict=True), *client]))
     if result.read_errors:

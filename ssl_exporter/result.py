@@ -6,7 +6,7 @@ families. Nothing here does I/O, and nothing here knows a metric name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -106,7 +106,8 @@ class ProbeResult:
     errors: tuple[ProbeError, ...] = ()
     certs: tuple[CertInfo, ...] = ()
     # The position label of each certificate: its index within its own file or Secret key
-    # for sources at rest; empty means "the index in certs" (a presented chain).
+    # for sources at rest, its index in the presented chain (duplicates dropped) for a
+    # handshake; empty means "the index in certs". Read it through placed_certs().
     positions: tuple[str, ...] = ()
     read_errors: tuple[ReadError, ...] = ()
     handshake_success: bool | None = None
@@ -124,3 +125,17 @@ class ProbeResult:
     ocsp_stapled: bool | None = None
     # Legacy TLS versions checked (modules with ``legacy_versions:``): "TLS 1.0" -> accepted.
     legacy_versions: Mapping[str, bool] = field(default_factory=dict)
+
+    def placed_certs(self) -> list[tuple[str, CertInfo]]:
+        """Each certificate with its position label, as the metrics export it."""
+        return placed(self.certs, self.positions)
+
+
+def placed(certs: Sequence[CertInfo], positions: Sequence[str]) -> list[tuple[str, CertInfo]]:
+    """Pair certificates with their position labels; no labels means their indexes.
+
+    A presented certificate that could not be parsed is missing from ``certs`` but keeps
+    its place: the ones after it keep their own positions rather than moving up.
+    """
+    labels = positions or [str(i) for i in range(len(certs))]
+    return list(zip(labels, certs, strict=True))

@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -47,23 +48,26 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
 from ssl_exporter.certs import distinct
-from ssl_exporter.result import CertInfo, RevocationCheck
+from ssl_exporter.result import CertInfo, RevocationCheck, placed
 
 if TYPE_CHECKING:
+    from ssl_exporter.access import Policy
     from ssl_exporter.config import Module
     from ssl_exporter.probers.base import ProbeRecorder
     from ssl_exporter.tls import HandshakeOutcome
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ocsp", "crl", "stapling")
-STATUSES = ("good", "revoked", "unknown")
 # Why a status is unknown: the `reason` label of ssl_revocation_status_info (docs/revocation.md).
 UNKNOWN_REASONS = {
     "no_responder": "the certificate names no http:// OCSP responder or CRL distribution point, "
     "and no configured CRL file is from its issuer",
     "no_issuer": "the certificate's issuer is not known (not on the verified path nor presented), "
     "so no answer can be checked",
+    "unverified_chain": "the chain did not verify, so the certificate's OCSP responder and CRL "
+    "distribution points are not trusted enough to be fetched",
+    "refused_by_policy": "the OCSP responder's or CRL distribution point's host is refused by the "
+    "module's target_policy",
     "not_stapled": "stapling was requested but the server sent no OCSP response",
     "fetch_failed": "the responder or CRL server could not be reached, answered with an HTTP error, "
     "or sent more than the exporter reads",
@@ -431,15 +435,16 @@ class Subject:
     issuer: x509.Certificate | None
 
 
-def subjects(outcome: HandshakeOutcome, certs: Sequence[CertInfo]) -> list[Subject]:
+def subjects(outcome: HandshakeOutcome, placed: Sequence[tuple[str, CertInfo]]) -> list[Subject]:
     """The presented certificates on the verified path, trust anchor excluded.
 
     When verification failed there is no verified path; the presented certificates that are
-    not self-signed are checked, each with the issuer found among the certificates at hand.
+    not self-signed are taken, each with the issuer found among the certificates at hand
+    (:func:`check` fetches nothing for them: ``unverified_chain``).
     Certificates the server did not present (an intermediate from the trust store) have no
     position label and are not checked.
     """
-    positions = {c.der: str(i) for i, c in enumerate(certs)}
+    positions = {c.der: position for position, c in placed}
     if outcome.verified:
         chain = [_load(der) for der in outcome.verified]
         out = []
@@ -527,7 +532,28 @@ async def _fetch(session: Any, url: str, limit: int, proxy: str | None, body: by
         raise _FetchFailed(f"{url}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
 
 
-async def _ask_ocsp(subject: Subject, session: Any, proxy: str | None) -> Verdict:
+def _refusal(url: str, policy: Policy | None) -> Verdict | None:
+    """``refused_by_policy`` when the module's target_policy refuses the URL's host, else None.
+
+    Names and literal addresses are checked, as for a probe's target; the addresses a name
+    resolves to are not (the HTTP client resolves it).
+    """
+    if policy is None:
+        return None
+    from ssl_exporter.access import TargetRefused
+    from ssl_exporter.targets import parse_target
+
+    try:
+        parts = urlsplit(url)
+        policy.check_target(parse_target(parts.hostname or "", parts.port or 80))
+    except TargetRefused as exc:
+        return _unknown("refused_by_policy", f"{url}: {exc.detail}")
+    except ValueError as exc:  # TargetError too: no host the policy can check
+        return _unknown("refused_by_policy", f"{url}: {exc}")
+    return None
+
+
+async def _ask_ocsp(subject: Subject, session: Any, proxy: str | None, policy: Policy | None = None) -> Verdict:
     assert subject.issuer is not None
     urls = _http_urls(ocsp_urls(subject.cert))
     if not urls:
@@ -536,6 +562,10 @@ async def _ask_ocsp(subject: Subject, session: Any, proxy: str | None) -> Verdic
                .build().public_bytes(Encoding.DER))
     verdict = _unknown("no_responder", "")
     for url in urls:
+        refused = _refusal(url, policy)
+        if refused is not None:
+            verdict = refused
+            continue
         try:
             der = await _fetch(session, url, MAX_OCSP_BYTES, proxy, body=request)
         except _FetchFailed as exc:
@@ -546,7 +576,8 @@ async def _ask_ocsp(subject: Subject, session: Any, proxy: str | None) -> Verdic
     return verdict
 
 
-async def _ask_crl(subject: Subject, session: Any, proxy: str | None, files: CRLFiles | None) -> Verdict:
+async def _ask_crl(subject: Subject, session: Any, proxy: str | None, files: CRLFiles | None,
+                   policy: Policy | None = None) -> Verdict:
     assert subject.issuer is not None
     verdicts = []
     for crl in files.crls() if files else []:
@@ -556,6 +587,10 @@ async def _ask_crl(subject: Subject, session: Any, proxy: str | None, files: CRL
     for url in _http_urls(crl_urls(subject.cert)):
         if any(v.status != "unknown" for v in verdicts):
             break
+        refused = _refusal(url, policy)
+        if refused is not None:
+            verdicts.append(refused)
+            continue
         now = time.time()
         crl = _CRLS.get(url, now)
         if crl is None:
@@ -597,26 +632,39 @@ class Report:
 
 async def check(
     outcome: HandshakeOutcome,
-    certs: Sequence[CertInfo],
+    placed: Sequence[tuple[str, CertInfo]],
     methods: Sequence[str],
     deadline: float,
     *,
     crl_files: CRLFiles | None = None,
     proxy: str | None = None,
+    policy: Policy | None = None,
     note: Callable[[str], None] = lambda _message: None,
 ) -> Report:
-    """Check every certificate of the path by every method, within ``deadline`` (loop time)."""
+    """Check every certificate of the path by every method, within ``deadline`` (loop time).
+
+    ``placed`` pairs the presented certificates with their position labels. When the chain
+    did not verify nothing is fetched: the URLs in the certificates come from whoever
+    answered, and fetching them would let a server steer the exporter's requests (and read
+    their outcome back). Those checks are ``unverified_chain``; a stapled response, which
+    needs no fetch, is still checked.
+    """
     loop = asyncio.get_running_loop()
     staple = getattr(outcome, "ocsp_staple", None)
     stapled = bool(staple) if "stapling" in methods else None
     jobs: dict[tuple[str, str], Any] = {}  # (position, method) -> Verdict or coroutine
-    for subject in subjects(outcome, certs):
+    verified = bool(outcome.verified)
+    for subject in subjects(outcome, placed):
         for method in methods:
             if method == "stapling" and subject.position != "0":
                 continue  # a staple is about the leaf
             if method == "stapling" and not staple:
                 jobs[subject.position, method] = _unknown(
                     "not_stapled", "no stapled OCSP response" if staple is not None else "stapling handshake not used")
+                continue
+            if method != "stapling" and not verified:
+                jobs[subject.position, method] = _unknown(
+                    "unverified_chain", "the chain did not verify: its responders and CRL locations are not fetched")
                 continue
             if subject.issuer is None:
                 jobs[subject.position, method] = _unknown("no_issuer", "the issuer is not among the certificates")
@@ -638,7 +686,7 @@ async def check(
 
     pending = {k: v for k, v in jobs.items() if isinstance(v, tuple)}
     if pending:
-        verdicts = await _run_fetches(pending, deadline - DEADLINE_MARGIN - loop.time(), crl_files, proxy)
+        verdicts = await _run_fetches(pending, deadline - DEADLINE_MARGIN - loop.time(), crl_files, proxy, policy)
         now = time.time()
         for job, verdict in verdicts.items():
             if pending[job][0] is not None:
@@ -657,7 +705,7 @@ async def check(
 
 
 async def _run_fetches(pending: dict[tuple[str, str], Any], budget: float, crl_files: CRLFiles | None,
-                       proxy: str | None) -> dict[tuple[str, str], Verdict]:
+                       proxy: str | None, policy: Policy | None = None) -> dict[tuple[str, str], Verdict]:
     """Run the network checks concurrently; what is not done within ``budget`` is a timeout."""
     import aiohttp
 
@@ -670,8 +718,8 @@ async def _run_fetches(pending: dict[tuple[str, str], Any], budget: float, crl_f
                                      timeout=aiohttp.ClientTimeout(total=None)) as session:
         tasks = {}
         for job, (_key, subject, method) in pending.items():
-            coro = (_ask_ocsp(subject, session, proxy) if method == "ocsp"
-                    else _ask_crl(subject, session, proxy, crl_files))
+            coro = (_ask_ocsp(subject, session, proxy, policy) if method == "ocsp"
+                    else _ask_crl(subject, session, proxy, crl_files, policy))
             tasks[job] = asyncio.ensure_future(coro)
         try:
             await asyncio.wait(tasks.values(), timeout=budget)
@@ -699,11 +747,11 @@ async def apply(rec: ProbeRecorder, module: Module, outcome: HandshakeOutcome) -
     config = module.revocation
     if config is None:
         return
-    loop = asyncio.get_running_loop()
-    deadline = getattr(rec, "deadline", None) or loop.time() + module.timeout
+    assert rec.deadline is not None, "run_probe sets the deadline"
     try:
-        report = await check(outcome, rec.certs, config.methods, deadline, crl_files=config.crl_store,
-                             proxy=module.tcp.proxy_url, note=rec.note)
+        report = await check(outcome, placed(rec.certs, rec.positions), config.methods, rec.deadline,
+                             crl_files=config.crl_store, proxy=module.tcp.proxy_url, policy=module.policy,
+                             note=rec.note)
     except Exception as exc:
         log.exception("revocation checks crashed")
         rec.note(f"revocation checks crashed: {type(exc).__name__}: {exc}")

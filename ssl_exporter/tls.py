@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.result import TLSInfo
 
 if TYPE_CHECKING:
     from ssl_exporter.config import TLSConfig
@@ -105,34 +106,42 @@ async def handshake(
     """Run one TLS handshake over an open connection.
 
     Returns the outcome when the handshake completed or failed only in verification;
-    raises ``ssl.SSLError``/``OSError``/``ProbeFailure`` when it failed otherwise.
+    raises ``ssl.SSLError``/``OSError``/``ProbeFailure`` when it failed otherwise. When the
+    ServerHello came before that failure, the raised exception carries its version and
+    cipher as ``server_hello`` (a :class:`TLSInfo`; read it with :func:`server_hello_of`).
     """
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name)
     hello = ServerHelloSniffer()
     received = 0
     verify_error: ssl.SSLCertVerificationError | None = None
-    while True:
-        try:
-            tls.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            await _flush(writer, outgoing)
-            data = await reader.read(16384)
-            if not data:
-                incoming.write_eof()
-                continue
-            received += len(data)
-            if received > MAX_HANDSHAKE_BYTES:
-                raise ProbeFailure("oversized", f"handshake exceeded {MAX_HANDSHAKE_BYTES} bytes") from None
-            hello.feed(data)
-            incoming.write(data)
-        except ssl.SSLCertVerificationError as exc:
-            verify_error = exc
-            break
-        except ssl.SSLError:
-            await _flush_quietly(writer, outgoing)  # send OpenSSL's alert, as a client would
-            raise
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await _flush(writer, outgoing)
+                data = await reader.read(16384)
+                if not data:
+                    incoming.write_eof()
+                    continue
+                received += len(data)
+                if received > MAX_HANDSHAKE_BYTES:
+                    raise ProbeFailure("oversized", f"handshake exceeded {MAX_HANDSHAKE_BYTES} bytes") from None
+                hello.feed(data)
+                incoming.write(data)
+            except ssl.SSLCertVerificationError as exc:
+                verify_error = exc
+                break
+            except ssl.SSLError:
+                await _flush_quietly(writer, outgoing)  # send OpenSSL's alert, as a client would
+                raise
+    except Exception as exc:  # the exception itself is unchanged: errors.classify reads it alike
+        if hello.version is not None and hello.cipher_id is not None:
+            exc.server_hello = TLSInfo(  # type: ignore[attr-defined]
+                _VERSIONS.get(hello.version, f"0x{hello.version:04X}"), cipher_name(context, hello.cipher_id))
+        raise
     await _flush_quietly(writer, outgoing)
 
     presented_all = _unverified_chain(tls)
@@ -164,6 +173,27 @@ async def handshake(
         cipher=cipher,
         dropped_certs=len(presented_all) - len(presented),
     )
+
+
+def server_hello_of(exc: BaseException) -> TLSInfo | None:
+    """The version and cipher of the ServerHello a failed handshake had received, if any."""
+    info = getattr(exc, "server_hello", None)
+    return info if isinstance(info, TLSInfo) else None
+
+
+async def close_stream(writer: asyncio.StreamWriter) -> None:
+    """Close a probe's connection at once and collect its error.
+
+    abort(), not close(): the handshake has flushed what we had to send, and close() would
+    wait for a peer that never reads. Awaiting wait_closed() marks asyncio's stored error
+    (a RST, a broken pipe while sending our alert) as retrieved; left alone, the garbage
+    collector logs it as "Future exception was never retrieved", one line per such probe.
+    """
+    writer.transport.abort()
+    try:
+        await writer.wait_closed()
+    except Exception:  # noqa: BLE001 - the connection's fate is already recorded
+        pass
 
 
 async def _flush(writer: asyncio.StreamWriter, outgoing: ssl.MemoryBIO) -> None:

@@ -69,8 +69,7 @@ def debug_text(record: ProbeRecord) -> str:
     result = record.result
     body, _ = metrics.encode(metrics.probe_families(result), None)
     module_yaml = yaml.safe_dump({record.module: dict(record.module_config)}, sort_keys=False)
-    certs = "\n".join(describe_cert(cert, position, record.time)
-                      for position, cert in zip(positions(result), result.certs, strict=False))
+    certs = "\n".join(describe_cert(cert, position, record.time) for position, cert in result.placed_certs())
     if record.certs_dropped:
         certs += (f"\n... and {record.certs_dropped} more certificate(s), not kept in the probe history "
                   "(the metrics below leave them out too)\n")
@@ -137,7 +136,7 @@ def describe_cert(cert: CertInfo, position: str, now: float) -> str:
 
 def positions(result: ProbeResult) -> Sequence[str]:
     """The position label of each certificate, as the metrics have it."""
-    return result.positions or [str(i) for i in range(len(result.certs))]
+    return [position for position, _cert in result.placed_certs()]
 
 
 def source_text(source: Mapping[str, str]) -> str:
@@ -253,15 +252,15 @@ def _expiry_cell(record: ProbeRecord) -> str:
 
 def is_presented_chain(result: ProbeResult) -> bool:
     """Whether the certificates are a server's chain (leaf first) rather than certificates at rest."""
-    return bool(result.certs) and not result.positions and not result.certs[0].source
+    return bool(result.certs) and not result.certs[0].source
 
 
 def leaf_or_soonest(result: ProbeResult) -> CertInfo | None:
     """The leaf of a presented chain; for certificates at rest, the one that expires first."""
     if not result.certs:
         return None
-    if is_presented_chain(result):
-        return result.certs[0]
+    if is_presented_chain(result):  # the leaf, unless it could not be parsed
+        return next((cert for position, cert in result.placed_certs() if position == "0"), None)
     return min(result.certs, key=lambda cert: cert.not_after)
 
 

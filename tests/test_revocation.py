@@ -279,6 +279,41 @@ async def test_silent_responder_costs_one_bounded_probe(tmp_path: Path, rpki: Re
     assert_cert_metrics_intact(s, leaf)
 
 
+# --- what is not fetched ------------------------------------------------------------------
+
+
+async def test_unverified_chain_fetches_nothing(tmp_path: Path, rpki: RevPKI) -> None:
+    # An untrusted chain's AIA and CRL locations come from whoever answered: a hostile server
+    # could aim them at internal addresses and read the outcome back. Nothing is fetched.
+    untrusted = make_root("Untrusted Root")
+    with rev.http_server() as server:
+        inter = rev.issue(untrusted, "Untrusted Intermediate", ca=True, ocsp_url=server.url("/inter-ocsp"),
+                          crl_url=server.url("/root.crl"))
+        leaf = rev.issue(inter, HOST, dns=(HOST,), ocsp_url=server.url("/ocsp"), crl_url=server.url("/inter.crl"))
+        server.routes["/ocsp"] = rev.ocsp_response(leaf, inter)
+        server.routes["/inter.crl"] = rev.crl(inter)
+        s = (await probe_chain(tmp_path, rpki, leaf, (inter,),
+                               m=module(rpki, revocation={"methods": ["ocsp", "crl"]})))["m"]
+    assert server.requests == []
+    assert s.get("ssl_chain_valid") == 0
+    for position in ("0", "1"):
+        for method in ("ocsp", "crl"):
+            assert status(s, position, method) == ("unknown", "unverified_chain")
+    assert s.get("ssl_cert_not_after_timestamp_seconds", position="0", serial=leaf.serial) == leaf.not_after
+
+
+async def test_responder_hosts_refused_by_the_target_policy_are_not_fetched(tmp_path: Path, rpki: RevPKI) -> None:
+    leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), ocsp_url="http://169.254.169.254/latest/meta-data",
+                     crl_url="http://crl.internal.test/ca.crl")
+    policy = {"deny_link_local": True, "deny_hosts": ["*.internal.test"]}
+    s = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, "2s", target_policy=policy,
+                                                          revocation={"methods": ["ocsp", "crl"]})))["m"]
+    assert status(s, "0", "ocsp") == ("unknown", "refused_by_policy")
+    assert status(s, "0", "crl") == ("unknown", "refused_by_policy")
+    assert s.get("ssl_probe_success") == 1
+    assert_cert_metrics_intact(s, leaf)
+
+
 # --- CRLs ---------------------------------------------------------------------------------
 
 

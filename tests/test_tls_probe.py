@@ -11,6 +11,9 @@ import time
 
 import pytest
 
+from ssl_exporter import metrics, tls, web
+from ssl_exporter.probers.base import ProbeRecorder
+from ssl_exporter.probers.tcp import _analyse
 from tests.conftest import PKI, Samples, probe
 from tests.pki import DAY, NOW, Cert, make_cert
 from tests.servers import pytls
@@ -398,4 +401,29 @@ async def test_identical_concurrent_probes_share_one_connection(client, pki: PKI
     assert len({s.get("ssl_probe_duration_seconds") for s in same}) == 1  # one run, one answer
     assert [s.get("ssl_hostname_valid") for s in other] == [1, 0]
     # Four identical probes made one handshake; then one per distinct verified name.
-    assert server.server_names == [HOST, HOST, "other.example.test"]
+    # (The second gather's two handshakes may reach the server in either order.)
+    assert sorted(server.server_names) == sorted([HOST, HOST, "other.example.test"])
+
+
+# --- positions when a presented certificate cannot be parsed -------------------------------
+
+
+def test_unparsable_presented_certificate_keeps_the_positions_of_the_others(pki: PKI) -> None:
+    garbage = b"\x30\x82\x01\x00 not DER at all"
+    outcome = tls.HandshakeOutcome(presented=[garbage, pki.inter.der, pki.root.der], verified=None, tried=[],
+                                   verify_code=20, verify_message="unable to get local issuer certificate",
+                                   version="TLS 1.3", cipher="TLS_AES_256_GCM_SHA384", dropped_certs=0)
+    rec = ProbeRecorder()
+    _analyse(rec, outcome, HOST, insecure=False)
+    result = rec.result()
+    assert [(position, cert.der) for position, cert in result.placed_certs()] == [
+        ("1", pki.inter.der), ("2", pki.root.der)]
+    assert ("verify", "bad_certificate") in {(e.stage, e.reason) for e in result.errors}
+    assert result.hostname_valid is None  # the leaf is unknown, not the intermediate
+    s = Samples(metrics.encode(metrics.probe_families(result), None)[0].decode())
+    for name in ("ssl_cert_info", "ssl_cert_not_after_timestamp_seconds", "ssl_cert_not_before_timestamp_seconds"):
+        assert sorted(labels["position"] for labels in s.series(name)) == ["1", "2"]
+    assert s.get("ssl_cert_not_after_timestamp_seconds", position="1", serial=pki.inter.serial) == pki.inter.not_after
+    # The debug output and the recent-probes page place them alike; the leaf is unknown there too.
+    assert list(web.positions(result)) == ["1", "2"]
+    assert web.leaf_or_soonest(result) is None

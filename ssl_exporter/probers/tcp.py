@@ -59,7 +59,7 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
                 with phase("starttls"):
                     await starttls.negotiate(tcp.starttls, reader, writer, server_name, rec.note)
         except BaseException:
-            await _close(writer)
+            await tls.close_stream(writer)
             raise
         return reader, writer
 
@@ -70,12 +70,17 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
             rec.note(f"TLS handshake, SNI {sni or '(none: IP address)'}")
             assert module.ssl_context is not None
             outcome: tls.HandshakeOutcome
-            if module.stapling_context is not None:  # the same handshake, asking for a staple
-                outcome = await stapling.handshake(reader, writer, module.stapling_context, sni)
-            else:
-                outcome = await tls.handshake(reader, writer, module.ssl_context, sni)
+            try:
+                if module.stapling_context is not None:  # the same handshake, asking for a staple
+                    outcome = await stapling.handshake(reader, writer, module.stapling_context, sni)
+                else:
+                    outcome = await tls.handshake(reader, writer, module.ssl_context, sni)
+            except Exception as exc:
+                # Failed after the ServerHello: version and cipher are known all the same.
+                rec.tls = tls.server_hello_of(exc)
+                raise
     finally:
-        await _close(writer)
+        await tls.close_stream(writer)
     with rec.phase("verify"):
         _analyse(rec, outcome, server_name, module.tls_config.insecure_skip_verify)
     # Revocation and legacy TLS versions (docs/revocation.md), on connections of their own.
@@ -91,13 +96,16 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
     if outcome.dropped_certs:
         rec.note(f"{outcome.dropped_certs} further presented certificate(s) ignored (limit {tls.MAX_CHAIN_CERTS})")
     certs: list[CertInfo] = []
-    for der in distinct(outcome.presented):
+    positions: list[str] = []  # in the presented order, so a certificate we cannot parse keeps its place
+    for index, der in enumerate(distinct(outcome.presented)):
         try:
             certs.append(parse_der(der))
         except CertificateError as exc:
-            rec.fail("verify", "bad_certificate", str(exc))
-    rec.certs = tuple(certs)
-    leaf = certs[0] if certs and outcome.presented and certs[0].der == outcome.presented[0] else None
+            rec.fail("verify", "bad_certificate", f"position {index}: {exc}")
+            continue
+        positions.append(str(index))
+    rec.certs, rec.positions = tuple(certs), tuple(positions)
+    leaf = certs[0] if positions and positions[0] == "0" else None
 
     rec.chain_valid = outcome.verify_code is None
     if rec.chain_valid:
@@ -141,8 +149,8 @@ async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.Handsha
     Neither raises; what they cannot learn in time is unknown (a reason, or absent), and the
     certificate data recorded by _analyse is kept whatever happens here.
     """
-    loop = asyncio.get_running_loop()
-    deadline = rec.deadline if rec.deadline is not None else loop.time() + module.timeout
+    assert rec.deadline is not None, "run_probe sets the deadline"
+    deadline = rec.deadline
 
     async def timed(phase: str, work: Awaitable[None]) -> None:
         begin = time.perf_counter()
@@ -164,21 +172,6 @@ async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.Handsha
     if module.legacy_versions:
         jobs.append(timed("legacy_versions", legacy()))
     await asyncio.gather(*jobs)
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    """Close the probe's connection at once and collect its error.
-
-    abort(), not close(): the handshake has flushed what we had to send, and close() would
-    wait for a peer that never reads. Awaiting wait_closed() marks asyncio's stored error
-    (a RST, a broken pipe while sending our alert) as retrieved; left alone, the garbage
-    collector logs it as "Future exception was never retrieved", one line per such probe.
-    """
-    writer.transport.abort()
-    try:
-        await writer.wait_closed()
-    except Exception:  # noqa: BLE001 - the connection's fate is already recorded
-        pass
 
 
 def _parse_or_none(der: bytes) -> CertInfo | None:
