@@ -483,6 +483,11 @@ def _parse_kubernetes(raw: Any, path: str, base_dir: str) -> KubernetesConfig:
             continue
         if not value or not all(isinstance(item, str) and item for item in value):
             raise ConfigError(f"{path}.{key}: expected a non-empty list of strings")
+        seen: set[str] = set()
+        for item in value:
+            if item in seen:
+                raise ConfigError(f"{path}.{key}: {item!r} is listed twice")
+            seen.add(item)
         lists[key] = tuple(value)
     return KubernetesConfig(kubeconfig=kubeconfig, label_selector=_get(raw, "label_selector", str, path, None),
                             **lists)

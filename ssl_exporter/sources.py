@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections import deque
+from collections.abc import Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7, pkcs12
@@ -17,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7, pkcs12
 # trust settings after the certificate).
 _CERT_LABELS = {"CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"}
 _PKCS7_LABELS = {"PKCS7", "CMS", "PKCS #7 SIGNED DATA"}
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
+_PEM_LABEL = re.compile(rb"[A-Z0-9 #]+")
 _PKCS12_SUFFIXES = (".p12", ".pfx")
 
 
@@ -50,7 +52,7 @@ def decode_certificates(data: bytes, name: str = "", password: bytes | None = No
 
 def _from_pem(data: bytes) -> list[bytes]:
     certs: list[bytes] = []
-    for label, body in _PEM_BLOCK.findall(data):
+    for label, body in _pem_blocks(data):
         kind = label.decode()
         if kind not in _CERT_LABELS and kind not in _PKCS7_LABELS:
             continue  # private keys, parameters, CSRs: not ours to read
@@ -68,6 +70,49 @@ def _from_pem(data: bytes) -> list[bytes]:
     if not certs:
         raise SourceError("no_certificate", "no CERTIFICATE or PKCS7 block")
     return certs
+
+
+def _pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(label, body) of each ``-----BEGIN label----- ... -----END label-----`` block, in order.
+
+    A linear scan, where a regex would rescan the rest of the data for every BEGIN marker
+    without an END (quadratic in the data's size): END markers are indexed once, by label,
+    and each BEGIN takes the first END of its label after it.
+    """
+    ends: dict[bytes, deque[int]] = {}
+    for position, label, _after in _markers(data, b"-----END "):
+        ends.setdefault(label, deque()).append(position)
+    blocks: list[tuple[bytes, bytes]] = []
+    pos = 0
+    for begin, label, body_start in _markers(data, b"-----BEGIN "):
+        if begin < pos:
+            continue  # inside the block just read
+        candidates = ends.get(label)
+        while candidates and candidates[0] < body_start:
+            candidates.popleft()
+        if not candidates:
+            continue  # no END for this label after here
+        end = candidates.popleft()
+        blocks.append((label, data[body_start:end]))
+        pos = end + len(b"-----END ") + len(label) + len(b"-----")
+    return blocks
+
+
+def _markers(data: bytes, marker: bytes) -> Iterator[tuple[int, bytes, int]]:
+    """(position, label, position after the marker) of each ``marker + label + -----``."""
+    pos = 0
+    while True:
+        at = data.find(marker, pos)
+        if at < 0:
+            return
+        start = at + len(marker)
+        label_end = data.find(b"-----", start)
+        if label_end < 0:
+            return
+        label = data[start:label_end]
+        if _PEM_LABEL.fullmatch(label):
+            yield at, label, label_end + 5
+        pos = start
 
 
 def _der_certificate(data: bytes) -> list[bytes]:

@@ -6,8 +6,10 @@ import base64
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -168,6 +170,96 @@ async def test_relative_target_is_rejected(file_client) -> None:
     response = await file_client.get("/probe", params={"target": "certs/*.pem", "module": "files"})
     assert response.status == 400
     assert await response.text() == "target 'certs/*.pem': the file prober needs an absolute path or glob\n"
+
+
+@pytest.mark.parametrize("target", ["/x/**/[z-a].pem", "/x/**/[a-\\].pem"])
+async def test_bad_double_star_glob_is_400(file_client, target: str) -> None:
+    response = await file_client.get("/probe", params={"target": target, "module": "files"})
+    text = await response.text()
+    assert response.status == 400, text
+    assert text.startswith(f"target {target!r} is not a valid glob: ") and text.count("\n") == 1
+
+
+def test_backslash_in_a_double_star_class_is_literal(tmp_path: Path, leaf: Cert) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "\\.pem").write_bytes(leaf.pem)
+    (tmp_path / "a" / "x.pem").write_bytes(leaf.pem)
+    target = file_prober.parse_target(f"{tmp_path}/**/[\\].pem", None)  # type: ignore[arg-type]
+    assert list(file_prober.expand(target)) == [str(tmp_path / "a" / "\\.pem")]
+
+
+def test_double_star_walk_stops_at_the_match_limit(tmp_path: Path, leaf: Cert,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(file_prober, "MAX_FILES", 5)
+    for i in range(20):
+        (tmp_path / f"d{i:02d}").mkdir()
+        (tmp_path / f"d{i:02d}" / "c.pem").write_bytes(leaf.pem)
+    walked: list[str] = []
+    real_walk = os.walk
+
+    def counting_walk(*args, **kwargs):
+        for entry in real_walk(*args, **kwargs):
+            walked.append(entry[0])
+            yield entry
+
+    monkeypatch.setattr(file_prober.os, "walk", counting_walk)
+    results = file_prober.read_files(f"{tmp_path}/**/*.pem", None, file_prober.ParseCache())
+    assert len(walked) <= 7  # the base folder and the first six d* folders, not all twenty
+    assert len(results) == 6 and results[-1].error is not None and results[-1].error.reason == "oversized"
+
+
+def test_double_star_walk_bounds_visited_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(file_prober, "MAX_WALK_ENTRIES", 50)
+    for i in range(100):
+        (tmp_path / f"d{i:03d}").mkdir()
+        (tmp_path / f"d{i:03d}" / "unrelated.txt").write_bytes(b"")
+    results = file_prober.read_files(f"{tmp_path}/**/*.pem", None, file_prober.ParseCache())
+    assert [r.error.reason for r in results if r.error] == ["oversized"]
+
+
+async def test_file_work_runs_in_its_own_threads(file_client, tmp_path: Path, leaf: Cert,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "c.pem").write_bytes(leaf.pem)
+    threads: list[str] = []
+    real = file_prober.read_files
+
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(file_prober, "read_files", recording)
+    s = await probe_files(file_client, f"{tmp_path}/*.pem")
+    assert s.get("ssl_probe_success") == 1
+    assert len(threads) == 1 and threads[0].startswith("ssl-exporter-read")
+
+
+def test_parse_cache_is_thread_safe(leaf: Cert) -> None:
+    cache = file_prober.ParseCache(max_entries=4)
+    result = file_prober.FileResult()
+    errors: list[BaseException] = []
+    rounds, workers = 20_000, 8
+
+    def hammer(seed: int) -> None:
+        try:
+            for i in range(rounds):
+                key = (seed * rounds + i) % 16,
+                if cache.get(key) is None:
+                    cache.put(key, result)
+        except BaseException as exc:  # noqa: BLE001 - any race shows up here
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        pool = [threading.Thread(target=hammer, args=(n,)) for n in range(workers)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert cache.hits + cache.misses == rounds * workers
 
 
 def test_permission_denied_is_reported(leaf: Cert) -> None:

@@ -4,16 +4,24 @@ and the promise of one metric name across every source."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
+import ssl
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
 from ssl_exporter import config
+from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.probers import kube
 from ssl_exporter.server import Exporter, make_app
 from tests.conftest import PKI, Samples
 from tests.pki import DAY, NOW, Cert
@@ -163,6 +171,134 @@ def test_in_cluster_without_service_account_is_a_config_error(monkeypatch) -> No
         config.load_text("modules:\n  k8s: {prober: kubernetes}\n", source="test")
     assert str(caught.value) == ("modules.k8s.kubernetes.kubeconfig: not running in a cluster "
                                  "(KUBERNETES_SERVICE_HOST unset) and no kubeconfig given")
+
+
+# --- hostile or broken answers and kubeconfigs -------------------------------------------------
+
+
+class _Recorder:
+    def note(self, text: str) -> None:
+        pass
+
+
+class _Response:
+    def __init__(self, body: bytes) -> None:
+        self.status = 200
+        self.content = self
+        self._body = body
+
+    async def read(self, limit: int) -> bytes:
+        return self._body[:limit]
+
+
+class _Session:
+    """Stands in for aiohttp.ClientSession.get: an answer body, or an exception to raise."""
+
+    def __init__(self, answer: bytes | BaseException) -> None:
+        self.answer = answer
+
+    @contextlib.asynccontextmanager
+    async def get(self, url: str, allow_redirects: bool = True) -> AsyncIterator[_Response]:
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        yield _Response(self.answer)
+
+
+def _api() -> kube.KubeAPI:
+    return kube.KubeAPI("https://127.0.0.1:1", ssl.create_default_context())
+
+
+@pytest.mark.parametrize("answer", [
+    aiohttp.ServerDisconnectedError(),
+    aiohttp.ClientPayloadError("Response payload is not completed"),
+    b'{"kind": "SecretList", "items": 5}',
+    b'{"kind": "SecretList", "items": {"a": 1}}',
+    b'{"kind": "SecretList", "items": [], "metadata": {"continue": 7}}',
+], ids=["disconnected", "payload", "items-int", "items-mapping", "continue-int"])
+async def test_broken_api_answers_are_api_error(answer) -> None:
+    with pytest.raises(ProbeFailure) as caught:
+        await kube._list_secrets(_Session(answer), _api(), kube.SecretTarget("prod", "*"),  # type: ignore[arg-type]
+                                 "kubernetes.io/tls", None, _Recorder())  # type: ignore[arg-type]
+    assert caught.value.reason == "api_error"
+
+
+async def test_connection_errors_keep_their_own_reason() -> None:
+    refused = aiohttp.ClientOSError(errno.ECONNREFUSED, "Connection refused")
+    with pytest.raises(aiohttp.ClientOSError):
+        await kube._list_secrets(_Session(refused), _api(), kube.SecretTarget("prod", "*"),  # type: ignore[arg-type]
+                                 "kubernetes.io/tls", None, _Recorder())  # type: ignore[arg-type]
+
+
+async def test_secrets_are_parsed_off_the_event_loop(kube_client, fake_api, certs,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = kubeapi.secret("prod", "odd-tls", {})
+    odd["data"] = ["tls.crt"]  # not a mapping: skipped
+    fake_api.secrets.append(odd)
+    threads: list[str] = []
+    real = kube._secret_results
+
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(kube, "_secret_results", recording)
+    s = await probe(kube_client, "prod/api-tls")
+    assert s.get("ssl_probe_success") == 1
+    assert len(threads) == 1 and threads[0].startswith("ssl-exporter-read")
+    s = await probe(kube_client, "prod/odd-tls")
+    assert s.errors() == {("read", "not_found")}  # nothing matched, and no internal_error
+
+
+def test_token_file_errors_are_read_reasons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = kube.KubeAPI("https://127.0.0.1:1", ssl.create_default_context(), token_file=str(tmp_path / "missing"))
+    with pytest.raises(ProbeFailure) as caught:
+        api.headers()
+    assert caught.value.reason == "not_found"
+
+    def forbidden(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(kube, "open", forbidden, raising=False)
+    with pytest.raises(ProbeFailure) as caught:
+        api.headers()
+    assert caught.value.reason == "permission_denied"
+
+
+_GOOD_KUBECONFIG = {
+    "current-context": "test",
+    "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443"}}],
+    "users": [{"name": "u", "user": {"token": "t"}}],
+    "contexts": [{"name": "test", "context": {"cluster": "test", "user": "u"}}],
+}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"clusters": 5}, "clusters is not a list"),
+    ({"contexts": 5}, "contexts is not a list"),
+    ({"contexts": [{"name": "test", "context": "a string"}]}, "context 'test': context is not a mapping"),
+    ({"users": [{"name": "u", "user": ["x"]}]}, "user 'u': user is not a mapping"),
+    ({"clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443",
+                                                "certificate-authority-data": base64.b64encode(b"junk").decode()}}]},
+     "certificate-authority does not hold a PEM certificate"),
+    ({"users": [{"name": "u", "user": {"tokenFile": 5}}]}, "user 'u': token and tokenFile must be strings"),
+    ({"clusters": [{"name": "test", "cluster": {"server": 5}}]}, "cluster server '5' is not an https:// URL"),
+    ({"current-context": ["x"]}, "context ['x'] (from current-context) is not in the kubeconfig"),
+])
+def test_malformed_kubeconfig_is_a_config_error(tmp_path: Path, change: dict, message: str) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({**_GOOD_KUBECONFIG, **change}))
+    with pytest.raises(kube.KubeConfigError) as caught:
+        kube.resolve_api(str(path))
+    assert str(caught.value) == message
+
+
+def test_kubeconfig_prober_reports_a_section_that_is_not_a_list(tmp_path: Path, pki: PKI) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({"clusters": 5, "users": [
+        {"name": "u", "user": {"client-certificate-data": base64.b64encode(pki.client.pem).decode()}}]}))
+    results = kube.read_kubeconfig(str(path))
+    assert [r.error.reason for r in results if r.error] == ["bad_kubeconfig"]
+    assert [c.subject_cn for r in results for c in r.certs] == ["probe client"]
 
 
 # --- one alert expression for every source ---------------------------------------------------

@@ -3,7 +3,8 @@
 The target is an absolute path or glob (``*``, ``?``, ``[...]`` within a name, ``**`` for
 any number of folders). Parsed results are cached by (path, device, inode, size, mtime),
 so a scrape over thousands of unchanged files costs one ``stat`` per file. All file work
-runs in a worker thread: it never blocks the event loop.
+runs in a worker thread of a small pool of its own (``run_read``): it never blocks the event
+loop, and a slow file system cannot starve the default executor (DNS resolution) of threads.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import glob
 import os
 import re
 import stat
+import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.config import Module
@@ -28,7 +32,22 @@ from ssl_exporter.targets import TargetError
 MAX_FILE_BYTES = 4 * 1024 * 1024
 # Matches per probe: a glob that matches more is almost certainly a mistake.
 MAX_FILES = 100_000
+# Folders and files a ``**`` walk may visit, matching or not, before it gives up.
+MAX_WALK_ENTRIES = 10 * MAX_FILES
 _GLOB_CHARS = re.compile(r"[*?[]")
+
+# File and Kubernetes work (walks, reads, parsing): its own threads, not the default executor.
+READ_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssl-exporter-read")
+_T = TypeVar("_T")
+
+
+async def run_read(func: Callable[..., _T], *args: object) -> _T:
+    """``func(*args)`` in a READ_EXECUTOR thread."""
+    return await asyncio.get_running_loop().run_in_executor(READ_EXECUTOR, func, *args)
+
+
+class OversizedGlob(Exception):
+    """A ``**`` walk visited more than MAX_WALK_ENTRIES entries."""
 
 
 @dataclass(frozen=True)
@@ -45,22 +64,25 @@ class ParseCache:
     def __init__(self, max_entries: int = 2 * MAX_FILES) -> None:
         self._entries: OrderedDict[tuple[object, ...], FileResult] = OrderedDict()
         self._max = max_entries
+        self._lock = threading.Lock()  # used from several READ_EXECUTOR threads at once
         self.hits = self.misses = 0
 
     def get(self, key: tuple[object, ...]) -> FileResult | None:
-        result = self._entries.get(key)
-        if result is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._entries.move_to_end(key)
-        return result
+        with self._lock:
+            result = self._entries.get(key)
+            if result is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._entries.move_to_end(key)
+            return result
 
     def put(self, key: tuple[object, ...], result: FileResult) -> None:
-        self._entries[key] = result
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[key] = result
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
 
 
 CACHE = ParseCache()
@@ -74,13 +96,20 @@ def parse_target(raw: str, module: Module) -> str:
         raise TargetError(f"target {raw!r} contains a NUL character")
     if not os.path.isabs(path):
         raise TargetError(f"target {raw!r}: the file prober needs an absolute path or glob")
-    return os.path.normpath(path) if not _GLOB_CHARS.search(path) else path
+    if not _GLOB_CHARS.search(path):
+        return os.path.normpath(path)
+    if "**" in path:
+        try:
+            re.compile(_glob_regex(path))
+        except re.error as exc:
+            raise TargetError(f"target {raw!r} is not a valid glob: {exc}") from None
+    return path
 
 
 async def probe(rec: ProbeRecorder, module: Module, pattern: str, _name: str) -> None:
     password = module.file.pkcs12_password.encode() if module.file.pkcs12_password else None
     with rec.phase("read"):
-        results = await asyncio.to_thread(read_files, pattern, password, CACHE)
+        results = await run_read(read_files, pattern, password, CACHE)
     record_results(rec, results, what=f"{pattern}")
 
 
@@ -112,12 +141,16 @@ def read_files(pattern: str, password: bytes | None, cache: ParseCache) -> list[
     if not _GLOB_CHARS.search(pattern):
         return [read_file(pattern, password, cache)]
     results = []
-    for count, path in enumerate(expand(pattern)):
-        if count >= MAX_FILES:
-            results.append(FileResult(error=ReadError({"file": pattern}, "oversized",
-                                                      f"more than {MAX_FILES} files match")))
-            break
-        results.append(read_file(path, password, cache))
+    try:
+        for count, path in enumerate(expand(pattern)):
+            if count >= MAX_FILES:
+                results.append(FileResult(error=ReadError({"file": pattern}, "oversized",
+                                                          f"more than {MAX_FILES} files match")))
+                break
+            results.append(read_file(path, password, cache))
+    except OversizedGlob:
+        results.append(FileResult(error=ReadError({"file": pattern}, "oversized",
+                                                  f"more than {MAX_WALK_ENTRIES} folders and files to walk")))
     return results
 
 
@@ -172,14 +205,20 @@ def parse_container(data: bytes, source: dict[str, str], name: str, password: by
 def expand(pattern: str) -> Iterator[str]:
     """Paths matching ``pattern``, sorted. ``**`` descends into folders but not into
     symlinked folders (no loops) nor hidden ones (Kubernetes' ``..data`` copies), as
-    shell globs do; symlinked files are followed."""
+    shell globs do; symlinked files are followed. The walk stops after MAX_FILES + 1
+    matches (enough for the caller to report "too many"), and raises OversizedGlob after
+    MAX_WALK_ENTRIES folders and files, matching or not."""
     if "**" not in pattern:
         yield from sorted(glob.glob(pattern))
         return
     base = _fixed_prefix(pattern)
     matcher = re.compile(_glob_regex(pattern))
-    found = []
+    found: list[str] = []
+    visited = 0
     for folder, dirs, files in os.walk(base, followlinks=False):
+        visited += len(dirs) + len(files)
+        if visited > MAX_WALK_ENTRIES:
+            raise OversizedGlob(pattern)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if name.startswith("."):
@@ -188,6 +227,8 @@ def expand(pattern: str) -> Iterator[str]:
             if matcher.fullmatch(path):
                 found.append(path)
         # A symlinked folder is listed in dirs but not walked; a symlinked file is in files.
+        if len(found) > MAX_FILES:
+            break
     yield from sorted(found)
 
 
@@ -219,7 +260,12 @@ def _glob_regex(pattern: str) -> str:
         elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
             end = pattern.index("]", i + 1)
             body = pattern[i + 1 : end]
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            negate = body.startswith("!")
+            # As fnmatch does: backslashes and set operators are literal, a leading ^ too.
+            body = re.sub(r"([&~|\\])", r"\\\1", body[1:] if negate else body)
+            if body.startswith("^") or body.startswith("["):
+                body = "\\" + body
+            out.append("[" + ("^" if negate else "") + body + "]")
             i = end + 1
         else:
             out.append(re.escape(pattern[i]))

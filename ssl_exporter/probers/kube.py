@@ -14,7 +14,6 @@ namespace glob lists Secrets cluster-wide and needs a ClusterRole.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import fnmatch
@@ -32,7 +31,7 @@ import yaml
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeFailure
 from ssl_exporter.probers.base import Prober, ProbeRecorder
-from ssl_exporter.probers.file import CACHE, FileResult, parse_container, read_file, record_results
+from ssl_exporter.probers.file import CACHE, FileResult, parse_container, read_file, record_results, run_read
 from ssl_exporter.result import ReadError
 from ssl_exporter.targets import TargetError
 
@@ -61,7 +60,7 @@ def parse_path_target(raw: str, module: Module) -> str:
 
 async def probe_kubeconfig(rec: ProbeRecorder, module: Module, path: str, _name: str) -> None:
     with rec.phase("read"):
-        results = await asyncio.to_thread(read_kubeconfig, path)
+        results = await run_read(read_kubeconfig, path)
     record_results(rec, results, what=path)
 
 
@@ -78,7 +77,12 @@ def read_kubeconfig(path: str) -> list[FileResult]:
     results = []
     for kind, section, field in (("cluster", "clusters", "certificate-authority"),
                                  ("user", "users", "client-certificate")):
-        for entry in doc.get(section) or []:
+        entries = doc.get(section) or []
+        if not isinstance(entries, list):
+            results.append(FileResult(error=ReadError({"kubeconfig": path, "name": "", "type": kind},
+                                                      "bad_kubeconfig", f"{section} is not a list")))
+            continue
+        for entry in entries:
             if not isinstance(entry, dict):
                 continue
             body = entry.get(kind) or {}
@@ -137,8 +141,14 @@ class KubeAPI:
     def headers(self) -> dict[str, str]:
         token = self.token
         if self.token_file:
-            with open(self.token_file, encoding="utf-8") as f:
-                token = f.read().strip()
+            try:
+                with open(self.token_file, encoding="utf-8") as f:
+                    token = f.read().strip()
+            except PermissionError:
+                raise ProbeFailure("permission_denied", f"token file {self.token_file}: cannot read") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ProbeFailure("not_found", f"token file {self.token_file}: {detail}") from None
         return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -146,6 +156,15 @@ def resolve_api(kubeconfig: str | None) -> KubeAPI:
     """Where and how to reach the API server: the kubeconfig's current context, or in-cluster."""
     if kubeconfig is None:
         return _in_cluster()
+    try:
+        return _from_kubeconfig(kubeconfig)
+    except KubeConfigError:
+        raise
+    except (AttributeError, TypeError, ValueError) as exc:  # a shape the checks below missed
+        raise KubeConfigError(f"{kubeconfig} is not a usable kubeconfig: {exc}") from None
+
+
+def _from_kubeconfig(kubeconfig: str) -> KubeAPI:
     doc = _load_kubeconfig(kubeconfig)
     base = os.path.dirname(kubeconfig)
     context_name = doc.get("current-context")
@@ -161,15 +180,20 @@ def resolve_api(kubeconfig: str | None) -> KubeAPI:
         ctx.verify_mode = ssl.CERT_NONE
     ca = _material(cluster, "certificate-authority", base)
     if ca is not None:
-        ctx.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+        try:
+            ctx.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+        except (ssl.SSLError, OSError, ValueError):
+            raise KubeConfigError("certificate-authority does not hold a PEM certificate") from None
     if user.get("exec") or user.get("auth-provider"):
         raise KubeConfigError("credential plugins (exec, auth-provider) are not supported; use a token or "
                               "client certificate")
     cert, key = _material(user, "client-certificate", base), _material(user, "client-key", base)
     if cert is not None and key is not None:
         _load_client_pair(ctx, cert, key)
-    token_file = user.get("tokenFile")
-    return KubeAPI(server.rstrip("/"), ctx, token=user.get("token"),
+    token_file, token = user.get("tokenFile"), user.get("token")
+    if not isinstance(token_file, str | None) or not isinstance(token, str | None):
+        raise KubeConfigError(f"user {context.get('user')!r}: token and tokenFile must be strings")
+    return KubeAPI(server.rstrip("/"), ctx, token=token,
                    token_file=os.path.join(base, token_file) if token_file else None)
 
 
@@ -183,9 +207,15 @@ def _in_cluster() -> KubeAPI:
 
 
 def _named(doc: dict[str, Any], section: str, name: Any, key: str) -> dict[str, Any]:
-    for entry in doc.get(section) or []:
+    entries = doc.get(section) or []
+    if not isinstance(entries, list):
+        raise KubeConfigError(f"{section} is not a list")
+    for entry in entries:
         if isinstance(entry, dict) and entry.get("name") == name:
-            return entry.get(key) or {}
+            body = entry.get(key) or {}
+            if not isinstance(body, dict):
+                raise KubeConfigError(f"{section[:-1]} {name!r}: {key} is not a mapping")
+            return body
     raise KubeConfigError(f"{section[:-1]} {name!r} (from current-context) is not in the kubeconfig")
 
 
@@ -245,23 +275,33 @@ async def probe_kubernetes(rec: ProbeRecorder, module: Module, target: SecretTar
     api: KubeAPI = module.kube_api
     options = module.kubernetes
     with rec.phase("read"):
-        headers = api.headers()
+        headers = await run_read(api.headers)
         connector = aiohttp.TCPConnector(ssl=api.ssl_context)
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
             secrets = []
             for secret_type in options.secret_types:
                 secrets += await _list_secrets(session, api, target, secret_type, options.label_selector, rec)
-        results: list[FileResult] = []
-        for secret in secrets:
-            meta = secret.get("metadata") or {}
-            namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-            if not (fnmatch.fnmatchcase(namespace, target.namespace) and fnmatch.fnmatchcase(name, target.name)):
-                continue
-            data = secret.get("data") or {}
-            for key in options.keys:
-                if key in data:
-                    results.append(_secret_key(namespace, name, key, data[key]))
+        # Decoding and parsing thousands of certificates is CPU work: off the event loop.
+        results = await run_read(_secret_results, secrets, target, options.keys)
     record_results(rec, results, what=f"secrets {target}")
+
+
+def _secret_results(secrets: list[dict[str, Any]], target: SecretTarget, keys: tuple[str, ...]) -> list[FileResult]:
+    results: list[FileResult] = []
+    for secret in secrets:
+        meta = secret.get("metadata") or {}
+        if not isinstance(meta, dict):
+            continue
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        if not (fnmatch.fnmatchcase(namespace, target.namespace) and fnmatch.fnmatchcase(name, target.name)):
+            continue
+        data = secret.get("data") or {}
+        if not isinstance(data, dict):
+            continue
+        for key in keys:
+            if key in data:
+                results.append(_secret_key(namespace, name, key, data[key]))
+    return results
 
 
 def _secret_key(namespace: str, name: str, key: str, value: Any) -> FileResult:
@@ -292,9 +332,14 @@ async def _list_secrets(session: aiohttp.ClientSession, api: KubeAPI, target: Se
         query = dict(params, **({"continue": token} if token else {}))
         url = f"{api.server}{path}?{urlencode(query)}"
         rec.note(f"GET {path}?{urlencode(query)}")
-        async with session.get(url, allow_redirects=False) as response:
-            body = await response.content.read(MAX_PAGE_BYTES + 1)
-            status = response.status
+        try:
+            async with session.get(url, allow_redirects=False) as response:
+                body = await response.content.read(MAX_PAGE_BYTES + 1)
+                status = response.status
+        except aiohttp.ClientError as exc:
+            if isinstance(exc, OSError | TimeoutError):
+                raise  # connection errors and timeouts have reasons of their own (refused, timeout...)
+            raise ProbeFailure("api_error", f"GET {path}: {type(exc).__name__}: {exc}") from None
         if status == 410 and token and not restarted:
             # The continue token expired (the list changed too much): start over once.
             rec.note("continue token expired (410 Gone): listing again from the start")
@@ -308,8 +353,13 @@ async def _list_secrets(session: aiohttp.ClientSession, api: KubeAPI, target: Se
             raise ProbeFailure("oversized", f"a page of Secrets over {MAX_PAGE_BYTES} bytes")
         try:
             page = json.loads(body)
-            items += [item for item in page.get("items") or [] if isinstance(item, dict)]
+            page_items = page.get("items") or []
+            if not isinstance(page_items, list):
+                raise ValueError("items is not a list")
+            items += [item for item in page_items if isinstance(item, dict)]
             token = (page.get("metadata") or {}).get("continue") or None
+            if token is not None and not isinstance(token, str):
+                raise ValueError("metadata.continue is not a string")
         except (ValueError, AttributeError):
             raise ProbeFailure("api_error", f"the API server's answer for {path} is not a list") from None
         if not token:
