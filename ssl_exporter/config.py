@@ -244,14 +244,19 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_file(path: str) -> Config:
+    text = read_text(path)
+    return load_text(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def read_text(path: str, error: type[ValueError] = ConfigError) -> str:
+    """A configuration file's text, or ``error`` in one line (shared with webconfig.py)."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+        raise error(f"{path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    return load_text(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+        raise error(f"{path}: not UTF-8 text") from None
 
 
 def load_default() -> Config:

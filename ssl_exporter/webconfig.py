@@ -121,13 +121,7 @@ class WebConfig:
 
 def load(path: str) -> WebConfig:
     """Read and validate a web configuration file, certificates included; WebConfigError if bad."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise WebConfigError(f"{path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise WebConfigError(f"{path}: not UTF-8 text") from None
+    text = config_rules.read_text(path, WebConfigError)
     try:
         return _parse(text, os.path.dirname(os.path.abspath(path)), path)
     except WebConfigError as exc:

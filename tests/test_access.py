@@ -235,14 +235,7 @@ def test_bad_policies_are_config_errors(text: str, message: str) -> None:
 
 
 def _proxy(requests: list[bytes]) -> Callable[[socket.socket], None]:
-    def handle(conn: socket.socket) -> None:
-        conn.settimeout(5)
-        data = b""
-        while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
-            data += chunk
-        requests.append(data)
-        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-    return handle
+    return pytls.http_proxy_answering(b"HTTP/1.1 403 Forbidden", requests)
 
 
 async def test_through_a_proxy_names_are_left_to_the_proxy_addresses_are_checked(tmp_path: Path) -> None:

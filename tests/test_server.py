@@ -200,14 +200,7 @@ async def test_hostile_certificate_names_are_escaped(client: TestClient, exporte
 
 def _answer_407(requests: list[bytes]) -> Callable[[socket.socket], None]:
     """An HTTP proxy that wants other credentials than those it got."""
-    def handle(conn: socket.socket) -> None:
-        conn.settimeout(5)
-        data = b""
-        while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
-            data += chunk
-        requests.append(data)
-        conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
-    return handle
+    return pytls.http_proxy_answering(b"HTTP/1.1 407 Proxy Authentication Required", requests)
 
 
 async def test_proxy_password_stays_out_of_logs_debug_config_and_pages(

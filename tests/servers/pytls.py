@@ -103,3 +103,15 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+def http_proxy_answering(status_line: bytes, requests: list[bytes]) -> Callable[[socket.socket], None]:
+    """A stand-in HTTP proxy that records each request head and answers ``status_line``."""
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
+            data += chunk
+        requests.append(data)
+        conn.sendall(status_line + b"\r\nContent-Length: 0\r\n\r\n")
+    return handle
