@@ -80,10 +80,17 @@ def make_cert(
     ca: bool = False,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    eku: tuple[x509.ObjectIdentifier, ...] | None = None,
+    subject: x509.Name | None = None,
+    extensions: tuple[x509.ExtensionType, ...] = (),
 ) -> Cert:
-    """A certificate signed by ``issuer`` (self-signed when None), with a fresh P-256 key."""
+    """A certificate signed by ``issuer`` (self-signed when None), with a fresh P-256 key.
+
+    ``eku`` replaces the default extended key usages (server and client auth for a leaf,
+    none for a CA; ``()`` for none); ``extensions`` are added, non-critical.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    subject = subject or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     issuer_name = issuer.cert.subject if issuer else subject
     signing_key = issuer.key if issuer else key
     builder = (
@@ -108,15 +115,16 @@ def make_cert(
                           key_agreement=False, encipher_only=False, decipher_only=False),
             critical=True,
         )
-    else:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
+    leaf_usages = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    usages = eku if eku is not None else (() if ca else leaf_usages)
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
     names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return Cert(builder.sign(signing_key, hashes.SHA256()), key, issuer)
 
 

@@ -25,11 +25,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from tests.pki import DAY, NOW, Cert
+from tests.pki import DAY, NOW, Cert, make_cert
 
 # --- certificates ----------------------------------------------------------------------
 
@@ -50,42 +49,20 @@ def issue(
     extra: tuple[x509.ExtensionType, ...] = (),
 ) -> Cert:
     """A certificate from ``issuer`` naming an OCSP responder and/or a CRL, P-256 key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(issuer.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or NOW - DAY)
-        .not_valid_after(not_after or NOW + 90 * DAY)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False), critical=True)
-    usages = eku if eku is not None else (() if ca else (ExtendedKeyUsageOID.SERVER_AUTH,))
-    if usages:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
-    if dns:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+    extensions: list[x509.ExtensionType] = []
     if ocsp_url:
-        builder = builder.add_extension(x509.AuthorityInformationAccess([
+        extensions.append(x509.AuthorityInformationAccess([
             x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))
-        ]), critical=False)
+        ]))
     if crl_url:
-        builder = builder.add_extension(x509.CRLDistributionPoints([
+        extensions.append(x509.CRLDistributionPoints([
             x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
-        ]), critical=False)
+        ]))
     if must_staple:
-        builder = builder.add_extension(x509.TLSFeature([x509.TLSFeatureType.status_request]), critical=False)
-    for extension in extra:
-        builder = builder.add_extension(extension, critical=False)
-    return Cert(builder.sign(issuer.key, hashes.SHA256()), key, issuer)
+        extensions.append(x509.TLSFeature([x509.TLSFeatureType.status_request]))
+    return make_cert(cn, issuer=issuer, dns=dns, ca=ca, not_before=not_before, not_after=not_after,
+                     eku=eku if eku is not None else (() if ca else (ExtendedKeyUsageOID.SERVER_AUTH,)),
+                     subject=subject, extensions=(*extensions, *extra))
 
 
 def responder_cert(issuer: Cert, cn: str = "OCSP Responder", *, ocsp_signing: bool = True) -> Cert:
