@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,13 @@ def exporter(config_file: Path) -> Exporter:
 @pytest.fixture
 async def client(exporter: Exporter) -> AsyncIterator[TestClient]:
     async with TestClient(TestServer(make_app(exporter))) as test_client:
+        yield test_client
+
+
+@asynccontextmanager
+async def serve_exporter(config_path: Path | str) -> AsyncIterator[TestClient]:
+    """The exporter, loaded from ``config_path``, on a loopback test server."""
+    async with TestClient(TestServer(make_app(Exporter(str(config_path))))) as test_client:
         yield test_client
 
 

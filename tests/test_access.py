@@ -9,12 +9,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from ssl_exporter import access, config
-from ssl_exporter.server import Exporter, make_app
 from ssl_exporter.targets import parse_target
-from tests.conftest import PKI, Samples
+from tests.conftest import PKI, Samples, serve_exporter
 from tests.servers import pytls
 
 
@@ -22,7 +21,7 @@ from tests.servers import pytls
 async def exporter_client(tmp_path: Path, text: str) -> AsyncIterator[TestClient]:
     path = tmp_path / "config.yml"
     path.write_text(textwrap.dedent(text))
-    async with TestClient(TestServer(make_app(Exporter(str(path))))) as client:
+    async with serve_exporter(path) as client:
         yield client
 
 

@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from ssl_exporter.server import Exporter, make_app
-from tests.conftest import PKI, Samples
+from tests.conftest import PKI, Samples, serve_exporter
 from tests.pki import DAY, NOW
 from tests.servers import pytls
 from tests.servers.proxy import run_tinyproxy
@@ -48,7 +47,7 @@ async def options_client(pki: PKI, proxies, tmp_path: Path, monkeypatch) -> Asyn
           tls13_only: {{timeout: 5s, tls_config: {{ca_file: {pki.root_file}, min_version: TLS13}}}}
           tls12_max:  {{timeout: 5s, tls_config: {{ca_file: {pki.root_file}, max_version: TLS12}}}}
         """))
-    async with TestClient(TestServer(make_app(Exporter(str(config))))) as client:
+    async with serve_exporter(config) as client:
         yield client
 
 

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, pkcs7, pkcs12
 
 from ssl_exporter.probers import file as file_prober
-from ssl_exporter.server import Exporter, make_app
-from tests.conftest import PKI, Samples
+from tests.conftest import PKI, Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert
 
 P12_PASSWORD = "correct horse"
@@ -40,15 +39,12 @@ async def file_client(tmp_path_factory: pytest.TempPathFactory,
           kubeconfig:
             prober: kubeconfig
         """))
-    async with TestClient(TestServer(make_app(Exporter(str(config))))) as client:
+    async with serve_exporter(config) as client:
         yield client
 
 
 async def probe_files(client: TestClient, target: str, module: str = "files") -> Samples:
-    response = await client.get("/probe", params={"target": target, "module": module})
-    text = await response.text()
-    assert response.status == 200, text
-    return Samples(text)
+    return await probe(client, target, module=module)
 
 
 def not_after(s: Samples, path: Path, position: int = 0) -> float | None:

@@ -16,14 +16,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
 from ssl_exporter import config
 from ssl_exporter.errors import ProbeFailure
 from ssl_exporter.probers import kube
-from ssl_exporter.server import Exporter, make_app
-from tests.conftest import PKI, Samples
+from tests import conftest
+from tests.conftest import PKI, Samples, serve_exporter
 from tests.pki import DAY, NOW, Cert
 from tests.servers import kubeapi, pytls
 
@@ -85,15 +85,12 @@ async def kube_client(fake_api, pki: PKI, tmp_path: Path) -> AsyncIterator[TestC
                 prober: kubernetes
                 kubernetes: {{kubeconfig: {kubeconfig}, secret_types: [Opaque], keys: [password]}}
             """))
-        async with TestClient(TestServer(make_app(Exporter(str(cfg))))) as client:
+        async with serve_exporter(cfg) as client:
             yield client
 
 
 async def probe(client: TestClient, target: str, module: str = "secrets") -> Samples:
-    response = await client.get("/probe", params={"target": target, "module": module})
-    text = await response.text()
-    assert response.status == 200, text
-    return Samples(text)
+    return await conftest.probe(client, target, module=module)
 
 
 def not_after(s: Samples, namespace: str, secret: str, key: str = "tls.crt", position: int = 0) -> float | None:
@@ -323,7 +320,7 @@ async def test_the_same_expiry_expression_fires_for_every_source(kube_client, fa
         """))
     cert_path, key_path = pki.chain_files("every-source", expiring, pki.inter)
     answers = []
-    async with TestClient(TestServer(make_app(Exporter(str(cfg))))) as client:
+    async with serve_exporter(cfg) as client:
         with pytls.tls_server(cert_path, key_path) as (port, _):
             answers.append(await probe(client, f"127.0.0.1:{port}", module="tls"))
         answers.append(await probe(client, str(tmp_path / "leaf.pem"), module="file"))

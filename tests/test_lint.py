@@ -17,14 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 
 from ssl_exporter import lint, metrics
 from ssl_exporter.certs import parse_der
 from ssl_exporter.result import ProbeResult
-from ssl_exporter.server import Exporter, make_app
-from tests.conftest import PKI, Samples, probe
+from tests.conftest import PKI, Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, make_cert
 from tests.servers import ocsp as rev
 
@@ -143,7 +141,7 @@ def s_server(d: Path, *extra: str) -> Iterator[int]:
 async def _probe(tmp_path: Path, port: int, modules: dict[str, dict[str, Any]], name: str) -> Samples:
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump({"modules": modules}))
-    async with TestClient(TestServer(make_app(Exporter(str(path))))) as client:
+    async with serve_exporter(path) as client:
         return await probe(client, f"127.0.0.1:{port}", hostname=HOST, module=name)
 
 

@@ -20,15 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from ssl_exporter import config, revocation, stapling, tls
 from ssl_exporter.errors import classify
-from ssl_exporter.server import Exporter, make_app
-from tests.conftest import Samples, probe
+from tests.conftest import Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert, make_cert, make_root
 from tests.servers import ocsp as rev
 from tests.servers import pytls
@@ -66,7 +65,7 @@ def _fresh_cache() -> None:
 async def exporter_client(tmp_path: Path, modules: dict[str, dict[str, Any]]) -> AsyncIterator[TestClient]:
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump({"modules": modules}))
-    async with TestClient(TestServer(make_app(Exporter(str(path))))) as client:
+    async with serve_exporter(path) as client:
         yield client
 
 

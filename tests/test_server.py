@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ssl_exporter import cli
 from ssl_exporter import logs as logs_module
 from ssl_exporter.server import Exporter, make_app
-from tests.conftest import PKI, Samples, probe
+from tests.conftest import PKI, Samples, probe, serve_exporter
 from tests.pki import DAY, NOW
 from tests.servers import pytls
 
@@ -118,7 +118,7 @@ async def test_health_ready_landing_and_config(client: TestClient) -> None:
 async def test_config_redacts_proxy_password(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     path.write_text("modules:\n  p:\n    tcp: {proxy_url: 'http://alice:hunter2@127.0.0.1:3128'}\n")
-    async with TestClient(TestServer(make_app(Exporter(str(path))))) as c:
+    async with serve_exporter(path) as c:
         text = await (await c.get("/config")).text()
     assert "proxy_url: http://alice:<secret>@127.0.0.1:3128" in text
     assert "hunter2" not in text
@@ -210,7 +210,7 @@ async def test_proxy_password_stays_out_of_logs_debug_config_and_pages(
     with pytls.serve(_answer_407(requests)) as proxy_port:
         path = tmp_path / "c.yml"
         path.write_text(f"modules:\n  p:\n    tcp: {{proxy_url: 'http://alice:hunter2@127.0.0.1:{proxy_port}'}}\n")
-        async with TestClient(TestServer(make_app(Exporter(str(path))))) as c:
+        async with serve_exporter(path) as c:
             debug = await (await c.get("/probe", params={"target": "example.test:443", "debug": "true"})).text()
             await probe(c, "https://bob:hunter2@example.test/")  # a password in the target, too
             config_text = await (await c.get("/config")).text()
