@@ -190,21 +190,53 @@ def test_probe_offers_openssls_default_list_at_the_default_level() -> None:
     assert not any("RC4" in name or "NULL" in name for name in offered)
 
 
-async def test_stapling_handshake_agrees_on_the_rsa_key_exchange_server(legacy: Legacy, pki: PKI) -> None:
+@pytest.mark.parametrize(("site", "expected"), [
+    ("rsa_kx", "AES256-GCM-SHA384"),
+    ("tls10", "protocol_version"),
+    ("dhe1024", "weak_crypto"),
+    ("sha1_handshake", "handshake_failure"),
+    ("rsa512", "ECDHE-RSA-AES256-GCM-SHA384"),
+])
+async def test_stapling_handshake_agrees_with_the_standard_one(legacy: Legacy, pki: PKI, site: str,
+                                                               expected: str) -> None:
+    # The pyOpenSSL handshake (another OpenSSL) offers the same list at the same level.
     tls_config = config.TLSConfig(ca_file=str(pki.root_file))
     outcomes = []
     for run in (lambda r, w: tls.handshake(r, w, tls.build_client_context(tls_config), HOST),
                 lambda r, w: stapling.handshake(r, w, stapling.build_context(tls_config), HOST)):
-        reader, writer = await asyncio.open_connection("127.0.0.1", legacy.ports["rsa_kx"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", legacy.ports[site])
         try:
             outcomes.append(await run(reader, writer))
+        except ssl.SSLError as exc:
+            outcomes.append(errors.classify(exc, "handshake").reason)
         finally:
             await tls.close_stream(writer)
     standard, stapled = outcomes
-    assert standard.cipher == stapled.cipher == "AES256-GCM-SHA384"
+    if isinstance(standard, str):
+        assert standard == stapled == expected
+        return
+    assert standard.cipher == stapled.cipher == expected
     assert standard.version == stapled.version == "TLS 1.2"
-    assert standard.verify_code is stapled.verify_code is None
+    assert standard.verify_code == stapled.verify_code
     assert standard.presented == stapled.presented
+
+
+async def test_stapling_module_falls_back_too(legacy: Legacy, pki: PKI, tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(textwrap.dedent(f"""\
+        modules:
+          stapled:
+            prober: tcp
+            timeout: 5s
+            tls_config: {{ca_file: {pki.root_file}}}
+            revocation: {{methods: [stapling]}}
+        """))
+    async with serve_exporter(path) as client:
+        s = await probe(client, f"127.0.0.1:{legacy.ports['tls11']}", hostname=HOST, module="stapled")
+    assert s.errors() == {("handshake", "protocol_version")}
+    assert s.get("ssl_fallback_handshake") == 1 and s.get("ssl_chain_valid") == 1
+    assert_leaf(s, legacy.leaves["tls11"], pki)
+    assert s.series("ssl_ocsp_stapled") == []  # no revocation checks after a fallback
 
 
 # --- 2. the fallback handshake ----------------------------------------------------------------
