@@ -460,3 +460,15 @@ def test_fallback_follows_policy_reasons_only() -> None:
     assert errors.POLICY_REASONS == {"protocol_version", "handshake_failure", "weak_crypto"}
     assert errors.POLICY_REASONS <= set(errors.REASONS)
 
+
+
+async def test_chain_verdict_is_unknown_without_the_system_libcrypto(client, legacy: Legacy, pki: PKI,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on a Python whose ssl module links OpenSSL statically: unknown is absent, never 0.
+    monkeypatch.setattr(chainverify, "_libcrypto", lambda: None)
+    s = await probe(client, f"127.0.0.1:{legacy.ports['tls10']}", hostname=HOST)
+    assert s.errors() == {("handshake", "protocol_version")}
+    assert s.get("ssl_fallback_handshake") == 1
+    assert s.series("ssl_chain_valid") == [] and s.series("ssl_verified_chain_expiry_timestamp_seconds") == []
+    assert s.get("ssl_hostname_valid") == 1
+    assert_leaf(s, legacy.leaves["tls10"], pki)
