@@ -81,6 +81,9 @@ class TLSConfig:
     insecure_skip_verify: bool = False
     min_version: str | None = None
     max_version: str | None = None
+    # A failed handshake for policy reasons is followed by one permissive handshake that only
+    # reads the certificates (docs/metrics.md, "Fallback handshake").
+    fallback_handshake: bool = True
 
 
 @dataclass(frozen=True)
@@ -454,6 +457,7 @@ def _parse_tls(raw: Any, path: str, base_dir: str) -> TLSConfig:
     return TLSConfig(
         server_name=server_name,
         insecure_skip_verify=_get(raw, "insecure_skip_verify", bool, path, False),
+        fallback_handshake=_get(raw, "fallback_handshake", bool, path, True),
         **files,
         **versions,
     )

@@ -40,6 +40,7 @@ REASONS = {
     "tls_protocol": "the peer does not speak TLS (garbage, plain HTTP, bad record)",
     "protocol_version": "no TLS version acceptable to both sides",
     "handshake_failure": "the peer aborted the handshake with an alert",
+    "tls_error": "another TLS error the exporter does not classify (OpenSSL's words are in the log line)",
     # Certificate verification.
     "expired": "a certificate on the path is past its not-after",
     "not_yet_valid": "a certificate on the path is before its not-before",
@@ -47,7 +48,7 @@ REASONS = {
     "self_signed": "the leaf is self-signed and not trusted",
     "incomplete_chain": "the server did not send the intermediate that issued its leaf",
     "hostname_mismatch": "the leaf does not match the verified name",
-    "weak_crypto": "a key or signature below OpenSSL's security level",
+    "weak_crypto": "a key, DH group or signature below OpenSSL's security level (in the handshake or on the chain)",
     "invalid_purpose": "a certificate is not allowed for TLS server authentication",
     "bad_certificate": "a certificate is malformed or its signature does not verify",
     "revoked": "a certificate on the path is revoked (OCSP, CRL or a stapled OCSP response)",
@@ -103,7 +104,16 @@ _VERSION_REASONS = {
     "NO_PROTOCOLS_AVAILABLE",
     "TLSV1_ALERT_PROTOCOL_VERSION",
     "WRONG_SSL_VERSION",
+    "VERSION_TOO_LOW",
+    "VERSION_TOO_HIGH",
+    "TLSV1_ALERT_INAPPROPRIATE_FALLBACK",
 }
+# ... and those that mean "the peer's key, DH group or signature is below our security level",
+# matched by part of the name: DH_KEY_TOO_SMALL, EE_KEY_TOO_SMALL, CA_MD_TOO_WEAK, and for an
+# SHA-1 (or no acceptable) handshake signature LEGACY_SIGALG_DISALLOWED_OR_UNSUPPORTED,
+# WRONG_SIGNATURE_TYPE, NO_SUITABLE_SIGNATURE_ALGORITHM.
+_WEAK_CRYPTO_MARKERS = ("KEY_TOO_SMALL", "TOO_WEAK", "LEGACY_SIGALG", "WRONG_SIGNATURE_TYPE",
+                        "NO_SUITABLE_SIGNATURE_ALGORITHM")
 # ... and those that mean "this is not TLS at all".
 _NOT_TLS_REASONS = {
     "WRONG_VERSION_NUMBER",
@@ -138,13 +148,21 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
         return "bad_certificate"
     if name in _VERSION_REASONS:
         return "protocol_version"
+    if any(marker in name for marker in _WEAK_CRYPTO_MARKERS):
+        return "weak_crypto"
     if "ALERT" in name:
         return "handshake_failure"
     if name in _NOT_TLS_REASONS or name.startswith(("BAD_", "WRONG_", "INVALID_", "LENGTH_")):
         return "tls_protocol"
-    if name in {"NO_SHARED_CIPHER", "NO_CIPHERS_AVAILABLE", "NO_SUITABLE_SIGNATURE_ALGORITHM"}:
+    if name in {"NO_SHARED_CIPHER", "NO_CIPHERS_AVAILABLE"}:
         return "handshake_failure"
-    return "tls_protocol"
+    return "tls_error"  # not a guess: an error we do not know says so
+
+
+# Handshake failures that are a matter of protocol or crypto policy: the peer speaks TLS, only
+# not at our security level. For these the tcp prober may make one permissive handshake to
+# read the certificates all the same (tls_config.fallback_handshake, docs/metrics.md).
+POLICY_REASONS = frozenset({"protocol_version", "handshake_failure", "weak_crypto"})
 
 
 _ERRNO_REASONS = {

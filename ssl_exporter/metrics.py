@@ -61,6 +61,8 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
          result.hostname_valid),
         ("ssl_verified_chain_expiry_timestamp_seconds",
          "Earliest not-after on the verified path, root included.", result.verified_chain_expiry),
+        ("ssl_fallback_handshake", "1 when the certificates came from the permissive fallback handshake.",
+         result.fallback_handshake),
     ]
     for name, doc, value in optional:
         if value is not None:
@@ -70,6 +72,11 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
                               result.tls.version))
         families.append(_info("ssl_tls_cipher_info", "Negotiated cipher suite.", "cipher",
                               result.tls.cipher))
+    if result.fallback_tls is not None:
+        families.append(_info("ssl_fallback_tls_version_info", "TLS version the fallback handshake negotiated.",
+                              "version", result.fallback_tls.version))
+        families.append(_info("ssl_fallback_tls_cipher_info", "Cipher suite the fallback handshake negotiated.",
+                              "cipher", result.fallback_tls.cipher))
     positions = [position for position, _cert in result.placed_certs()]
     client = [("client", result.client_cert)] if result.client_cert else []
     families.extend(cert_families([*zip(positions, result.certs, strict=True), *client]))

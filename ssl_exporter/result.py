@@ -125,6 +125,10 @@ class ProbeResult:
     ocsp_stapled: bool | None = None
     # Legacy TLS versions checked (modules with ``legacy_versions:``): "TLS 1.0" -> accepted.
     legacy_versions: Mapping[str, bool] = field(default_factory=dict)
+    # TLS probes: whether the certificates came from the permissive fallback handshake made
+    # after the probe's handshake failed for policy reasons, and what that one negotiated.
+    fallback_handshake: bool | None = None
+    fallback_tls: TLSInfo | None = None
 
     def placed_certs(self) -> list[tuple[str, CertInfo]]:
         """Each certificate with its position label, as the metrics export it."""

@@ -12,9 +12,10 @@ the staple. The rest of the prober does not know which handshake ran.
 Two differences worth knowing, both documented in docs/revocation.md:
 
 - pyOpenSSL runs on the OpenSSL that ``cryptography``'s wheel bundles, not the system's. The
-  context mirrors CPython's client defaults (its cipher string with ``@SECLEVEL=2``, TLS 1.2
-  minimum, the system trust store files CPython uses), so verdicts agree in practice; the
-  test suite compares both handshakes on the same servers.
+  context mirrors the standard probe context (the same cipher policy, OpenSSL's ``DEFAULT``
+  at ``tls.SECURITY_LEVEL``; CPython's TLS 1.2 minimum; the system trust store files CPython
+  uses), so verdicts agree in practice; the test suite compares both handshakes on the same
+  servers.
 - To learn OpenSSL's first verification error and still get the chain, the verify callback
   records the first failure and lets the handshake finish, where CPython aborts it with an
   alert. The outcome is the same; the server sees a completed handshake.
@@ -34,8 +35,6 @@ from ssl_exporter.errors import ProbeFailure
 if TYPE_CHECKING:
     from ssl_exporter.config import TLSConfig
 
-# CPython's client default (Modules/_ssl.c, PY_SSL_DEFAULT_CIPHER_STRING since 3.10).
-_CPYTHON_CIPHERS = b"@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM"
 
 
 class StaplingUnavailable(RuntimeError):
@@ -72,7 +71,7 @@ def build_context(config: TLSConfig) -> Any:
     }
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     context.set_options(SSL.OP_NO_COMPRESSION)
-    context.set_cipher_list(_CPYTHON_CIPHERS)
+    context.set_cipher_list(tls.PROBE_CIPHERS.encode("ascii"))  # the standard handshake's policy
     low = TLS_VERSIONS[config.min_version] if config.min_version else ssl.TLSVersion.TLSv1_2
     context.set_min_proto_version(versions[low])
     if config.max_version:

@@ -30,6 +30,17 @@ MAX_HANDSHAKE_BYTES = 256 * 1024
 # How many presented certificates we keep; the rest are counted in the log.
 MAX_CHAIN_CERTS = 32
 
+# The security level verdicts are given at: the default of OpenSSL 3 as Debian, Ubuntu and
+# Fedora build it, and the level CPython sets on every context it creates.
+SECURITY_LEVEL = 2
+# The probe offers what `openssl s_client` offers: OpenSSL's DEFAULT list at that level.
+# CPython's own default string has no RSA key exchange and no SHA-1 CBC suites, which older
+# servers still need. Shared with the pyOpenSSL handshake (ssl_exporter.stapling).
+PROBE_CIPHERS = f"DEFAULT:@SECLEVEL={SECURITY_LEVEL}"
+# The fallback handshake (read_certificates_permissively) offers everything that can carry a
+# certificate: anonymous suites cannot, so they are left out.
+FALLBACK_CIPHERS = "ALL:!aNULL:@SECLEVEL=0"
+
 _VERSIONS = {0x0304: "TLS 1.3", 0x0303: "TLS 1.2", 0x0302: "TLS 1.1", 0x0301: "TLS 1.0"}
 _OPENSSL_VERSIONS = {"TLSv1.3": "TLS 1.3", "TLSv1.2": "TLS 1.2", "TLSv1.1": "TLS 1.1", "TLSv1": "TLS 1.0"}
 
@@ -55,6 +66,7 @@ def build_client_context(config: TLSConfig) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
+    context.set_ciphers(PROBE_CIPHERS)
     if config.ca_file:
         try:
             context.load_verify_locations(cafile=config.ca_file)
@@ -62,12 +74,7 @@ def build_client_context(config: TLSConfig) -> ssl.SSLContext:
             raise ContextError("ca_file", f"no usable CA certificate in {config.ca_file}: {_short(exc)}") from None
     else:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if config.cert_file:
-        try:
-            context.load_cert_chain(config.cert_file, config.key_file)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            key = "key_file" if config.key_file else "cert_file"
-            raise ContextError(key, f"cannot load client certificate and key: {_short(exc)}") from None
+    _load_client_cert(context, config)
     with warnings.catch_warnings():
         # Python deprecates TLS 1.0/1.1; a module that names them asks for them on purpose.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -75,6 +82,35 @@ def build_client_context(config: TLSConfig) -> ssl.SSLContext:
             context.minimum_version = TLS_VERSIONS[config.min_version]
         if config.max_version:
             context.maximum_version = TLS_VERSIONS[config.max_version]
+    return context
+
+
+def _load_client_cert(context: ssl.SSLContext, config: TLSConfig) -> None:
+    if config.cert_file:
+        try:
+            context.load_cert_chain(config.cert_file, config.key_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            key = "key_file" if config.key_file else "cert_file"
+            raise ContextError(key, f"cannot load client certificate and key: {_short(exc)}") from None
+
+
+def build_fallback_context(config: TLSConfig) -> ssl.SSLContext:
+    """The context of the fallback handshake, which only reads the presented certificates.
+
+    TLS 1.0 and up, every cipher that carries a certificate, security level 0, servers
+    without secure renegotiation accepted: what an old server needs. No verification here:
+    the chain is judged afterwards at the probe's own level (ssl_exporter.chainverify).
+    The module's client certificate is sent as in the probe, since a server may require it.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers(FALLBACK_CIPHERS)
+    context.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 is what it is for
+        context.minimum_version = ssl.TLSVersion.TLSv1
+    _load_client_cert(context, config)
     return context
 
 

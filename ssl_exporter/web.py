@@ -98,6 +98,9 @@ def _summary(record: ProbeRecord) -> str:
                      f"hostname valid {_yes_no(result.hostname_valid)}")
     if result.tls is not None:
         lines.append(f"negotiated {result.tls.version}, cipher {result.tls.cipher}")
+    if result.fallback_tls is not None:
+        lines.append(f"certificates read by the fallback handshake: {result.fallback_tls.version}, "
+                     f"cipher {result.fallback_tls.cipher}")
     if result.verified_chain_expiry is not None:
         lines.append(f"verified chain expires {format_utc(result.verified_chain_expiry)} "
                      f"({describe_expiry(result.verified_chain_expiry, record.time)})")

@@ -34,6 +34,8 @@ EXTRA_METRICS = {
     "ssl_exporter_probes_total",
     "ssl_cert_revoked",
     "ssl_revocation_status_info",
+    "ssl_fallback_handshake",  # docs/metrics.md, "Fallback handshake"
+    "ssl_fallback_tls_version_info",
 }
 # The contract table, as of writing; used when CONTRACT.md is not next to the repo.
 CONTRACT_METRICS = {

@@ -49,6 +49,8 @@ class ProbeRecorder:
         self.revocation: tuple[RevocationCheck, ...] = ()
         self.ocsp_stapled: bool | None = None
         self.legacy_versions: dict[str, bool] = {}
+        self.fallback_handshake: bool | None = None
+        self.fallback_tls: TLSInfo | None = None
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -88,6 +90,8 @@ class ProbeRecorder:
             revocation=self.revocation,
             ocsp_stapled=self.ocsp_stapled,
             legacy_versions=dict(self.legacy_versions),
+            fallback_handshake=self.fallback_handshake,
+            fallback_tls=self.fallback_tls,
         )
 
     def _enforced_errors(self) -> bool:

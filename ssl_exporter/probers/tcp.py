@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import ipaddress
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import unquote, urlsplit
 
-from ssl_exporter import lint, revocation, stapling, starttls, tls
+from ssl_exporter import chainverify, lint, revocation, stapling, starttls, tls
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
 from ssl_exporter.config import Module, TCPConfig
-from ssl_exporter.errors import ProbeFailure, verify_reason
+from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
 from ssl_exporter.probers.base import Prober, ProbeRecorder
 from ssl_exporter.result import CertInfo, TLSInfo
 from ssl_exporter.targets import Target, parse_target
@@ -34,6 +36,7 @@ def _untimed(name: str) -> AbstractContextManager[None]:
 async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name: str) -> None:
     tcp = module.tcp
     rec.handshake_success = False  # a TLS probe: 0 until the handshake completes
+    rec.fallback_handshake = False  # 1 only when the certificates come from the fallback handshake
     rec.client_cert = module.client_cert
     proxy_url = proxy_for(target, tcp)
     proxy = urlsplit(proxy_url) if proxy_url else None
@@ -64,9 +67,10 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
         return reader, writer
 
     reader, writer = await open_stream(rec.phase)
+    sni = None if _is_ip(server_name) else server_name
+    policy_failure: ssl.SSLError | None = None
     try:
         with rec.phase("handshake"):
-            sni = None if _is_ip(server_name) else server_name
             rec.note(f"TLS handshake, SNI {sni or '(none: IP address)'}")
             assert module.ssl_context is not None
             outcome: tls.HandshakeOutcome
@@ -78,9 +82,16 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
             except Exception as exc:
                 # Failed after the ServerHello: version and cipher are known all the same.
                 rec.tls = tls.server_hello_of(exc)
-                raise
+                if not (isinstance(exc, ssl.SSLError) and _fallback_applies(module, exc)):
+                    raise
+                policy_failure = exc
     finally:
         await tls.close_stream(writer)
+    if policy_failure is not None:
+        error = classify(policy_failure, "handshake")
+        rec.fail(error.stage, error.reason, error.detail)  # the probe's verdict, whatever follows
+        await _fallback_handshake(rec, module, open_stream, sni, server_name)
+        return
     with rec.phase("verify"):
         _analyse(rec, outcome, server_name, module.tls_config.insecure_skip_verify)
     # Revocation and legacy TLS versions (docs/revocation.md), on connections of their own.
@@ -88,11 +99,71 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
         await _depth_checks(rec, module, outcome, open_stream, None if _is_ip(server_name) else server_name)
 
 
-def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insecure: bool) -> None:
-    rec.handshake_success = True
-    if outcome.version:
-        rec.tls = TLSInfo(outcome.version, outcome.cipher or "unknown")
-    rec.note(f"handshake done: {outcome.version} {outcome.cipher}, {len(outcome.presented)} certificate(s) presented")
+def _fallback_applies(module: Module, exc: ssl.SSLError) -> bool:
+    """Whether a failed handshake is followed by the fallback: a TLS peer refused for policy
+    reasons (errors.POLICY_REASONS), and the module has not turned the fallback off."""
+    return module.tls_config.fallback_handshake and classify(exc, "handshake").reason in POLICY_REASONS
+
+
+async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: lint.Connector,
+                              sni: str | None, name: str) -> None:
+    """Read the certificates of a server the probe's handshake refused for policy reasons.
+
+    One more connection and one permissive handshake (TLS 1.0 and up, every cipher, security
+    level 0) within the probe's deadline, closed as soon as it completes: no application
+    data is ever sent over it. The chain is then verified as the probe would have verified it
+    (the module's trust store, the probe's security level: ssl_exporter.chainverify) and the
+    name matched. The probe keeps failing with the handshake's own reason; the certificate,
+    chain and hostname series are exported with ssl_fallback_handshake 1. Never raises.
+    """
+    assert rec.deadline is not None and module.ssl_context is not None, "run_probe sets the deadline"
+    rec.note("fallback handshake: TLS 1.0 and up, every cipher, security level 0, to read the certificates")
+    begin = time.perf_counter()
+    try:
+        async with asyncio.timeout_at(rec.deadline - revocation.DEADLINE_MARGIN):
+            context = tls.build_fallback_context(module.tls_config)
+            reader, writer = await open_stream()
+            try:
+                outcome = await tls.handshake(reader, writer, context, sni)
+            finally:
+                await tls.close_stream(writer)
+    except TimeoutError:
+        rec.note("fallback handshake: no answer before the deadline")
+        return
+    except (OSError, ssl.SSLError, ProbeFailure, EOFError, asyncio.IncompleteReadError, tls.ContextError) as exc:
+        rec.note(f"fallback handshake failed too: {' '.join(str(exc).split()) or type(exc).__name__}")
+        return
+    finally:
+        rec.phases["fallback"] = time.perf_counter() - begin
+    with rec.phase("verify"):
+        verdict = chainverify.verify(outcome.presented, module.tls_config.ca_file,
+                                     module.ssl_context.verify_flags, tls.SECURITY_LEVEL)
+        if verdict is None:
+            rec.note("fallback handshake: the system OpenSSL could not verify the chain; verdict unknown")
+            outcome = dataclasses.replace(outcome, verified=None, tried=[], verify_code=None)
+        else:
+            outcome = dataclasses.replace(outcome, verified=verdict.verified, tried=verdict.tried,
+                                          verify_code=verdict.verify_code, verify_message=verdict.verify_message)
+        _analyse(rec, outcome, name, module.tls_config.insecure_skip_verify, fallback=True)
+
+
+def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insecure: bool,
+             fallback: bool = False) -> None:
+    """Record the certificates and verdicts of a completed handshake.
+
+    With ``fallback`` the handshake is the fallback one: the probe's handshake failed, so
+    ssl_handshake_success and the TLS series stay as they were and the probe fails; an
+    outcome with neither a verified path nor a verify code has an unknown chain verdict.
+    """
+    negotiated = TLSInfo(outcome.version, outcome.cipher or "unknown") if outcome.version else None
+    if fallback:
+        rec.fallback_handshake = True
+        rec.fallback_tls = negotiated
+    else:
+        rec.handshake_success = True
+        rec.tls = negotiated or rec.tls
+    rec.note(f"{'fallback ' if fallback else ''}handshake done: {outcome.version} {outcome.cipher}, "
+             f"{len(outcome.presented)} certificate(s) presented")
     if outcome.dropped_certs:
         rec.note(f"{outcome.dropped_certs} further presented certificate(s) ignored (limit {tls.MAX_CHAIN_CERTS})")
     certs: list[CertInfo] = []
@@ -107,7 +178,8 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
     rec.certs, rec.positions = tuple(certs), tuple(positions)
     leaf = certs[0] if positions and positions[0] == "0" else None
 
-    rec.chain_valid = outcome.verify_code is None
+    chain_known = outcome.verified is not None or outcome.verify_code is not None
+    rec.chain_valid = outcome.verify_code is None if chain_known else None
     if rec.chain_valid:
         # OpenSSL accepts some certificates that cryptography refuses (a PrintableString
         # holding "*" or "@"); such a certificate was reported above as bad_certificate,
@@ -118,7 +190,7 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
             rec.verified_chain_expiry = min(c.not_after for c in known)
         rec.note("chain verified: " + " <- ".join(
             (c.subject_cn or c.subject) if c else "(unreadable)" for c in verified))
-    else:
+    elif chain_known:
         last_is_ca = _last_is_ca(outcome.tried)
         reason = verify_reason(outcome.verify_code or 0, last_is_ca)
         rec.fail("verify", reason, f"OpenSSL: {outcome.verify_message} (code {outcome.verify_code})")
@@ -137,8 +209,8 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
     if not rec.hostname_valid:
         names = ", ".join((leaf.dns_names + leaf.ip_addresses)[:10]) or f"CN={leaf.subject_cn}"
         rec.fail("verify", "hostname_mismatch", f"{name} does not match the leaf ({names})")
-    rec.success = insecure or (rec.chain_valid and rec.hostname_valid)
-    if insecure and not (rec.chain_valid and rec.hostname_valid):
+    rec.success = not fallback and (insecure or bool(rec.chain_valid and rec.hostname_valid))
+    if insecure and not fallback and not (rec.chain_valid and rec.hostname_valid):
         rec.note("insecure_skip_verify: verification failures reported but not enforced")
 
 
