@@ -300,6 +300,15 @@ def config_dir() -> Iterator[Path]:
 # ---- tests ------------------------------------------------------------------------------
 
 
+def test_manifests_name_the_image_of_this_version() -> None:
+    """deployment.yaml's image is the one built here, tagged with the version it holds."""
+    _, container = _deployment_container()
+    name, _, tag = container["image"].rpartition(":")
+    (entry,) = yaml.safe_load((DEPLOYMENT.parent / "kustomization.yaml").read_text())["images"]
+    assert entry["name"] == name  # kustomize points this name at the user's registry
+    assert tag == entry["newTag"] == __version__
+
+
 def test_image_runs_as_nobody_and_exposes_9219(image: str) -> None:
     config = _inspect_image()["Config"]
     pod, _ = _deployment_container()
@@ -308,11 +317,16 @@ def test_image_runs_as_nobody_and_exposes_9219(image: str) -> None:
     assert config["Entrypoint"] == ["/opt/ssl-exporter/bin/ssl-exporter"]
     version = _run([*PODMAN, "run", "--rm", *ulimit_flags(), *security_flags(), image, "--version"]).stdout
     assert version == f"ssl_exporter {__version__}\n"  # the package the build context holds
-    # The system trust store the embedded default module verifies against is in the image.
-    stats = _run([*PODMAN, "run", "--rm", *ulimit_flags(), *security_flags(),
-                  "--entrypoint=/opt/ssl-exporter/bin/python", image, "-c",
-                  "import ssl; print(ssl.create_default_context().cert_store_stats()['x509_ca'])"]).stdout
-    assert int(stats) > 50, stats
+    # The system trust store the embedded default module verifies against is in the image,
+    # and the wheel built in it carries the SPDX license expression of pyproject.toml.
+    script = ("import ssl, importlib.metadata as m;"
+              "print(ssl.create_default_context().cert_store_stats()['x509_ca']);"
+              "print(m.metadata('ssl_exporter')['License-Expression'])")
+    ca_count, license_expression = _run([*PODMAN, "run", "--rm", *ulimit_flags(), *security_flags(),
+                                         "--entrypoint=/opt/ssl-exporter/bin/python", image, "-c", script]
+                                        ).stdout.split()
+    assert int(ca_count) > 50
+    assert license_expression == "Apache-2.0"
 
 
 def test_container_probes_serves_metrics_and_stops_on_sigterm(image: str, config_dir: Path, tmp_path: Path) -> None:
