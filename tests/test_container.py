@@ -341,17 +341,16 @@ def test_container_probes_serves_metrics_and_stops_on_sigterm(image: str, config
     flags = [*security_flags(), "-v", f"{config_dir}:{mount}:ro"]
 
     with run_nginx(tmp_path / "nginx", {"site": Site(cert, key)}) as ports, running(flags, args) as container:
-        status = {}
-        for line in _run(["cat", f"/proc/{container.pid()}/status"]).stdout.splitlines():
-            key_, _, value = line.partition(":")
-            status[key_] = value.split()
+        proc = Path(f"/proc/{container.pid()}")
+        status = {name: value.split() for name, _, value in
+                  (line.partition(":") for line in (proc / "status").read_text().splitlines())}
         # The process is the manifest's user, with no capabilities and no way to gain any.
         assert status["Uid"] == [str(pod["securityContext"]["runAsUser"])] * 4
         assert status["Gid"][0] == str(pod["securityContext"]["runAsGroup"])
         assert status["CapEff"] == ["0000000000000000"] and status["CapPrm"] == ["0000000000000000"]
         assert status["NoNewPrivs"] == ["1"]
-        root_mount = next(line.split() for line in Path(f"/proc/{container.pid()}/mountinfo").read_text()
-                          .splitlines() if line.split()[4] == "/")
+        root_mount = next(line.split() for line in (proc / "mountinfo").read_text().splitlines()
+                          if line.split()[4] == "/")
         assert "ro" in root_mount[5].split(","), root_mount
 
         assert container.get("/-/healthy")[0] == 200
