@@ -28,10 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
+
+import yaml
 
 from ssl_exporter import config
 from ssl_exporter.access import TargetRefused
@@ -82,12 +85,61 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
                         help="YAML configuration (default: the embedded default, system trust store)")
+    # The module's tls_config files, for the common cases that should not need a YAML file:
+    # a private CA (check_ssl_cert's -r/--rootcert) and a client certificate for mTLS.
+    parser.add_argument("--ca-file", "--rootcert", "-r", dest="ca_file", metavar="PATH",
+                        help="PEM CA certificates to verify the server with, in place of the module's")
+    parser.add_argument("--cert-file", "--clientcert", dest="cert_file", metavar="PATH",
+                        help="PEM client certificate to present (mTLS), in place of the module's")
+    parser.add_argument("--key-file", "--clientkey", dest="key_file", metavar="PATH",
+                        help="PEM private key of --cert-file (default: the key in that file)")
     args = parser.parse_args(argv)
     if args.critical_days > args.warning_days:
         parser.error("--critical-days must not exceed --warning-days")
+    if args.key_file and not args.cert_file:
+        parser.error("--key-file requires --cert-file")
     if args.timeout is not None and not args.timeout > 0:
         parser.error("--timeout must be positive")
     return args
+
+
+TLS_FILE_OPTIONS = {"ca_file": "--ca-file", "cert_file": "--cert-file", "key_file": "--key-file"}
+
+
+def load_config(args: argparse.Namespace) -> config.Config:
+    """The configuration, with ``--ca-file``/``--cert-file``/``--key-file`` in the module's tls_config.
+
+    The options are written into the module's YAML and the whole file loaded again, so they
+    are checked and turned into the module's SSL context exactly as the same keys in a file.
+    """
+    if args.config_file:
+        text, source = config.read_text(args.config_file), args.config_file
+        base_dir = os.path.dirname(os.path.abspath(args.config_file))
+    else:
+        text, source, base_dir = config.DEFAULT_CONFIG_YAML, "embedded default", None
+    cfg = config.load_text(text, source, base_dir)
+    files = {key: getattr(args, key) for key in TLS_FILE_OPTIONS if getattr(args, key)}
+    name = args.module or cfg.default_module
+    if not files or name not in cfg.modules:  # an unknown module is parse_probe_request's to report
+        return cfg
+    if cfg.modules[name].prober != "tcp":
+        options = ", ".join(TLS_FILE_OPTIONS[key] for key in files)
+        raise _UsageError(f"{options}: module {name} probes certificates at rest (prober "
+                          f"{cfg.modules[name].prober}), not a TLS server")
+    raw = yaml.safe_load(text)
+    module = raw["modules"][name] = raw["modules"][name] or {}
+    tls_config = module["tls_config"] = module.get("tls_config") or {}
+    if "cert_file" in files:
+        tls_config.pop("key_file", None)  # the module's key belongs to the module's certificate
+    tls_config.update({key: os.path.abspath(path) for key, path in files.items()})
+    try:
+        return config.load_text(yaml.safe_dump(raw), source, base_dir)
+    except config.ConfigError as exc:
+        # "modules.https.tls_config.ca_file: file not found: ..." -> "--ca-file: file not found: ..."
+        message = str(exc)
+        for key, option in TLS_FILE_OPTIONS.items():
+            message = message.replace(f"modules.{name}.tls_config.{key}:", f"{option}:")
+        raise _UsageError(message) from None
 
 
 @dataclass(frozen=True)
@@ -249,8 +301,10 @@ def main(argv: list[str]) -> int:
         print("usage: ssl-exporter check TARGET [options]; see ssl-exporter check --help", file=sys.stderr)
         return _unknown(str(exc), "text")
     try:
-        cfg = config.load_file(args.config_file) if args.config_file else config.load_default()
+        cfg = load_config(args)
         req = parse_probe_request(cfg, args.module, args.target, args.hostname)
+    except _UsageError as exc:
+        return _unknown(str(exc), args.format)
     except config.ConfigError as exc:
         return _unknown(f"invalid configuration: {exc}", args.format)
     except BadRequest as exc:

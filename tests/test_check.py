@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -197,3 +198,103 @@ def test_the_server_still_takes_its_flags() -> None:
     # "check" is a subcommand only as the first argument; everything else is the server's.
     args = cli.parse_args(["--web.listen-address=127.0.0.1:9300", "--config.file=check"])
     assert (args.host, args.port, args.config_file) == ("127.0.0.1", 9300, "check")
+
+
+# ---- --ca-file, --cert-file, --key-file: a private CA and mTLS without a YAML file ---------
+
+
+def test_ca_file_verifies_a_private_ca(capsys, pki: PKI) -> None:
+    leaf = pki.inter.issue(NAME, dns=(NAME,), not_after=NOW + 90 * DAY)
+    (pki.dir / "other-root.pem").write_bytes(pki.other_root.pem)
+    with serving(pki, "check-ca-file", leaf, pki.inter) as target:
+        default_code, default_out = run(capsys, None, target)  # the system trust store
+        code, out = run(capsys, None, target, "--ca-file", str(pki.root_file))
+        alias_code, _ = run(capsys, None, target, "-r", str(pki.root_file))  # check_ssl_cert's spelling
+        wrong_code, wrong_out = run(capsys, None, target, "--ca-file", str(pki.dir / "other-root.pem"))
+    assert default_code == check.CRITICAL and "verify/unknown_issuer" in status_line(default_out)
+    assert code == alias_code == check.OK, out
+    assert status_line(out).startswith(f"SSL_CERT OK - {target}: certificate expires in 89d 23h (")
+    assert "Chain:      verified" in out
+    assert wrong_code == check.CRITICAL and "verify/unknown_issuer" in status_line(wrong_out)
+
+
+def test_ca_file_replaces_the_modules_own(capsys, pki: PKI, config_file: Path) -> None:
+    # config_file's default module trusts the test root; --ca-file puts another in its place.
+    leaf = pki.inter.issue(NAME, dns=(NAME,), not_after=NOW + 90 * DAY)
+    (pki.dir / "other-root.pem").write_bytes(pki.other_root.pem)
+    with serving(pki, "check-ca-replaced", leaf, pki.inter) as target:
+        assert run(capsys, config_file, target)[0] == check.OK
+        code, out = run(capsys, config_file, target, "--ca-file", str(pki.dir / "other-root.pem"))
+    assert code == check.CRITICAL and "verify/unknown_issuer" in status_line(out)
+
+
+@contextmanager
+def mtls_server(pki: PKI, name: str) -> Iterator[tuple[str, pytls.TLSServer]]:
+    """A server that requires a client certificate issued under the test root.
+
+    TLS 1.2, so that a missing client certificate fails the handshake itself (TLS 1.3 servers
+    reject it only after the client has finished).
+    """
+    leaf = pki.inter.issue(NAME, dns=(NAME,), not_after=NOW + 90 * DAY)
+    cert, key = pki.chain_files(name, leaf, pki.inter)
+    with pytls.tls_server(cert, key, client_ca=pki.root_file, max_version=ssl.TLSVersion.TLSv1_2) as (port, server):
+        yield f"127.0.0.1:{port}", server
+
+
+def test_client_certificate_options_for_mtls(capsys, pki: PKI) -> None:
+    ca = ["--ca-file", str(pki.root_file)]
+    combined = pki.dir / "client-and-key.pem"  # certificate, chain and key in one file
+    combined.write_bytes((pki.dir / "client.crt").read_bytes() + (pki.dir / "client.key").read_bytes())
+    with mtls_server(pki, "check-mtls") as (target, _):
+        without_code, without_out = run(capsys, None, target, *ca)
+        code, out = run(capsys, None, target, *ca, "--cert-file", str(pki.dir / "client.crt"),
+                        "--key-file", str(pki.dir / "client.key"))
+        combined_code, _ = run(capsys, None, target, *ca, "--clientcert", str(combined))
+    assert without_code == check.CRITICAL
+    assert status_line(without_out).startswith(f"SSL_CERT CRITICAL - {target}: handshake/")
+    assert code == combined_code == check.OK, out
+    assert "Chain:      verified" in out
+
+
+def test_cert_file_replaces_the_modules_key_too(capsys, pki: PKI, tmp_path: Path) -> None:
+    # The module's key belongs to the module's certificate: --cert-file alone must not pair
+    # the new certificate with it.
+    other = pki.root.issue("other client")
+    other_cert, other_key = other.write(tmp_path, "other-client")
+    combined = tmp_path / "other-client.pem"
+    combined.write_bytes(other_cert.read_bytes() + other_key.read_bytes())
+    path = tmp_path / "c.yml"
+    path.write_text(f"modules:\n  m:\n    tls_config: {{ca_file: {pki.root_file}, cert_file: {pki.dir / 'client.crt'},"
+                    f" key_file: {pki.dir / 'client.key'}}}\n")
+    with mtls_server(pki, "check-mtls-module") as (target, _):
+        assert run(capsys, path, target)[0] == check.OK
+        code, out = run(capsys, path, target, "--cert-file", str(combined))
+    assert code == check.OK, out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--key-file", "k.pem"], "--key-file requires --cert-file"),
+        (["--ca-file", "missing.pem"], "--ca-file: file not found: {dir}/missing.pem"),
+        (["--ca-file", "garbage.pem"], "--ca-file: no usable CA certificate in {dir}/garbage.pem: "),
+        (["--cert-file", "garbage.pem"], "--cert-file: cannot "),
+        (["--cert-file", "client.crt", "--key-file", "other.key"],
+         "--key-file: cannot load client certificate and key: "),
+        (["--ca-file", "root.pem", "--module", "files"], "--ca-file: module files probes certificates at rest "
+                                                         "(prober file), not a TLS server"),
+    ],
+)
+def test_bad_tls_file_options_are_unknown(capsys, pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          args: list[str], message: str) -> None:
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    (tmp_path / "root.pem").write_bytes(pki.root.pem)
+    (tmp_path / "client.crt").write_bytes((pki.dir / "client.crt").read_bytes())
+    (tmp_path / "other.key").write_bytes(pki.other_root.key_pem)
+    config_path = tmp_path / "c.yml"
+    config_path.write_text("modules:\n  tcp: {}\n  files: {prober: file}\n")
+    monkeypatch.chdir(tmp_path)  # relative paths are the caller's, as on any command line
+    assert cli.main(["check", "example.test", "--config.file", str(config_path), *args]) == check.UNKNOWN
+    out = capsys.readouterr().out
+    assert out.startswith(f"SSL_CERT UNKNOWN - {message.format(dir=tmp_path)}"), out
+    assert out.count("\n") == 1

@@ -428,3 +428,29 @@ def test_inhibit_rules_name_existing_alerts() -> None:
             assert pattern
             for name in pattern.group(1).split("|"):
                 assert name in EXPECTED_ALERTS, name
+
+
+# ---- the README's scrape configuration ------------------------------------------------
+
+
+def _readme_scrape_config() -> dict[str, Any]:
+    """The one YAML block of README.md that configures Prometheus."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    configs = [doc for doc in map(yaml.safe_load, blocks) if isinstance(doc, dict) and "scrape_configs" in doc]
+    assert len(configs) == 1, f"README.md has {len(configs)} scrape configurations"
+    return configs[0]
+
+
+def test_readme_scrape_config_names_the_jobs_the_rules_watch(tmp_path: Path) -> None:
+    """A user who copies the README gets the alerts the shipped rules define (SSLExporterDown)."""
+    config = _readme_scrape_config()
+    readme_jobs = {job["job_name"] for job in config["scrape_configs"]}
+    rule_jobs = set(re.findall(r'\bjob="([^"]+)"', RULES.read_text()))
+    assert rule_jobs == {"ssl-exporter"}  # what the rules select by job: their own scrape job
+    assert rule_jobs <= readme_jobs, f"README.md names {readme_jobs}, the rules watch {rule_jobs}"
+    for shipped in PROM_CONFIGS:
+        assert rule_jobs <= {job["job_name"] for job in yaml.safe_load(shipped.read_text())["scrape_configs"]}
+    # And the README's block is a configuration Prometheus accepts as it stands.
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    result = run("promtool", "check", "config", "prometheus.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
