@@ -101,6 +101,9 @@ class FileConfig:
     # PKCS#12 password, given here or in the named environment variable (read at load).
     pkcs12_password: str | None = field(default=None, repr=False)
     pkcs12_password_env: str | None = None
+    # Folders targets must lie in (docs/sources.md), as written and resolved (realpath).
+    roots: tuple[str, ...] = ()
+    resolved_roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,8 @@ def module_dict(module: Module) -> dict[str, Any]:
     if module.prober == "file":
         password = "<secret>" if module.file.pkcs12_password and not module.file.pkcs12_password_env else None
         out["file"] = _drop_none({"pkcs12_password": password,
-                                  "pkcs12_password_env": module.file.pkcs12_password_env})
+                                  "pkcs12_password_env": module.file.pkcs12_password_env,
+                                  "roots": list(module.file.roots) or None})
         return out
     if module.prober == "kubernetes":
         kube = module.kubernetes
@@ -461,7 +465,8 @@ def _parse_tls(raw: Any, path: str, base_dir: str) -> TLSConfig:
 
 def _parse_file(raw: Any, path: str) -> FileConfig:
     _expect_mapping(raw, path)
-    _reject_unknown(raw, set(FileConfig.__dataclass_fields__), path)
+    _reject_unknown(raw, set(FileConfig.__dataclass_fields__) - {"resolved_roots"}, path)
+    roots = _parse_file_roots(_get(raw, "roots", list, path, None), f"{path}.roots")
     password = _get(raw, "pkcs12_password", str, path, None)
     env = _get(raw, "pkcs12_password_env", str, path, None)
     if password is not None and env is not None:
@@ -470,7 +475,23 @@ def _parse_file(raw: Any, path: str) -> FileConfig:
         if env not in os.environ:
             raise ConfigError(f"{path}.pkcs12_password_env: environment variable {env} is not set")
         password = os.environ[env]
-    return FileConfig(pkcs12_password=password, pkcs12_password_env=env)
+    return FileConfig(pkcs12_password=password, pkcs12_password_env=env, roots=roots,
+                      resolved_roots=tuple(os.path.realpath(root) for root in roots))
+
+
+def _parse_file_roots(raw: list[Any] | None, path: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not raw:
+        raise ConfigError(f"{path}: expected a non-empty list of folders (omit the key to allow any)")
+    roots = []
+    for item in raw:
+        if not isinstance(item, str) or not os.path.isabs(item):
+            raise ConfigError(f"{path}: expected absolute folder paths, got {str(item)[:80]!r}")
+        if not os.path.isdir(item):
+            raise ConfigError(f"{path}: {item[:200]} is not a folder")
+        roots.append(os.path.normpath(item))
+    return tuple(roots)
 
 
 def _parse_kubernetes(raw: Any, path: str, base_dir: str) -> KubernetesConfig:
