@@ -13,6 +13,7 @@ import math
 import os
 import re
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -630,12 +631,18 @@ def _type_name(value: Any) -> str:
 
 def _check_readable(filename: str, path: str, error: type[ValueError] = ConfigError) -> None:
     try:
-        with open(filename, "rb"):
-            pass
+        # O_NONBLOCK: a FIFO or terminal named here must not hang the (re)load in open().
+        fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise error(f"{path}: file not found: {filename}") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory: {filename}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read {filename}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: is a directory: {filename}")
+    if not stat.S_ISREG(mode):  # a FIFO or device: reading it later would block or never end
+        raise error(f"{path}: not a regular file: {filename}")
 

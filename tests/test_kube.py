@@ -188,6 +188,8 @@ def test_in_cluster_without_service_account_is_a_config_error(monkeypatch) -> No
 
 
 class _Recorder:
+    deadline = None
+
     def note(self, text: str) -> None:
         pass
 
@@ -505,3 +507,15 @@ async def test_kubeconfig_probes_of_devices_and_fifos_do_not_block(kind: str, tm
             assert s.errors() == {("read", "not_found")}
         s = await probe(client, str(good), module="kubeconfig")
         assert s.get("ssl_probe_success") == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_a_kubeconfig_that_is_not_a_regular_file_is_a_config_error(kind: str, tmp_path: Path) -> None:
+    special = f"/dev/{kind}"
+    if kind == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)
+    text = f"modules:\n  k: {{prober: kubernetes, kubernetes: {{kubeconfig: {special}}}}}\n"
+    with pytest.raises(config.ConfigError) as caught:
+        _in_thread(config.load_text, text, "test")
+    assert str(caught.value) == f"modules.k.kubernetes.kubeconfig: not a regular file: {special}"

@@ -376,7 +376,8 @@ async def _list_secrets(session: aiohttp.ClientSession, api: KubeAPI, target: Se
         if body is None:
             raise ProbeFailure("oversized", f"a page of Secrets over {MAX_PAGE_BYTES} bytes")
         try:
-            page = json.loads(body)
+            # Decoding a page (up to 64 MiB) is CPU work: off the event loop.
+            page = await KUBERNETES_POOL.run(rec.deadline, json.loads, body)
             page_items = page.get("items") or []
             if not isinstance(page_items, list):
                 raise ValueError("items is not a list")
