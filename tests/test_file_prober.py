@@ -599,3 +599,24 @@ def test_bad_roots_are_config_errors(tmp_path: Path, roots: str, message: str) -
     with pytest.raises(config.ConfigError) as caught:
         config.load_text(f"modules:\n  f: {{prober: file, file: {{roots: {roots}}}}}\n", source="test")
     assert str(caught.value).startswith("modules.f.file.roots: ") and message in str(caught.value)
+
+
+def test_wildcard_walk_stops_at_the_match_limit(tmp_path: Path, leaf: Cert, monkeypatch: pytest.MonkeyPatch) -> None:
+    """glob.glob listed (and sorted) every match before the cap applied; the walk stops."""
+    monkeypatch.setattr(file_prober, "MAX_FILES", 5)
+    for i in range(10):
+        (tmp_path / f"d{i}").mkdir()
+        for j in range(3):
+            (tmp_path / f"d{i}" / f"{j}.pem").write_bytes(leaf.pem)
+    scanned: list[str] = []
+    real = os.scandir
+
+    def recording(path):
+        scanned.append(os.path.basename(path))
+        return real(path)
+
+    monkeypatch.setattr(file_prober.os, "scandir", recording)
+    results = file_prober.read_files(f"{tmp_path}/d*/*.pem", None, file_prober.ParseCache())
+    assert scanned == [tmp_path.name, "d0", "d1"]  # 6 matches > 5: d2 to d9 are never listed
+    assert [r.certs[0].serial for r in results[:5]] == [leaf.serial] * 5
+    assert len(results) == 6 and results[-1].error is not None and results[-1].error.reason == "oversized"

@@ -329,6 +329,8 @@ def _glob_walk(pattern: str) -> Iterator[str]:
                     hidden = entry.name.startswith(".") and not part.startswith(".")
                     if not hidden and fnmatch.fnmatchcase(entry.name, part):
                         matches.append(entry)
+                        if last and len(matches) > MAX_FILES:  # the caller stops here anyway
+                            break
         except OSError:
             continue  # not a folder, gone, or unreadable: nothing matches under it
         matches.sort(key=lambda entry: entry.name)
