@@ -13,6 +13,7 @@ import math
 import os
 import re
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,9 @@ class FileConfig:
     # PKCS#12 password, given here or in the named environment variable (read at load).
     pkcs12_password: str | None = field(default=None, repr=False)
     pkcs12_password_env: str | None = None
+    # Folders targets must lie in (docs/sources.md), as written and resolved (realpath).
+    roots: tuple[str, ...] = ()
+    resolved_roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,8 @@ def module_dict(module: Module) -> dict[str, Any]:
     if module.prober == "file":
         password = "<secret>" if module.file.pkcs12_password and not module.file.pkcs12_password_env else None
         out["file"] = _drop_none({"pkcs12_password": password,
-                                  "pkcs12_password_env": module.file.pkcs12_password_env})
+                                  "pkcs12_password_env": module.file.pkcs12_password_env,
+                                  "roots": list(module.file.roots) or None})
         return out
     if module.prober == "kubernetes":
         kube = module.kubernetes
@@ -465,7 +470,8 @@ def _parse_tls(raw: Any, path: str, base_dir: str) -> TLSConfig:
 
 def _parse_file(raw: Any, path: str) -> FileConfig:
     _expect_mapping(raw, path)
-    _reject_unknown(raw, set(FileConfig.__dataclass_fields__), path)
+    _reject_unknown(raw, set(FileConfig.__dataclass_fields__) - {"resolved_roots"}, path)
+    roots = _parse_file_roots(_get(raw, "roots", list, path, None), f"{path}.roots")
     password = _get(raw, "pkcs12_password", str, path, None)
     env = _get(raw, "pkcs12_password_env", str, path, None)
     if password is not None and env is not None:
@@ -474,7 +480,23 @@ def _parse_file(raw: Any, path: str) -> FileConfig:
         if env not in os.environ:
             raise ConfigError(f"{path}.pkcs12_password_env: environment variable {env} is not set")
         password = os.environ[env]
-    return FileConfig(pkcs12_password=password, pkcs12_password_env=env)
+    return FileConfig(pkcs12_password=password, pkcs12_password_env=env, roots=roots,
+                      resolved_roots=tuple(os.path.realpath(root) for root in roots))
+
+
+def _parse_file_roots(raw: list[Any] | None, path: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not raw:
+        raise ConfigError(f"{path}: expected a non-empty list of folders (omit the key to allow any)")
+    roots = []
+    for item in raw:
+        if not isinstance(item, str) or not os.path.isabs(item):
+            raise ConfigError(f"{path}: expected absolute folder paths, got {str(item)[:80]!r}")
+        if not os.path.isdir(item):
+            raise ConfigError(f"{path}: {item[:200]} is not a folder")
+        roots.append(os.path.normpath(item))
+    return tuple(roots)
 
 
 def _parse_kubernetes(raw: Any, path: str, base_dir: str) -> KubernetesConfig:
@@ -613,12 +635,18 @@ def _type_name(value: Any) -> str:
 
 def _check_readable(filename: str, path: str, error: type[ValueError] = ConfigError) -> None:
     try:
-        with open(filename, "rb"):
-            pass
+        # O_NONBLOCK: a FIFO or terminal named here must not hang the (re)load in open().
+        fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise error(f"{path}: file not found: {filename}") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory: {filename}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read {filename}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: is a directory: {filename}")
+    if not stat.S_ISREG(mode):  # a FIFO or device: reading it later would block or never end
+        raise error(f"{path}: not a regular file: {filename}")
 

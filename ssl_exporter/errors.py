@@ -59,9 +59,11 @@ REASONS = {
     "bad_der": "DER data could not be decoded",
     "bad_pkcs12": "a PKCS#12 file could not be decoded",
     "bad_password": "the PKCS#12 password is wrong or missing",
+    "excessive_iterations": "a PKCS#12 file asks for more key-derivation or MAC iterations than allowed",
     "no_certificate": "the source holds no certificate",
-    "bad_kubeconfig": "the kubeconfig is not a YAML mapping",
+    "bad_kubeconfig": "the kubeconfig is not a YAML mapping, or nests too deep or grows too large by its aliases",
     "api_error": "the Kubernetes API answered with an error other than 401/403, or not with a list",
+    "bad_token": "the Kubernetes token file holds what cannot be a bearer token (a control character)",
     "internal_error": "a bug in the exporter; the log has the traceback",
 }
 

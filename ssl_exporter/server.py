@@ -32,7 +32,7 @@ from ssl_exporter import __version__, config, metrics
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.history import History, ProbeRecord
 from ssl_exporter.probers import PROBERS
-from ssl_exporter.probers.base import Prober, run_probe
+from ssl_exporter.probers.base import Prober, ReadPoolCollector, run_probe
 from ssl_exporter.result import ProbeResult
 from ssl_exporter.targets import TargetError, parse_hostname
 from ssl_exporter.web import SECURITY_HEADERS, debug_text, landing_page, log_page
@@ -136,6 +136,7 @@ class Exporter:
         self.rejected = Counter("ssl_exporter_probes_rejected",
                                 "Probes rejected because --probe.max-concurrent were in flight (HTTP 503).",
                                 ["module"], registry=self.registry)
+        self.registry.register(ReadPoolCollector())  # ssl_exporter_read_threads_stuck
         self._use(self._load())  # raises ConfigError at start-up
 
     def _load(self) -> config.Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import shutil
@@ -17,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, pkcs7, pkcs12
 
+from ssl_exporter import sources
 from ssl_exporter.probers import file as file_prober
 from tests.conftest import PKI, Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert
@@ -363,3 +365,258 @@ async def test_kubeconfig_that_is_not_yaml(file_client, tmp_path: Path) -> None:
     s = await probe_files(file_client, str(path), module="kubeconfig")
     assert s.errors() == {("read", "bad_kubeconfig")}
     assert s.get("ssl_source_error_info", kubeconfig=str(path), reason="bad_kubeconfig") == 1
+
+
+# --- hostile files, devices and globs --------------------------------------------------------
+
+
+def _in_thread(func, *args, within: float = 10.0):
+    """``func(*args)`` in a thread; fails the test if it is still running after ``within`` s
+    (a read that blocks for good must fail the test, not hang the suite)."""
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(func(*args)), daemon=True)
+    thread.start()
+    thread.join(within)
+    assert not thread.is_alive(), f"{func.__name__} still running after {within} s"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "ptmx", "zero"])
+def test_a_file_swapped_for_a_device_after_the_stat_is_refused(tmp_path: Path, kind: str) -> None:
+    """The race: stat saw a regular file, and a FIFO or device is what gets opened."""
+    if kind == "fifo":
+        path = str(tmp_path / "swapped.pem")
+        os.mkfifo(path)
+    else:
+        path = f"/dev/{kind}"
+    result = _in_thread(file_prober._parse_file, path, 100, None)
+    assert result.error is not None and result.error.reason == "not_found"
+    assert result.error.detail == "not a regular file"
+
+
+def _der_tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    size = (n.bit_length() + 7) // 8
+    length = bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")
+    return bytes([tag]) + length + content
+
+
+def _rewrite_integers(der: bytes, old: set[int], new: int) -> bytes:
+    """``der`` with every INTEGER whose value is in ``old`` set to ``new``, lengths fixed up:
+    a real PKCS#12 file made cheaply with small counts, turned into a costly one."""
+    out, pos = b"", 0
+    while pos < len(der):
+        tag, first = der[pos], der[pos + 1]
+        pos += 2
+        if first & 0x80:
+            size = first & 0x7F
+            length = int.from_bytes(der[pos : pos + size], "big")
+            pos += size
+        else:
+            length = first
+        content = der[pos : pos + length]
+        pos += length
+        if tag & 0x20:
+            content = _rewrite_integers(content, old, new)
+        elif tag == 0x04 and content[:1] == b"\x30":  # PKCS#12 nests DER in OCTET STRINGs
+            try:
+                content = _rewrite_integers(content, old, new)
+            except IndexError:
+                pass
+        elif tag == 0x02 and int.from_bytes(content, "big", signed=True) in old:
+            content = new.to_bytes((new.bit_length() + 8) // 8, "big", signed=True)
+        out += _der_tlv(tag, content)
+    return out
+
+
+def _costly_p12(leaf: Cert, iterations: int, password: bytes | None = None) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import PrivateFormat
+    from cryptography.hazmat.primitives.serialization.pkcs12 import PBES
+
+    encryption = (PrivateFormat.PKCS12.encryption_builder().kdf_rounds(5000)
+                  .key_cert_algorithm(PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
+                  .build(password or b"pw"))
+    real = pkcs12.serialize_key_and_certificates(b"x", leaf.key, leaf.cert, None, encryption)
+    return _rewrite_integers(real, {5000, 2048}, iterations)
+
+
+async def test_pkcs12_with_a_huge_iteration_count_is_refused_before_deriving(
+        file_client, tmp_path: Path, leaf: Cert) -> None:
+    path = tmp_path / "costly.p12"
+    path.write_bytes(_costly_p12(leaf, 2**31 - 1))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    s = await probe_files(file_client, str(path), module="files_nopass")
+    assert loop.time() - started < 2  # minutes of key derivation before
+    assert s.get("ssl_source_error_info", file=str(path), reason="excessive_iterations") == 1
+    assert s.errors() == {("read", "excessive_iterations")}
+
+
+def test_pkcs12_iteration_caps(leaf: Cert) -> None:
+    # Within the cap: still read (the rewritten file's MAC no longer verifies, so "bad_password").
+    for iterations, reason in ((600_000, "bad_password"), (sources.MAX_PKCS12_ITERATIONS + 1, "excessive_iterations"),
+                               (2**64, "excessive_iterations")):
+        result = file_prober.parse_container(_costly_p12(leaf, iterations), {"file": "x.p12"}, "x.p12", b"pw")
+        assert result.error is not None and result.error.reason == reason, iterations
+    # A real file at OpenSSL's and cryptography's defaults reads as before.
+    p12 = pkcs12.serialize_key_and_certificates(b"x", leaf.key, leaf.cert, None, BestAvailableEncryption(b"pw"))
+    read = file_prober.parse_container(p12, {"file": "y.p12"}, "y.p12", b"pw")
+    assert [c.serial for c in read.certs] == [leaf.serial]
+
+
+def _self_linking_folder(tmp_path: Path, leaf: Cert) -> Path:
+    """A folder holding a certificate and three symlinks to itself."""
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    (loop / "cert.pem").write_bytes(leaf.pem)
+    for name in ("a", "b", "c"):
+        (loop / name).symlink_to(loop)
+    return loop
+
+
+def test_wildcards_follow_a_bounded_number_of_symlinked_folders(tmp_path: Path, leaf: Cert) -> None:
+    loop = _self_linking_folder(tmp_path, leaf)
+    assert file_prober.MAX_SYMLINKED_FOLDERS == 4
+    within = list(file_prober.expand(f"{loop}/*/*/*/*/cert.pem"))
+    assert len(within) == 3**4  # a/a/a/a/cert.pem ... c/c/c/c/cert.pem
+    beyond = _in_thread(lambda: list(file_prober.expand(f"{loop}" + "/*" * 14 + "/cert.pem")))
+    assert beyond == []  # 3^14 paths through 14 links before; none now
+
+
+async def test_a_symlink_loop_glob_stops_at_the_deadline_and_frees_its_thread(
+        tmp_path: Path, leaf: Cert, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop_dir = _self_linking_folder(tmp_path, leaf)
+    monkeypatch.setattr(file_prober, "MAX_SYMLINKED_FOLDERS", 40)  # as unbounded as before
+    config = tmp_path / "config.yml"
+    config.write_text("modules:\n  files: {prober: file, timeout: 1s}\n")
+    loop = asyncio.get_running_loop()
+    async with serve_exporter(config) as client:
+        started = loop.time()
+        s = await probe(client, str(loop_dir) + "/*" * 14 + "/cert.pem", module="files")
+        assert loop.time() - started < 2  # timeout + 1 s
+        assert s.errors() == {("read", "timeout")}
+        # The walk stops at its next checkpoint instead of running on for a minute.
+        while file_prober.FILE_POOL.busy():
+            assert loop.time() - started < 3, "the walk did not stop after the deadline"
+            await asyncio.sleep(0.05)
+        own = Samples(await (await client.get("/metrics")).text())
+        assert own.get("ssl_exporter_read_threads_stuck", prober="file") == 0
+
+
+async def test_a_stuck_read_thread_is_counted_and_starves_no_other_prober(
+        tmp_path: Path, leaf: Cert, pki: PKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads stuck in the kernel (a dead NFS server) ignore checkpoints: they hold their file
+    threads, show in ssl_exporter_read_threads_stuck, and kubeconfig probes still run."""
+    release = threading.Event()
+    monkeypatch.setattr(file_prober, "read_files", lambda *args: release.wait(30) and [])
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("users:\n- name: u\n  user:\n    client-certificate-data: "
+                          + base64.b64encode(leaf.pem).decode() + "\n")
+    config = tmp_path / "config.yml"
+    config.write_text("modules:\n  files: {prober: file, timeout: 0.5s}\n  kubeconfig: {prober: kubeconfig}\n")
+    try:
+        async with serve_exporter(config) as client:
+            stuck = file_prober.FILE_POOL.workers
+            answers = await asyncio.gather(*(probe(client, f"/nowhere/{i}.pem", module="files")
+                                             for i in range(stuck)))
+            assert all(s.errors() == {("read", "timeout")} for s in answers)
+            own = Samples(await (await client.get("/metrics")).text())
+            assert own.get("ssl_exporter_read_threads_stuck", prober="file") == stuck
+            assert own.get("ssl_exporter_read_threads_stuck", prober="kubeconfig") == 0
+            s = await probe(client, str(kubeconfig), module="kubeconfig")
+            assert s.get("ssl_probe_success") == 1
+    finally:
+        release.set()
+
+
+async def test_certificates_per_answer_are_capped(file_client, tmp_path: Path, leaf: Cert, pki: PKI,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(file_prober, "MAX_CERTS", 5)
+    (tmp_path / "a.pem").write_bytes(leaf.pem + pki.inter.pem + pki.root.pem)
+    (tmp_path / "b.pem").write_bytes(leaf.pem + pki.inter.pem + pki.root.pem)
+    (tmp_path / "c.pem").write_bytes(leaf.pem)
+    s = await probe_files(file_client, f"{tmp_path}/*.pem")
+    assert len(s.series("ssl_cert_not_after_timestamp_seconds")) == 5
+    assert s.errors() == {("read", "oversized")}
+    assert s.get("ssl_source_error_info", file=f"{tmp_path}/*.pem", reason="oversized") == 1
+    assert s.get("ssl_probe_success") == 0
+
+
+# --- file.roots --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def rooted(tmp_path: Path, leaf: Cert) -> AsyncIterator[tuple[TestClient, Path]]:
+    certs = tmp_path / "certs"
+    (certs / "sub").mkdir(parents=True)
+    (certs / "sub" / "leaf.pem").write_bytes(leaf.pem)
+    (tmp_path / "outside.pem").write_bytes(leaf.pem)
+    (certs / "escape.pem").symlink_to(tmp_path / "outside.pem")
+    config = tmp_path / "config.yml"
+    config.write_text(f"modules:\n  files: {{prober: file, file: {{roots: [{certs}]}}}}\n")
+    async with serve_exporter(config) as client:
+        yield client, certs
+
+
+async def test_roots_allow_targets_inside(rooted) -> None:
+    client, certs = rooted
+    s = await probe(client, f"{certs}/sub/*.pem", module="files")
+    assert s.get("ssl_probe_success") == 1
+    s = await probe(client, f"{certs}/**/*.pem", module="files")
+    assert s.get("ssl_source_error_info", file=f"{certs}/escape.pem", reason="permission_denied") == 1
+    assert s.get("ssl_cert_not_after_timestamp_seconds", file=f"{certs}/sub/leaf.pem", position="0") is not None
+
+
+@pytest.mark.parametrize("target", [
+    "/etc/shadow", "/etc/ssh/*", "/nonexistent/file.pem", "{certs}/../outside.pem", "{certs}/sub/../../outside.pem",
+    "{certs}-other/x.pem", "{parent}/*/sub/leaf.pem",
+])
+async def test_roots_refuse_targets_outside_alike(rooted, target: str) -> None:
+    client, certs = rooted
+    response = await client.get("/probe", params={"module": "files",
+                                                  "target": target.format(certs=certs, parent=certs.parent)})
+    assert response.status == 400
+    text = await response.text()
+    assert "outside this module's file.roots" in text or "'..' is not allowed" in text
+
+
+async def test_roots_refuse_a_symlink_leading_out(rooted) -> None:
+    client, certs = rooted
+    s = await probe(client, f"{certs}/escape.pem", module="files")
+    assert s.errors() == {("read", "permission_denied")}
+    assert s.series("ssl_cert_not_after_timestamp_seconds") == []
+
+
+@pytest.mark.parametrize(("roots", "message"), [
+    ("[relative/path]", "expected absolute folder paths"),
+    ("[/nonexistent-folder]", "/nonexistent-folder is not a folder"),
+    ("[]", "expected a non-empty list of folders"),
+])
+def test_bad_roots_are_config_errors(tmp_path: Path, roots: str, message: str) -> None:
+    from ssl_exporter import config
+
+    with pytest.raises(config.ConfigError) as caught:
+        config.load_text(f"modules:\n  f: {{prober: file, file: {{roots: {roots}}}}}\n", source="test")
+    assert str(caught.value).startswith("modules.f.file.roots: ") and message in str(caught.value)
+
+
+def test_wildcard_walk_stops_at_the_match_limit(tmp_path: Path, leaf: Cert, monkeypatch: pytest.MonkeyPatch) -> None:
+    """glob.glob listed (and sorted) every match before the cap applied; the walk stops."""
+    monkeypatch.setattr(file_prober, "MAX_FILES", 5)
+    for i in range(10):
+        (tmp_path / f"d{i}").mkdir()
+        for j in range(3):
+            (tmp_path / f"d{i}" / f"{j}.pem").write_bytes(leaf.pem)
+    scanned: list[str] = []
+    real = os.scandir
+
+    def recording(path):
+        scanned.append(os.path.basename(path))
+        return real(path)
+
+    monkeypatch.setattr(file_prober.os, "scandir", recording)
+    results = file_prober.read_files(f"{tmp_path}/d*/*.pem", None, file_prober.ParseCache())
+    assert scanned == [tmp_path.name, "d0", "d1"]  # 6 matches > 5: d2 to d9 are never listed
+    assert [r.certs[0].serial for r in results[:5]] == [leaf.serial] * 5
+    assert len(results) == 6 and results[-1].error is not None and results[-1].error.reason == "oversized"

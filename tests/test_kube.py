@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import os
 import ssl
 import textwrap
 import threading
@@ -50,36 +51,49 @@ def fake_api(certs: dict[str, Cert], pki: PKI) -> kubeapi.FakeAPI:
         kubeapi.secret("team-a", "app-tls", {"tls.crt": certs["team"].pem}),
         kubeapi.secret("team-b", "other", {"tls.crt": certs["team"].pem}),
     ]
-    return kubeapi.FakeAPI(secrets, TOKEN, forbidden_namespaces={"kube-system"})
+    return kubeapi.FakeAPI(secrets, TOKEN, forbidden_namespaces={"kube-system"}, page_size=2)
 
 
 @pytest.fixture
 async def kube_client(fake_api, pki: PKI, tmp_path: Path) -> AsyncIterator[TestClient]:
+    async with kube_exporter(fake_api, pki, tmp_path) as client:
+        yield client
+
+
+def write_kubeconfig(path: Path, port: int, pki: PKI, user: str = f"{{token: {TOKEN}}}") -> Path:
+    path.write_text(textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Config
+        current-context: test
+        clusters:
+        - name: test
+          cluster:
+            server: https://127.0.0.1:{port}
+            certificate-authority-data: {base64.b64encode(pki.root.pem).decode()}
+        users:
+        - name: exporter
+          user: {user}
+        contexts:
+        - name: test
+          context: {{cluster: test, user: exporter}}
+        """))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def kube_exporter(fake_api: kubeapi.FakeAPI, pki: PKI, tmp_path: Path,
+                        timeout: str = "10s") -> AsyncIterator[TestClient]:
+    """The fake API server, and an exporter with a kubernetes module pointed at it."""
     server_cert = pki.inter.issue("kubernetes", ips=("127.0.0.1",))
     cert_path, key_path = server_cert.write(tmp_path, "apiserver", (pki.inter,))
     async with kubeapi.serve(fake_api, str(cert_path), str(key_path)) as port:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(textwrap.dedent(f"""\
-            apiVersion: v1
-            kind: Config
-            current-context: test
-            clusters:
-            - name: test
-              cluster:
-                server: https://127.0.0.1:{port}
-                certificate-authority-data: {base64.b64encode(pki.root.pem).decode()}
-            users:
-            - name: exporter
-              user: {{token: {TOKEN}}}
-            contexts:
-            - name: test
-              context: {{cluster: test, user: exporter}}
-            """))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", port, pki)
         cfg = tmp_path / "config.yml"
         cfg.write_text(textwrap.dedent(f"""\
             modules:
               secrets:
                 prober: kubernetes
+                timeout: {timeout}
                 kubernetes: {{kubeconfig: {kubeconfig}}}
               opaque:
                 prober: kubernetes
@@ -174,18 +188,24 @@ def test_in_cluster_without_service_account_is_a_config_error(monkeypatch) -> No
 
 
 class _Recorder:
+    deadline = None
+
     def note(self, text: str) -> None:
         pass
 
 
 class _Response:
+    """An answer whose body arrives in 7-byte pieces, without a Content-Length."""
+
     def __init__(self, body: bytes) -> None:
         self.status = 200
         self.content = self
+        self.content_length = None
         self._body = body
 
-    async def read(self, limit: int) -> bytes:
-        return self._body[:limit]
+    async def readany(self) -> bytes:
+        piece, self._body = self._body[:7], self._body[7:]
+        return piece
 
 
 class _Session:
@@ -255,7 +275,8 @@ def test_token_file_errors_are_read_reasons(tmp_path: Path, monkeypatch: pytest.
     def forbidden(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(kube, "open", forbidden, raising=False)
+    (tmp_path / "missing").write_text("a-token")  # exists now; root reads anything, so refuse the open
+    monkeypatch.setattr(os, "open", forbidden)
     with pytest.raises(ProbeFailure) as caught:
         api.headers()
     assert caught.value.reason == "permission_denied"
@@ -334,3 +355,167 @@ async def test_the_same_expiry_expression_fires_for_every_source(kube_client, fa
                   and sample.labels.get("key", "tls.crt") == "tls.crt"]
         assert [sample.value for sample in leaves] == [expiring.not_after]
         assert all(sample.value - now < 7 * 86400 for sample in leaves)
+
+
+# --- real-sized lists, hostile answers, tokens and kubeconfigs -----------------------------------
+
+
+@pytest.mark.parametrize("count", [50, 500, 5000])
+async def test_real_sized_lists_are_read_whole(count: int, certs, pki: PKI, tmp_path: Path) -> None:
+    """Pages of up to 500 Secrets (a megabyte), sent in 8 KiB writes, chunked or with a length."""
+    secrets = [kubeapi.secret("prod", f"tls-{i:04d}", {"tls.crt": certs["web"].pem, "tls.key": certs["web"].key_pem})
+               for i in range(count)]
+    api = kubeapi.FakeAPI(secrets, TOKEN)
+    async with kube_exporter(api, pki, tmp_path, timeout="60s") as client:
+        s = await probe(client, "prod/*")
+    assert s.errors() == set()
+    assert s.get("ssl_probe_success") == 1
+    names = {labels["secret"] for labels in s.series("ssl_cert_not_after_timestamp_seconds")}
+    assert names == {f"tls-{i:04d}" for i in range(count)}
+    assert len(api.requests) == -(-count // kube.PAGE_SIZE)
+    continues = [query.get("continue") for _, query in api.requests]
+    assert continues == [None] + [str(500 * i) for i in range(1, len(api.requests))]
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    (b"[" * 100_000 + b"]" * 100_000, "nests too deeply"),
+    (b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests too deeply"),
+    (b'{"kind": "SecretList", "items": [' + b"1," * 50_000 + b"1]}", ""),
+])
+async def test_hostile_list_answers_are_one_line_api_errors(body: bytes, detail: str, fake_api, kube_client) -> None:
+    fake_api.raw_page = body
+    response = await kube_client.get("/probe", params={"target": "prod/*", "module": "secrets", "debug": "true"})
+    text = await response.text()
+    if detail:
+        assert detail in text
+        s = await probe(kube_client, "prod/*")
+        assert s.errors() == {("read", "api_error")}
+    else:  # items that are not objects are skipped: nothing matched
+        s = await probe(kube_client, "prod/*")
+        assert s.errors() == {("read", "not_found")}
+
+
+@pytest.mark.parametrize("token", [b"abc\ndef", b"abc\x00def", b"\xff\xfe"])
+async def test_token_file_with_a_control_character_is_bad_token(token: bytes, fake_api, pki: PKI,
+                                                                tmp_path: Path) -> None:
+    (tmp_path / "token").write_bytes(token)
+    server_cert = pki.inter.issue("kubernetes", ips=("127.0.0.1",))
+    cert_path, key_path = server_cert.write(tmp_path, "apiserver", (pki.inter,))
+    async with kubeapi.serve(fake_api, str(cert_path), str(key_path)) as port:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", port, pki, user="{tokenFile: token}")
+        cfg = tmp_path / "config.yml"
+        cfg.write_text(f"modules:\n  secrets: {{prober: kubernetes, kubernetes: {{kubeconfig: {kubeconfig}}}}}\n")
+        async with serve_exporter(cfg) as client:
+            response = await client.get("/probe", params={"target": "prod/*", "module": "secrets", "debug": "true"})
+            text = await response.text()
+            s = await probe(client, "prod/*")
+    assert s.errors() == {("read", "bad_token")}
+    assert "abc" not in text  # a credential, even a broken one, is never shown
+    assert fake_api.requests == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "ptmx", "zero"])
+def test_credential_files_must_be_regular_files(kind: str, tmp_path: Path, pki: PKI) -> None:
+    """At module load (start-up and reload), a client certificate or token file that is a FIFO
+    or a device is refused at once instead of hanging the load or reading without end."""
+    if kind == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)
+    else:
+        special = f"/dev/{kind}"
+    key_path = tmp_path / "client.key"
+    key_path.write_bytes(pki.client.key_pem)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", 6443, pki,
+                                  user=f"{{client-certificate: {special}, client-key: {key_path}}}")
+    text = f"modules:\n  k: {{prober: kubernetes, kubernetes: {{kubeconfig: {kubeconfig}}}}}\n"
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            config.load_text(text, source="test")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "loading the kubeconfig blocked"
+    assert isinstance(outcome[0], config.ConfigError)
+    assert str(outcome[0]).endswith(f"client-certificate: {special}: not a regular file")
+
+
+def _bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    (_bomb() + "current-context: x\nusers:\n- name: *a8\n  user: {token: t}\n",
+     "values once aliases are expanded"),
+    ("clusters:\n- name: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 64 levels"),
+    ("current-context: " + "x" * 1_000_000 + "\n", "(from current-context) is not in the kubeconfig"),
+])
+def test_hostile_kubeconfigs_are_one_line_errors(tmp_path: Path, document: str, message: str) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(document)
+    with pytest.raises(kube.KubeConfigError) as caught:
+        _in_thread(kube.resolve_api, str(path))
+    assert message in str(caught.value)
+    assert len(str(caught.value)) < 500 and "\n" not in str(caught.value)
+    results = _in_thread(kube.read_kubeconfig, str(path))
+    for result in results:
+        assert result.error is None or (result.error.reason in {"bad_kubeconfig", "not_found"}
+                                        and len(result.error.detail) < 500)
+    assert all(len(label) <= 260 for r in results for label in (r.error.source if r.error else {}).values())
+
+
+def _in_thread(func, *args, within: float = 10.0):
+    """``func(*args)`` in a thread, its exception re-raised here; fails the test if it is still
+    running after ``within`` s (an alias bomb expands for minutes)."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(("ok", func(*args)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(("error", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(within)
+    assert not thread.is_alive(), f"{func.__name__} still running after {within} s"
+    kind, value = outcome[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+@pytest.mark.parametrize("kind", ["fifo", "ptmx"])
+async def test_kubeconfig_probes_of_devices_and_fifos_do_not_block(kind: str, tmp_path: Path, pki: PKI) -> None:
+    special = str(tmp_path / "fifo") if kind == "fifo" else "/dev/ptmx"
+    if kind == "fifo":
+        os.mkfifo(special)
+    good = tmp_path / "good"
+    good.write_text("users:\n- name: u\n  user:\n    client-certificate-data: "
+                    + base64.b64encode(pki.client.pem).decode() + "\n")
+    cfg = tmp_path / "config.yml"
+    cfg.write_text("modules:\n  kubeconfig: {prober: kubeconfig, timeout: 2s}\n")
+    async with serve_exporter(cfg) as client:
+        for _ in range(kube.KUBECONFIG_POOL.workers + 1):  # more than there are read threads
+            s = await probe(client, special, module="kubeconfig")
+            assert s.errors() == {("read", "not_found")}
+        s = await probe(client, str(good), module="kubeconfig")
+        assert s.get("ssl_probe_success") == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_a_kubeconfig_that_is_not_a_regular_file_is_a_config_error(kind: str, tmp_path: Path) -> None:
+    special = f"/dev/{kind}"
+    if kind == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)
+    text = f"modules:\n  k: {{prober: kubernetes, kubernetes: {{kubeconfig: {special}}}}}\n"
+    with pytest.raises(config.ConfigError) as caught:
+        _in_thread(config.load_text, text, "test")
+    assert str(caught.value) == f"modules.k.kubernetes.kubeconfig: not a regular file: {special}"

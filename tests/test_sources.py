@@ -1,14 +1,17 @@
-"""Decoding certificates at rest: the PEM scanner stays linear on hostile input."""
+"""Decoding certificates at rest: the PEM scanner stays linear on hostile input; only regular
+files are read; PKCS#12 derivations are bounded."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
+from pathlib import Path
 
 import pytest
 
-from ssl_exporter.sources import SourceError, _pem_blocks, decode_certificates
+from ssl_exporter.sources import SourceError, _pem_blocks, decode_certificates, read_regular
 from tests.conftest import PKI
 
 # The regex the scanner replaced: same blocks, but quadratic when BEGIN markers have no END.
@@ -52,3 +55,37 @@ def test_scanner_finds_the_blocks_the_regex_found() -> None:
     for _ in range(20_000):
         data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         assert _pem_blocks(data) == _REGEX.findall(data), data
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/ptmx", "/dev/zero", "/dev/null", "folder"])
+def test_read_regular_refuses_anything_but_a_regular_file(special: str, tmp_path: Path) -> None:
+    path = special
+    if special == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)  # no writer: a blocking open or read would never return
+    elif special == "folder":
+        path = str(tmp_path)
+    with pytest.raises(SourceError) as caught:
+        read_regular(path, 1024)
+    assert (caught.value.reason, str(caught.value)) == ("not_found", "not a regular file")
+
+
+def test_read_regular_caps_the_size(tmp_path: Path) -> None:
+    path = tmp_path / "big"
+    path.write_bytes(b"x" * 1025)
+    with pytest.raises(SourceError) as caught:
+        read_regular(str(path), 1024)
+    assert caught.value.reason == "oversized"
+    assert read_regular(str(path), 1025)[0] == b"x" * 1025
+
+
+def test_pkcs12_with_undecodable_data_content_is_refused(pki: PKI) -> None:
+    # PFX { 3, ContentInfo { data, [0] { OCTET STRING that is not DER } } }: nothing to check
+    # the counts of, so nothing is derived.
+    content = b"\x04\x03\x30\x05\x00"
+    info = b"\x30" + bytes([13 + len(content)]) + b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01" \
+        + b"\xa0" + bytes([len(content)]) + content
+    pfx = b"\x30" + bytes([3 + len(info)]) + b"\x02\x01\x03" + info
+    with pytest.raises(SourceError) as caught:
+        decode_certificates(pfx, "x.p12", None)
+    assert caught.value.reason == "bad_pkcs12"

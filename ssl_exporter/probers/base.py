@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
@@ -165,3 +167,104 @@ async def _run_probe(
         log.exception("probe crashed", extra={"fields": {"target": str(target), "module": module.name}})
         recorder.fail(recorder.stage, "internal_error", f"{type(exc).__name__}: {exc}")
     return recorder.result()
+
+
+# --- worker threads for the at-rest probers ----------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+class ReadAbandoned(Exception):
+    """Raised in a read thread at a checkpoint once its probe is cancelled or past its deadline."""
+
+
+class _Job:
+    __slots__ = ("deadline", "cancelled")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline  # time.monotonic()
+        self.cancelled = False
+
+
+_current = threading.local()
+
+
+def checkpoint() -> None:
+    """In a read thread: stop (ReadAbandoned) if the probe it works for has been given up.
+
+    Long loops (walks, many files, many Secrets) call this as they go, so that a timed-out
+    probe frees its thread at the next step instead of running on for minutes. Outside a
+    ReadPool thread it does nothing.
+    """
+    job: _Job | None = getattr(_current, "job", None)
+    if job is not None and (job.cancelled or time.monotonic() > job.deadline):
+        raise ReadAbandoned("the probe was given up (deadline passed)")
+
+
+class ReadPool:
+    """The worker threads of one at-rest prober (file, kubeconfig, kubernetes).
+
+    Blocking work (walks, reads, parsing) runs here, never on the event loop nor in the
+    default executor (which resolves names). Each prober has its own few threads, so that
+    slow reads of one cannot starve the others; a probe that times out marks its job
+    cancelled and the thread stops at its next :func:`checkpoint`. A thread that is still
+    busy past its job's deadline (a read stuck in the kernel, e.g. on a dead NFS server)
+    is counted in ``ssl_exporter_read_threads_stuck``.
+    """
+
+    ALL: list[ReadPool] = []
+
+    def __init__(self, prober: str, workers: int = 4) -> None:
+        self.prober = prober
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ssl-exporter-read-{prober}")
+        self._running: set[_Job] = set()
+        self._lock = threading.Lock()
+        ReadPool.ALL.append(self)
+
+    async def run(self, deadline: float | None, func: Callable[..., _T], *args: object) -> _T:
+        """``func(*args)`` in one of this pool's threads; ``deadline`` in event-loop time."""
+        loop = asyncio.get_running_loop()
+        remaining = 3600.0 if deadline is None else deadline - loop.time()
+        job = _Job(time.monotonic() + remaining)
+        try:
+            return await loop.run_in_executor(self._executor, self._call, job, func, args)
+        finally:
+            job.cancelled = True  # done, timed out or cancelled: any later checkpoint stops
+
+    def _call(self, job: _Job, func: Callable[..., _T], args: tuple[object, ...]) -> _T:
+        _current.job = job
+        with self._lock:
+            self._running.add(job)
+        try:
+            checkpoint()  # given up while queued: do not start
+            return func(*args)
+        finally:
+            with self._lock:
+                self._running.discard(job)
+            _current.job = None
+
+    def busy(self) -> int:
+        """Threads working now."""
+        with self._lock:
+            return len(self._running)
+
+    def stuck(self) -> int:
+        """Threads still working for a probe whose deadline has passed."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for job in self._running if now > job.deadline)
+
+
+class ReadPoolCollector:
+    """``ssl_exporter_read_threads_stuck{prober}`` for the exporter's own /metrics."""
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("ssl_exporter_read_threads_stuck",
+                                   "Read threads of an at-rest prober still busy past their probe's deadline.",
+                                   labels=["prober"])
+        for pool in ReadPool.ALL:
+            family.add_metric([pool.prober], float(pool.stuck()))
+        yield family

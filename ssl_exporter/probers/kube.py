@@ -26,13 +26,15 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import yaml
 
+from ssl_exporter import safeyaml
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeFailure
-from ssl_exporter.probers.base import Prober, ProbeRecorder
-from ssl_exporter.probers.file import CACHE, FileResult, parse_container, read_file, record_results, run_read
+from ssl_exporter.probers.base import Prober, ProbeRecorder, ReadPool, checkpoint
+from ssl_exporter.probers.file import CACHE, FileResult, parse_container, read_file, record_results
 from ssl_exporter.result import ReadError
+from ssl_exporter.safeyaml import clip
+from ssl_exporter.sources import SourceError, read_regular
 from ssl_exporter.targets import TargetError
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -40,6 +42,12 @@ PAGE_SIZE = 500
 # One page of Secrets is at most PAGE_SIZE objects; anything far larger is not an API server.
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 MAX_KUBECONFIG_BYTES = 4 * 1024 * 1024
+# A token, a CA bundle or a client certificate and key: far smaller than this.
+MAX_CREDENTIAL_BYTES = 1024 * 1024
+
+# Each prober's own read threads (docs/robustness.md).
+KUBECONFIG_POOL = ReadPool("kubeconfig")
+KUBERNETES_POOL = ReadPool("kubernetes")
 
 
 class KubeConfigError(ValueError):
@@ -60,7 +68,7 @@ def parse_path_target(raw: str, module: Module) -> str:
 
 async def probe_kubeconfig(rec: ProbeRecorder, module: Module, path: str, _name: str) -> None:
     with rec.phase("read"):
-        results = await run_read(read_kubeconfig, path)
+        results = await KUBECONFIG_POOL.run(rec.deadline, read_kubeconfig, path)
     record_results(rec, results, what=path)
 
 
@@ -69,9 +77,8 @@ def read_kubeconfig(path: str) -> list[FileResult]:
     try:
         doc = _load_kubeconfig(path)
     except KubeConfigError as exc:
-        reason = "not_found" if isinstance(exc.__cause__, FileNotFoundError) else "bad_kubeconfig"
-        if isinstance(exc.__cause__, PermissionError):
-            reason = "permission_denied"
+        cause = exc.__cause__
+        reason = cause.reason if isinstance(cause, SourceError) else "bad_kubeconfig"
         return [FileResult(error=ReadError({"kubeconfig": path, "name": "", "type": ""}, reason, str(exc)))]
     base = os.path.dirname(path)
     results = []
@@ -85,8 +92,9 @@ def read_kubeconfig(path: str) -> list[FileResult]:
         for entry in entries:
             if not isinstance(entry, dict):
                 continue
+            checkpoint()
             body = entry.get(kind) or {}
-            source = {"kubeconfig": path, "name": str(entry.get("name", "")), "type": kind}
+            source = {"kubeconfig": path, "name": clip(entry.get("name", ""), 253), "type": kind}
             result = _entry_certificates(body, field, base, source)
             if result is not None:
                 results.append(result)
@@ -106,23 +114,22 @@ def _entry_certificates(body: Any, field: str, base: str, source: dict[str, str]
         file_result = read_file(os.path.join(base, str(body[field])), None, CACHE)
         if file_result.error is not None:
             return FileResult(error=ReadError(source, file_result.error.reason,
-                                              f"{body[field]}: {file_result.error.detail}"))
+                                              f"{clip(body[field], 200)}: {file_result.error.detail}"))
         return FileResult(certs=tuple(replace(cert, source=source) for cert in file_result.certs))
     return None  # no certificate here (a token user, or a cluster trusted via the system store)
 
 
 def _load_kubeconfig(path: str) -> dict[str, Any]:
+    """The kubeconfig's mapping: a regular file within MAX_KUBECONFIG_BYTES, YAML whose
+    aliases, expanded, stay small and whose nesting stays shallow (safeyaml)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_KUBECONFIG_BYTES + 1)
-    except OSError as exc:
-        raise KubeConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_KUBECONFIG_BYTES:
-        raise KubeConfigError(f"{path} is larger than {MAX_KUBECONFIG_BYTES} bytes")
+        data, _info = read_regular(path, MAX_KUBECONFIG_BYTES)
+    except SourceError as exc:
+        raise KubeConfigError(f"cannot read {path}: {exc}") from exc
     try:
-        doc = yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        raise KubeConfigError(f"{path} is not valid YAML") from exc
+        doc = safeyaml.load(data)
+    except safeyaml.UnsafeYAML as exc:
+        raise KubeConfigError(f"{path}: {exc}") from None
     if not isinstance(doc, dict):
         raise KubeConfigError(f"{path} is not a kubeconfig (expected a mapping)")
     return doc
@@ -142,14 +149,22 @@ class KubeAPI:
         token = self.token
         if self.token_file:
             try:
-                with open(self.token_file, encoding="utf-8") as f:
-                    token = f.read().strip()
-            except PermissionError:
-                raise ProbeFailure("permission_denied", f"token file {self.token_file}: cannot read") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise ProbeFailure("not_found", f"token file {self.token_file}: {detail}") from None
+                data, _info = read_regular(self.token_file, MAX_CREDENTIAL_BYTES)
+            except SourceError as exc:
+                raise ProbeFailure(exc.reason, f"token file {self.token_file}: {exc}") from None
+            try:
+                token = data.decode("ascii").strip()
+            except UnicodeDecodeError:
+                raise ProbeFailure("bad_token", f"token file {self.token_file}: not ASCII text") from None
+            if not _is_header_safe(token):
+                # Never shown: it is a credential, however broken.
+                raise ProbeFailure("bad_token", f"token file {self.token_file}: holds a control character "
+                                                "(a newline or NUL inside the token)")
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _is_header_safe(token: str) -> bool:
+    return all(" " <= ch <= "~" for ch in token)
 
 
 def resolve_api(kubeconfig: str | None) -> KubeAPI:
@@ -173,7 +188,7 @@ def _from_kubeconfig(kubeconfig: str) -> KubeAPI:
     user = _named(doc, "users", context.get("user"), "user") if context.get("user") else {}
     server = str(cluster.get("server") or "")
     if not server.startswith("https://"):
-        raise KubeConfigError(f"cluster server {server!r} is not an https:// URL")
+        raise KubeConfigError(f"cluster server {clip(server)!r} is not an https:// URL")
     ctx = ssl.create_default_context()
     if cluster.get("insecure-skip-tls-verify"):
         ctx.check_hostname = False
@@ -192,7 +207,10 @@ def _from_kubeconfig(kubeconfig: str) -> KubeAPI:
         _load_client_pair(ctx, cert, key)
     token_file, token = user.get("tokenFile"), user.get("token")
     if not isinstance(token_file, str | None) or not isinstance(token, str | None):
-        raise KubeConfigError(f"user {context.get('user')!r}: token and tokenFile must be strings")
+        raise KubeConfigError(f"user {clip(context.get('user'))!r}: token and tokenFile must be strings")
+    if token is not None and not _is_header_safe(token):
+        raise KubeConfigError(f"user {clip(context.get('user'))!r}: token holds a control character "
+                              "(a newline or NUL)")
     return KubeAPI(server.rstrip("/"), ctx, token=token,
                    token_file=os.path.join(base, token_file) if token_file else None)
 
@@ -214,9 +232,14 @@ def _named(doc: dict[str, Any], section: str, name: Any, key: str) -> dict[str, 
         if isinstance(entry, dict) and entry.get("name") == name:
             body = entry.get(key) or {}
             if not isinstance(body, dict):
-                raise KubeConfigError(f"{section[:-1]} {name!r}: {key} is not a mapping")
+                raise KubeConfigError(f"{section[:-1]} {_shown(name)}: {key} is not a mapping")
             return body
-    raise KubeConfigError(f"{section[:-1]} {name!r} (from current-context) is not in the kubeconfig")
+    raise KubeConfigError(f"{section[:-1]} {_shown(name)} (from current-context) is not in the kubeconfig")
+
+
+def _shown(value: Any) -> str:
+    """An untrusted value for a message: as repr shows it, in one clipped line."""
+    return clip(repr(value) if isinstance(value, str | int | float | None) else value, 100)
 
 
 def _material(body: dict[str, Any], field: str, base: str) -> bytes | None:
@@ -224,12 +247,12 @@ def _material(body: dict[str, Any], field: str, base: str) -> bytes | None:
         if body.get(f"{field}-data"):
             return base64.b64decode(str(body[f"{field}-data"]), validate=True)
         if body.get(field):
-            with open(os.path.join(base, str(body[field])), "rb") as f:
-                return f.read()
-    except (binascii.Error, ValueError):
+            # A regular file of bounded size: /dev/ptmx or a FIFO here would hang the (re)load.
+            return read_regular(os.path.join(base, str(body[field])), MAX_CREDENTIAL_BYTES)[0]
+    except (binascii.Error, ValueError) as exc:
+        if isinstance(exc, SourceError):
+            raise KubeConfigError(f"{field}: {clip(body[field], 200)}: {exc}") from None
         raise KubeConfigError(f"{field}-data is not valid base64") from None
-    except OSError as exc:
-        raise KubeConfigError(f"{field}: {exc.strerror or exc}") from None
     return None
 
 
@@ -275,20 +298,21 @@ async def probe_kubernetes(rec: ProbeRecorder, module: Module, target: SecretTar
     api: KubeAPI = module.kube_api
     options = module.kubernetes
     with rec.phase("read"):
-        headers = await run_read(api.headers)
+        headers = await KUBERNETES_POOL.run(rec.deadline, api.headers)
         connector = aiohttp.TCPConnector(ssl=api.ssl_context)
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
             secrets = []
             for secret_type in options.secret_types:
                 secrets += await _list_secrets(session, api, target, secret_type, options.label_selector, rec)
         # Decoding and parsing thousands of certificates is CPU work: off the event loop.
-        results = await run_read(_secret_results, secrets, target, options.keys)
+        results = await KUBERNETES_POOL.run(rec.deadline, _secret_results, secrets, target, options.keys)
     record_results(rec, results, what=f"secrets {target}")
 
 
 def _secret_results(secrets: list[dict[str, Any]], target: SecretTarget, keys: tuple[str, ...]) -> list[FileResult]:
     results: list[FileResult] = []
     for secret in secrets:
+        checkpoint()
         meta = secret.get("metadata") or {}
         if not isinstance(meta, dict):
             continue
@@ -334,8 +358,8 @@ async def _list_secrets(session: aiohttp.ClientSession, api: KubeAPI, target: Se
         rec.note(f"GET {path}?{urlencode(query)}")
         try:
             async with session.get(url, allow_redirects=False) as response:
-                body = await response.content.read(MAX_PAGE_BYTES + 1)
                 status = response.status
+                body = await _read_body(response, MAX_PAGE_BYTES)
         except aiohttp.ClientError as exc:
             if isinstance(exc, OSError | TimeoutError):
                 raise  # connection errors and timeouts have reasons of their own (refused, timeout...)
@@ -349,10 +373,11 @@ async def _list_secrets(session: aiohttp.ClientSession, api: KubeAPI, target: Se
             raise ProbeFailure("permission_denied", f"{status} from the API server for {path}: {_message(body)}")
         if status != 200:
             raise ProbeFailure("api_error", f"{status} from the API server for {path}: {_message(body)}")
-        if len(body) > MAX_PAGE_BYTES:
+        if body is None:
             raise ProbeFailure("oversized", f"a page of Secrets over {MAX_PAGE_BYTES} bytes")
         try:
-            page = json.loads(body)
+            # Decoding a page (up to 64 MiB) is CPU work: off the event loop.
+            page = await KUBERNETES_POOL.run(rec.deadline, json.loads, body)
             page_items = page.get("items") or []
             if not isinstance(page_items, list):
                 raise ValueError("items is not a list")
@@ -362,15 +387,37 @@ async def _list_secrets(session: aiohttp.ClientSession, api: KubeAPI, target: Se
                 raise ValueError("metadata.continue is not a string")
         except (ValueError, AttributeError):
             raise ProbeFailure("api_error", f"the API server's answer for {path} is not a list") from None
+        except RecursionError:
+            raise ProbeFailure("api_error", f"the API server's answer for {path} nests too deeply") from None
         if not token:
             return items
 
 
-def _message(body: bytes) -> str:
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, chunk by chunk as it arrives; None once it passes ``limit`` bytes.
+
+    (``content.read(n)`` returns whatever has arrived, often only the first chunk.)
+    """
+    if response.content_length is not None and response.content_length > limit:
+        return None
+    chunks, size = [], 0
+    while True:
+        chunk = await response.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
+def _message(body: bytes | None) -> str:
+    if body is None:
+        return "(an answer too large to show)"
     try:
-        return str(json.loads(body).get("message", ""))[:200]
-    except (ValueError, AttributeError):
-        return body[:200].decode("utf-8", "replace")
+        return clip(json.loads(body[:65536]).get("message", ""), 200)
+    except (ValueError, AttributeError, RecursionError):
+        return clip(body[:200].decode("utf-8", "replace"), 200)
 
 
 KUBECONFIG_PROBER = Prober(parse_target=parse_path_target, probe=probe_kubeconfig,
