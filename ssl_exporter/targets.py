@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -38,6 +39,13 @@ _SCHEME_PORTS = {
 
 # A DNS label as it appears in certificates and internal names (underscore included).
 _LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+# What the resolver reads as an IPv4 address besides a.b.c.d (inet_aton): "0", "127.1",
+# "0x7f.1", "2130706433". Parsed here too, so that the target_policy sees the address.
+_NUMERIC_HOST = re.compile(r"(?:0[xX][0-9A-Fa-f]*|[0-9]+)(?:\.(?:0[xX][0-9A-Fa-f]*|[0-9]+)){0,3}")
+
+# An IPv6 zone id (fe80::1%eth0): an interface name (at most 15 characters on Linux) or index.
+_ZONE_ID = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -157,7 +165,7 @@ def _parse_port(text: str, raw: str) -> int:
 
 
 def _make_target(host: str, port: int, raw: str) -> Target:
-    ip = _ip_or_none(host)
+    ip = _ip_or_none(host) or _numeric_ipv4_or_none(host)
     if ip is not None:
         return Target(str(ip), port, ip)
     return Target(normalise_name(host, raw), port, None)
@@ -165,6 +173,20 @@ def _make_target(host: str, port: int, raw: str) -> Target:
 
 def _ip_or_none(text: str) -> IPAddress | None:
     try:
-        return ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text)
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None and not _ZONE_ID.fullmatch(ip.scope_id):
+        # ipaddress takes anything after "%", line breaks included: shown, it would forge lines.
+        raise TargetError(f"{text[:100]!r}: the IPv6 zone id is not an interface name or number "
+                          f"(letters, digits, '_', '.', '-'; at most 15)")
+    return ip
+
+
+def _numeric_ipv4_or_none(text: str) -> ipaddress.IPv4Address | None:
+    if not _NUMERIC_HOST.fullmatch(text):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    except OSError:  # out of range: not an address (and not a usable name either)
         return None
