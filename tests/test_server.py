@@ -330,3 +330,46 @@ def test_process_reloads_on_sighup(tmp_path: Path) -> None:
         assert "  two:\n" in exporter.get("/config")[1]
     finally:
         assert exporter.stop() == 0
+
+
+# --- forged input (issue 12, item 4) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("probe_id", ["\u00b2", "\u0661", "9" * 5000, "1" * 21, "+1", " 1", "-1", "1.0", ""])
+async def test_probe_log_ids_are_ascii_digits_of_bounded_length(client: TestClient, probe_id: str) -> None:
+    # "²" and 5,000 nines answered 500 with a traceback; "١" (Arabic-Indic one) read as probe 1.
+    response = await client.get("/probe/log", params={"id": probe_id})
+    assert (response.status, await response.text()) == (400, "id must be the number of a recent probe\n")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_400_answers_clip_the_echoed_input(client: TestClient) -> None:
+    host = "a" * 5000
+    answers = []
+    for params, headers in (({"target": f"{host}:443"}, {}), ({"target": "example.test", "hostname": host}, {}),
+                            ({"target": "example.test", "module": host}, {}),
+                            ({"target": "127.0.0.1:1"}, {"X-Prometheus-Scrape-Timeout-Seconds": host})):
+        response = await client.get("/probe", params=params, headers=headers)
+        assert response.status == 400
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        answers.append(await response.text())
+    clipped = f"'{'a' * 200}'... (5004 characters)"
+    assert answers == [
+        f"{clipped}: name longer than 253 characters\n",
+        f"'{'a' * 200}'... (5000 characters): name longer than 253 characters\n",
+        f"unknown module '{'a' * 200}'... (5000 characters)\n",
+        f"X-Prometheus-Scrape-Timeout-Seconds: '{'a' * 200}'... (5000 characters) is not a number\n",
+    ]
+
+
+async def test_every_text_answer_says_nosniff(client: TestClient) -> None:
+    with pytls.refused_port() as port:
+        paths = ["/-/healthy", "/-/ready", "/config", "/metrics", "/", "/nowhere",
+                 f"/probe?target=127.0.0.1:{port}", f"/probe?target=127.0.0.1:{port}&debug=true",
+                 "/probe/log?id=999999"]
+        statuses = {}
+        for path in paths:
+            response = await client.get(path)
+            statuses[path] = response.status
+            assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+    assert statuses["/nowhere"] == 404 and statuses["/probe/log?id=999999"] == 404
