@@ -36,7 +36,7 @@ from ssl_exporter.probers.base import Prober, run_probe
 from ssl_exporter.result import ProbeResult
 from ssl_exporter.targets import TargetError, echo, parse_hostname
 from ssl_exporter.web import SECURITY_HEADERS, debug_text, landing_page, log_page
-from ssl_exporter.webconfig import BasicAuth, WebConfig
+from ssl_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,12 @@ def _access_middlewares(web_config: WebConfig | None) -> list[Any]:
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not await auth.check(request.headers.get("Authorization")):
+        try:
+            allowed = await auth.check(request.headers.get("Authorization"))
+        except AuthBusy:  # the bcrypt queue is full: say so now rather than queue without end
+            return web.Response(status=429, text="Too many password checks in progress\n",
+                                headers={"Retry-After": "1"})
+        if not allowed:
             return web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
         return await handler(request)
 
