@@ -219,7 +219,7 @@ def _forms(address: IPAddress) -> tuple[IPAddress, ...]:
     carry one; a rule on the IPv4 address applies to every way of writing it.
     """
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
+        embedded = address.ipv4_mapped if address.ipv4_mapped is not None else address.sixtofour
         if embedded is None and int(address) > 1 and any(address in net for net in _EMBEDDED_IPV4):
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # :: and ::1 are themselves
         if embedded is not None:

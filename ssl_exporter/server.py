@@ -340,7 +340,7 @@ def _access_middlewares(web_config: WebConfig | None) -> list[Any]:
 
 
 def _bad_request(message: str) -> web.Response:
-    line = " ".join(message.split())  # one line, whatever a message quoted
+    line = "".join(ch if ch.isprintable() else " " for ch in message)  # one line, whatever it quoted
     if len(line) > MAX_ERROR_LINE:
         line = line[: MAX_ERROR_LINE - 3] + "..."
     return web.Response(status=400, text=f"{line}\n")
