@@ -33,6 +33,10 @@ from tests.servers import pytls
         ({"target": "example.com:99999"}, "target 'example.com:99999': port 99999 is out of range 1-65535"),
         ({"target": "example.com", "hostname": "a b"}, "'a b': host contains whitespace"),
         ({"target": "example.com", "hostname": ""}, "'': host is empty"),
+        # A line break in an IPv6 zone id went through into debug output and the log page.
+        ({"target": "example.com", "hostname": "fe80::1%\r\nssl_probe_success 1"},
+         "'fe80::1%\\r\\nssl_probe_success 1': the IPv6 zone id is not an interface name or number "
+         "(letters, digits, '_', '.', '-'; at most 15)"),
     ],
 )
 async def test_bad_probe_input_is_400_with_one_line(client: TestClient, params, message) -> None:
