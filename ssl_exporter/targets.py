@@ -177,10 +177,15 @@ def _parse_port(text: str, raw: str) -> int:
 
 
 def _make_target(host: str, port: int, raw: str) -> Target:
-    ip = _ip_or_none(host) or _numeric_ipv4_or_none(host)
-    if ip is not None:
-        return Target(str(ip), port, ip)
-    return Target(normalise_name(host, raw), port, None)
+    ip = _ip_or_none(host)
+    if ip is None:
+        # Judged on the name as it will be resolved: "0." and "⁰" (IDNA maps it to "0") are
+        # the name "0", which the resolver reads as 0.0.0.0.
+        name = normalise_name(host, raw)
+        ip = _numeric_ipv4_or_none(name)
+        if ip is None:
+            return Target(name, port, None)
+    return Target(str(ip), port, ip)
 
 
 def _ip_or_none(text: str) -> IPAddress | None:

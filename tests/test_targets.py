@@ -90,6 +90,10 @@ def test_invalid_hostnames(raw: str) -> None:
     ("raw", "host"),
     [
         ("0:8443", "0.0.0.0"),  # what the resolver makes of them (inet_aton), so the policy sees it
+        ("0.:8443", "0.0.0.0"),
+        ("127.0.0.1.:8443", "127.0.0.1"),
+        ("\u2070:8443", "0.0.0.0"),  # superscript zero: IDNA maps it to "0"
+        ("\uff10:8443", "0.0.0.0"),  # fullwidth zero
         ("127.1:8443", "127.0.0.1"),
         ("0x7f.1:8443", "127.0.0.1"),
         ("2130706433:8443", "127.0.0.1"),
