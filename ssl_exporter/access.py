@@ -15,6 +15,13 @@ Two checks, both raising :class:`TargetRefused` (HTTP 403, never a probe):
 
 Through a proxy the proxy resolves the name: only the globs, and an IP-address target's
 address, can be checked then.
+
+Every address is checked in each form that reaches an IPv4 address (IPv4-mapped,
+-compatible and -translated, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``), and an unspecified
+address (``0.0.0.0/8``, ``::``, in any of those forms), which Linux connects to the local
+host, is refused outright under any policy. CIDR rules may name ports
+(``127.0.0.1:8443``, ``[::1]:8443``, ``10.0.0.0/8:8000-8999``), and ``except_cidrs`` lifts a
+block's own ``deny_cidrs`` for the entries it lists.
 """
 
 from __future__ import annotations
@@ -51,9 +58,43 @@ REASONS = {
     "address_denied": "an address of the target is in deny_cidrs",
     "address_not_allowed": "allow_cidrs is set and an address of the target is outside it",
     "link_local": "an address of the target is link-local or a cloud metadata address (deny_link_local)",
+    "unspecified_address": "an address of the target is unspecified (0.0.0.0/8 or ::, in any form), which "
+                           "connects to the local host; refused under any policy",
 }
 
-POLICY_KEYS = ("allow_hosts", "deny_hosts", "allow_cidrs", "deny_cidrs", "deny_link_local")
+POLICY_KEYS = ("allow_hosts", "deny_hosts", "allow_cidrs", "deny_cidrs", "except_cidrs", "deny_link_local")
+
+# Addresses that Linux connects to the local host: 0.0.0.0 (and, depending on the kernel,
+# the rest of 0.0.0.0/8, "this network") and the IPv6 unspecified address ::.
+UNSPECIFIED: tuple[IPNetwork, ...] = (ipaddress.ip_network("0.0.0.0/8"), ipaddress.ip_network("::/128"))
+
+# IPv6 ranges whose last 32 bits are an IPv4 address the packet ends up at (besides
+# IPv4-mapped ::ffff:0:0/96 and 6to4 2002::/16, which ipaddress decodes itself).
+_EMBEDDED_IPV4: tuple[ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT, RFC 7915)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated, RFC 4291), :: and ::1 aside
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One entry of allow_cidrs, deny_cidrs or except_cidrs: a network and, optionally, ports."""
+
+    net: IPNetwork
+    ports: tuple[int, int] | None = None  # an inclusive range; None: every port
+
+    def matches(self, forms: tuple[IPAddress, ...], port: int) -> bool:
+        if self.ports is not None and not self.ports[0] <= port <= self.ports[1]:
+            return False
+        return any(a in self.net for a in forms)
+
+    def __str__(self) -> str:
+        if self.ports is None:
+            return str(self.net)
+        low, high = self.ports
+        ports = str(low) if low == high else f"{low}-{high}"
+        return f"[{self.net}]:{ports}" if self.net.version == 6 else f"{self.net}:{ports}"
 
 
 class TargetRefused(ProbeAborted):
@@ -81,8 +122,9 @@ class TargetPolicy:
     path: str  # "target_policy" or "modules.NAME.target_policy", named in refusals
     allow_hosts: tuple[str, ...] = ()
     deny_hosts: tuple[str, ...] = ()
-    allow_cidrs: tuple[IPNetwork, ...] = ()
-    deny_cidrs: tuple[IPNetwork, ...] = ()
+    allow_cidrs: tuple[Rule, ...] = ()
+    deny_cidrs: tuple[Rule, ...] = ()
+    except_cidrs: tuple[Rule, ...] = ()  # lift this block's deny_cidrs for these
     deny_link_local: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -91,7 +133,7 @@ class TargetPolicy:
         for key in ("allow_hosts", "deny_hosts"):
             if getattr(self, key):
                 out[key] = list(getattr(self, key))
-        for key in ("allow_cidrs", "deny_cidrs"):
+        for key in ("allow_cidrs", "deny_cidrs", "except_cidrs"):
             if getattr(self, key):
                 out[key] = [str(n) for n in getattr(self, key)]
         if self.deny_link_local:
@@ -137,24 +179,32 @@ class Policy:
 
     def _check_address(self, target: Target, address: IPAddress, shown: str | None) -> None:
         forms = _forms(address)
+        port = target.port
         # The requester sees the rule; a resolved address is named in the log line only.
         subject = f"target {target.host}" if shown else f"target {target.host} resolves to an address that"
         detail = f"target {target.host}: address {address}"
+        for net in UNSPECIFIED:
+            if any(a in net for a in forms):
+                raise TargetRefused("unspecified_address", f"{subject} is unspecified (0.0.0.0/8 or ::), which "
+                                                           f"connects to the local host",
+                                    f"{detail} is in {net}")
         for block in self.blocks:
             if block.deny_link_local:
                 for net in LINK_LOCAL_AND_METADATA:
                     if any(a in net for a in forms):
                         raise TargetRefused("link_local", f"{subject} is link-local or a cloud metadata address "
                                                           f"({block.path}.deny_link_local)", f"{detail} is in {net}")
-            for net in block.deny_cidrs:
-                if any(a in net for a in forms):
-                    rule = f"{block.path}.deny_cidrs" + (f" {net}" if shown else "")
-                    raise TargetRefused("address_denied", f"{subject} is in {rule}", f"{detail} is in {net}")
+            if any(rule.matches(forms, port) for rule in block.except_cidrs):
+                continue  # an exception lifts this block's deny_cidrs, and nothing else
+            for rule in block.deny_cidrs:
+                if rule.matches(forms, port):
+                    where = f"{block.path}.deny_cidrs" + (f" {rule}" if shown else "")
+                    raise TargetRefused("address_denied", f"{subject} is in {where}", f"{detail} is in {rule}")
         for block in self.blocks:
-            if block.allow_cidrs and not any(a in net for net in block.allow_cidrs for a in forms):
-                rule = f"{block.path}.allow_cidrs"
-                raise TargetRefused("address_not_allowed", f"{subject} is outside {rule}",
-                                    f"{detail} is outside {rule}")
+            if block.allow_cidrs and not any(rule.matches(forms, port) for rule in block.allow_cidrs):
+                where = f"{block.path}.allow_cidrs"
+                raise TargetRefused("address_not_allowed", f"{subject} is outside {where}",
+                                    f"{detail} is outside {where}")
 
 
 def _parse_address(text: str) -> IPAddress:
@@ -163,12 +213,17 @@ def _parse_address(text: str) -> IPAddress:
 
 
 def _forms(address: IPAddress) -> tuple[IPAddress, ...]:
-    """The address, and the IPv4 address an IPv6 form carries (::ffff:a.b.c.d reaches a.b.c.d)."""
+    """The address, and the IPv4 address an IPv6 form carries (::ffff:a.b.c.d reaches a.b.c.d).
+
+    IPv4-mapped, 6to4, NAT64 (64:ff9b::/96), IPv4-translated and IPv4-compatible forms all
+    carry one; a rule on the IPv4 address applies to every way of writing it.
+    """
     if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address, address.ipv4_mapped
-        if address.sixtofour is not None:
-            return address, address.sixtofour
+        embedded = address.ipv4_mapped if address.ipv4_mapped is not None else address.sixtofour
+        if embedded is None and int(address) > 1 and any(address in net for net in _EMBEDDED_IPV4):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)  # :: and ::1 are themselves
+        if embedded is not None:
+            return address, embedded
     return (address,)
 
 
@@ -195,6 +250,7 @@ def parse_policy(raw: Any, path: str) -> TargetPolicy:
         deny_hosts=_parse_globs(raw.get("deny_hosts"), f"{path}.deny_hosts"),
         allow_cidrs=_parse_cidrs(raw.get("allow_cidrs"), f"{path}.allow_cidrs"),
         deny_cidrs=_parse_cidrs(raw.get("deny_cidrs"), f"{path}.deny_cidrs"),
+        except_cidrs=_parse_cidrs(raw.get("except_cidrs"), f"{path}.except_cidrs"),
         deny_link_local=link_local,
     )
 
@@ -216,18 +272,48 @@ def _parse_globs(raw: Any, path: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _parse_cidrs(raw: Any, path: str) -> tuple[IPNetwork, ...]:
+def _parse_cidrs(raw: Any, path: str) -> tuple[Rule, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
         raise PolicyError(f"{path}: expected a list of CIDRs like 10.0.0.0/8 or fd00::/8")
-    out = []
-    for text in raw:
-        try:
-            out.append(ipaddress.ip_network(text.strip(), strict=True))
-        except ValueError as exc:
-            raise PolicyError(f"{path}: {text!r} is not a CIDR: {exc}") from None
-    return tuple(out)
+    return tuple(_parse_rule(text, path) for text in raw)
+
+
+def _parse_rule(raw: str, path: str) -> Rule:
+    """``CIDR`` or ``ADDRESS``, optionally ``:PORT`` or ``:LOW-HIGH`` (IPv6 in brackets to add one)."""
+    text = raw.strip()
+    port_text: str | None = None
+    if text.startswith("["):
+        net_text, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise PolicyError(f"{path}: {raw!r}: write an IPv6 network with a port as [fd00::/8]:443")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:  # IPv4 with a port; an IPv6 network without brackets has none
+        net_text, _, port_text = text.partition(":")
+    else:
+        net_text = text
+    try:
+        net = ipaddress.ip_network(net_text, strict=True)
+    except ValueError as exc:
+        raise PolicyError(f"{path}: {raw!r} is not a CIDR: {exc}") from None
+    if port_text is None:
+        return Rule(net)
+    low_text, dash, high_text = port_text.partition("-")
+    try:
+        low = _parse_port(low_text)
+        high = _parse_port(high_text) if dash else low
+    except ValueError:
+        raise PolicyError(f"{path}: {raw!r}: a port is a number from 1 to 65535, or a range like 8000-8999") from None
+    if low > high:
+        raise PolicyError(f"{path}: {raw!r}: the port range {low}-{high} is empty")
+    return Rule(net, (low, high))
+
+
+def _parse_port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 1 <= int(text) <= 65535:
+        raise ValueError(text)
+    return int(text)
 
 
 def _type_name(value: Any) -> str:

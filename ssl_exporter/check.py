@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import time
@@ -66,6 +67,32 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+def _days(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not positive")
+    return value
+
+
+def _number(text: str) -> float:
+    # float() takes "nan" and "inf": a threshold of nan compared false with everything (3 days
+    # left was WARNING), and a timeout of inf waited forever.
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a finite number")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(
         prog="ssl-exporter check",
@@ -76,11 +103,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--module", "-m", help="module from the configuration (default: its default_module)")
     parser.add_argument("--hostname", "-H", dest="hostname",
                         help="name to verify and send as SNI (default: the module's server_name, else the host)")
-    parser.add_argument("--warning-days", "-w", type=float, default=21.0, metavar="DAYS",
+    parser.add_argument("--warning-days", "-w", type=_days, default=21.0, metavar="DAYS",
                         help="WARNING with less than this many days left (default 21)")
-    parser.add_argument("--critical-days", "-c", type=float, default=7.0, metavar="DAYS",
+    parser.add_argument("--critical-days", "-c", type=_days, default=7.0, metavar="DAYS",
                         help="CRITICAL with less than this many days left (default 7)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+    parser.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                         help="bound on the whole probe (default: the module's timeout)")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
@@ -197,11 +224,33 @@ def perfdata(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, no
     return " ".join(parts)
 
 
+# What a server or a certificate says must not forge plugin output: "|" starts perfdata
+# (in the long output too), and a line break a second status line. Such characters are
+# written as escapes, so every line stays one line of the report's own making.
+def plain(text: str) -> str:
+    """``text`` on one line without "|": "|", control, format and separator characters escaped."""
+    if text.isprintable() and "|" not in text:
+        return text
+    return "".join(ch if ch.isprintable() and ch != "|" else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def text_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, target: str,
                 module: str, server_name: str, now: float) -> str:
-    status = f"{SERVICE} {STATE_NAMES[verdict.state]} - {verdict.summary}"
+    status = f"{SERVICE} {STATE_NAMES[verdict.state]} - {plain(verdict.summary)}"
     status += f" | {perf}" if (perf := perfdata(verdict, result, args, now)) else ""
-    lines = [status, "", f"Target:     {target} (module {module})", f"Name:       {server_name}"]
+    lines = [status, *(plain(line) for line in _details(verdict, result, target, module, server_name, now))]
+    return "\n".join(lines) + "\n"
+
+
+def _details(verdict: Verdict, result: ProbeResult, target: str, module: str, server_name: str,
+             now: float) -> list[str]:
+    """The long output after the status line, unescaped (text_report escapes each line)."""
+    lines = ["", f"Target:     {target} (module {module})", f"Name:       {server_name}"]
     if result.handshake_success:
         hostname = {True: "matches the leaf", False: "does NOT match the leaf", None: "unknown"}
         lines[-1] += f": {hostname[result.hostname_valid]}"
@@ -215,14 +264,15 @@ def text_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace,
     lines += [f"Error:      {e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "") for e in result.errors]
     if result.certs:
         lines += ["", *_chain_table(result, now)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _chain_table(result: ProbeResult, now: float) -> list[str]:
     rows = [("#", "subject", "issuer", "not after", "time left")]
     for position, cert in zip(positions(result), result.certs, strict=False):
         left = cert.not_after - now
-        rows.append((position, _clip(cert.subject_cn or cert.subject), _clip(cert.issuer_cn or cert.issuer),
+        subject, issuer = plain(cert.subject_cn or cert.subject), plain(cert.issuer_cn or cert.issuer)
+        rows.append((position, _clip(subject), _clip(issuer),
                      format_utc(cert.not_after, seconds=False),
                      format_span(left) if left >= 0 else f"expired {format_span(left)} ago"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -288,17 +338,32 @@ def _iso(timestamp: float) -> str:
 
 def _unknown(message: str, fmt: str) -> int:
     if fmt == "json":
-        print(json.dumps({"status": "UNKNOWN", "exit_code": UNKNOWN, "summary": message}, indent=2))
+        _write(json.dumps({"status": "UNKNOWN", "exit_code": UNKNOWN, "summary": message}, indent=2) + "\n")
     else:
-        print(f"{SERVICE} UNKNOWN - {message}")
+        _write(f"{SERVICE} UNKNOWN - {plain(message)}\n")
     return UNKNOWN
+
+
+def _write(text: str) -> None:
+    """Write the plugin's output; a closed or broken standard output is not a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError):  # EPIPE, a closed file, no stdout at all (fd 1 closed)
+        # Python flushes stdout again at exit and would print "Exception ignored ... BrokenPipeError".
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def main(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
     except _UsageError as exc:
-        print("usage: ssl-exporter check TARGET [options]; see ssl-exporter check --help", file=sys.stderr)
+        if sys.stderr is not None:
+            print("usage: ssl-exporter check TARGET [options]; see ssl-exporter check --help", file=sys.stderr)
         return _unknown(str(exc), "text")
     try:
         cfg = load_config(args)
@@ -318,5 +383,5 @@ def main(argv: list[str]) -> int:
     target = str(req.target)
     verdict = evaluate(result, target, args.warning_days, args.critical_days, now)
     report = json_report if args.format == "json" else text_report
-    sys.stdout.write(report(verdict, result, args, target, req.module.name, req.server_name, now))
+    _write(report(verdict, result, args, target, req.module.name, req.server_name, now))
     return verdict.state

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ssl_exporter import access, starttls, tls
 from ssl_exporter.certs import CertificateError, parse_der
+from ssl_exporter.redact import redact_urls
 from ssl_exporter.result import CertInfo
 
 DEFAULT_CONFIG_YAML = """\
@@ -70,7 +71,14 @@ IMPLICIT_TLS_PORT = 443
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot be used; the message starts with the key path."""
+    """A configuration that cannot be used; the message starts with the key path.
+
+    It is shown in the log, a failed reload's answer and by --config.check: credentials in
+    any URL it quotes (a proxy_url, a kubeconfig's cluster server) are redacted here, once.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_urls(a) if isinstance(a, str) else a for a in args))
 
 
 @dataclass(frozen=True)
@@ -234,14 +242,8 @@ def _revocation_dict(module: Module) -> dict[str, Any]:
 
 
 def redact_url(url: str | None) -> str | None:
-    """Replace the password of a URL's user information with <secret>."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:<secret>@{parts.netloc.rpartition('@')[2]}"
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with its user information redacted (ssl_exporter.redact: a lone user is a token too)."""
+    return redact_urls(url) if url else url
 
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:

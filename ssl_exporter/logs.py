@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ssl_exporter.redact import redact_urls
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
@@ -25,7 +27,8 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     out.update(getattr(record, "fields", {}) or {})
     if record.exc_info:
         out["err"] = logging.Formatter().formatException(record.exc_info)
-    return out
+    # Whatever a field quotes, a URL's credentials never reach the log (ssl_exporter.redact).
+    return {key: redact_urls(value) if isinstance(value, str) else value for key, value in out.items()}
 
 
 class LogfmtFormatter(logging.Formatter):

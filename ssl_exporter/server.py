@@ -34,14 +34,19 @@ from ssl_exporter.history import History, ProbeRecord
 from ssl_exporter.probers import PROBERS
 from ssl_exporter.probers.base import Prober, ReadPoolCollector, run_probe
 from ssl_exporter.result import ProbeResult
-from ssl_exporter.targets import TargetError, parse_hostname
+from ssl_exporter.targets import TargetError, echo, parse_hostname
 from ssl_exporter.web import SECURITY_HEADERS, debug_text, landing_page, log_page
-from ssl_exporter.webconfig import BasicAuth, WebConfig
+from ssl_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
 EXPORTER: web.AppKey[Exporter] = web.AppKey("exporter")
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+# A 400 answer is one line of our words around clipped echoes of the input (targets.echo);
+# this bounds it whatever a prober's message quotes.
+MAX_ERROR_LINE = 1024
+# /probe/log?id=N: probe ids are counters, far below 20 digits.
+MAX_PROBE_ID_DIGITS = 20
 
 
 class BadRequest(ValueError):
@@ -68,7 +73,7 @@ def parse_probe_request(cfg: config.Config, module_name: str | None, raw_target:
     name = module_name or cfg.default_module
     module = cfg.modules.get(name)
     if module is None:
-        raise BadRequest(f"unknown module {name!r}")
+        raise BadRequest(f"unknown module {echo(name)}")
     if raw_target is None:
         raise BadRequest("target parameter is missing")
     prober = PROBERS[module.prober]
@@ -170,9 +175,9 @@ class Exporter:
         try:
             scrape_timeout = float(header)
         except ValueError:
-            raise BadRequest(f"{SCRAPE_TIMEOUT_HEADER}: {header!r} is not a number") from None
+            raise BadRequest(f"{SCRAPE_TIMEOUT_HEADER}: {echo(header)} is not a number") from None
         if not scrape_timeout > 0:
-            raise BadRequest(f"{SCRAPE_TIMEOUT_HEADER}: {header!r} must be positive")
+            raise BadRequest(f"{SCRAPE_TIMEOUT_HEADER}: {echo(header)} must be positive")
         # An offset as large as the scrape timeout itself would leave no time at all.
         budget = scrape_timeout - self.timeout_offset
         return min(module.timeout, budget if budget > 0 else scrape_timeout)
@@ -233,6 +238,13 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
              web_config: WebConfig | None = None) -> web.Application:
     app = web.Application(middlewares=_access_middlewares(web_config))
     app[EXPORTER] = exporter
+
+    async def no_sniffing(request: web.Request, response: web.StreamResponse) -> None:
+        # Every answer is what its Content-Type says: a browser must not guess HTML from the
+        # text of a 400 that echoes input, or from a probe's certificate names.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+    app.on_response_prepare.append(no_sniffing)
     if web_config is not None and web_config.headers:
         headers = dict(web_config.headers)
 
@@ -248,7 +260,7 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
         try:
             record = await exporter.probe(request)
         except BadRequest as exc:
-            return web.Response(status=400, text=f"{exc}\n")
+            return _bad_request(str(exc))
         except TargetRefused as exc:
             return web.Response(status=403, text=f"target refused: {exc.message}\n")
         except Overloaded as exc:
@@ -260,8 +272,10 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
 
     async def probe_log(request: web.Request) -> web.Response:
         text = request.query.get("id", "")
-        if not text.isdigit():
-            return web.Response(status=400, text="id must be the number of a recent probe\n")
+        # ASCII digits only: str.isdigit() is true for "²" (int() refuses it: a 500) and for
+        # "١" (int() reads it as 1), and int() refuses more than 4,300 digits.
+        if not (text.isascii() and text.isdigit()) or len(text) > MAX_PROBE_ID_DIGITS:
+            return _bad_request("id must be the number of a recent probe")
         record = exporter.history.get(int(text))
         if record is None:
             return web.Response(status=404, text=f"probe {text} is not in the recent-probes history\n")
@@ -314,11 +328,23 @@ def _access_middlewares(web_config: WebConfig | None) -> list[Any]:
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not await auth.check(request.headers.get("Authorization")):
+        try:
+            allowed = await auth.check(request.headers.get("Authorization"))
+        except AuthBusy:  # the bcrypt queue is full: say so now rather than queue without end
+            return web.Response(status=429, text="Too many password checks in progress\n",
+                                headers={"Retry-After": "1"})
+        if not allowed:
             return web.Response(status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
         return await handler(request)
 
     return [authenticate]
+
+
+def _bad_request(message: str) -> web.Response:
+    line = "".join(ch if ch.isprintable() else " " for ch in message)  # one line, whatever it quoted
+    if len(line) > MAX_ERROR_LINE:
+        line = line[: MAX_ERROR_LINE - 3] + "..."
+    return web.Response(status=400, text=f"{line}\n")
 
 
 def _raw(body: bytes, content_type: str) -> web.Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -39,11 +40,30 @@ _SCHEME_PORTS = {
 # A DNS label as it appears in certificates and internal names (underscore included).
 _LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
+# What the resolver reads as an IPv4 address besides a.b.c.d (inet_aton): "0", "127.1",
+# "0x7f.1", "2130706433". Parsed here too, so that the target_policy sees the address.
+_NUMERIC_HOST = re.compile(r"(?:0[xX][0-9A-Fa-f]*|[0-9]+)(?:\.(?:0[xX][0-9A-Fa-f]*|[0-9]+)){0,3}")
+
+# An IPv6 zone id (fe80::1%eth0): an interface name (at most 15 characters on Linux) or index.
+_ZONE_ID = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class TargetError(ValueError):
     """A target or name that cannot be probed; the message is one line for HTTP 400."""
+
+
+# Input quoted back in an error message is clipped: a 400 answer or a check line need not
+# carry the asker's 5,000 characters back (docs/security.md).
+ECHO_LIMIT = 200
+
+
+def echo(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` quoted for an error message (repr: one line, escapes shown), at most ``limit`` characters of it."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,7 @@ def parse_target(raw: str, default_port: int) -> Target:
     if not text:
         raise TargetError("target is empty")
     if any(ch.isspace() for ch in text) or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise TargetError(f"target {raw!r} contains whitespace or control characters")
+        raise TargetError(f"target {echo(raw)} contains whitespace or control characters")
     if "://" in text:
         return _parse_url(text, raw)
     ip = _ip_or_none(text)
@@ -88,22 +108,22 @@ def parse_hostname(raw: str) -> str:
 def normalise_name(name: str, raw: str) -> str:
     """ASCII form of a DNS name, or TargetError."""
     if not name:
-        raise TargetError(f"{raw!r}: host is empty")
+        raise TargetError(f"{echo(raw)}: host is empty")
     if any(ch.isspace() for ch in name):
-        raise TargetError(f"{raw!r}: host contains whitespace")
+        raise TargetError(f"{echo(raw)}: host contains whitespace")
     name = name.rstrip(".") if name != "." else name
     if not name.isascii():
         try:
             name = idna.encode(name, uts46=True).decode("ascii")
         except (idna.IDNAError, UnicodeError) as exc:
-            raise TargetError(f"{raw!r}: invalid internationalised name: {exc}") from None
+            raise TargetError(f"{echo(raw)}: invalid internationalised name: {exc}") from None
     if len(name) > 253:
-        raise TargetError(f"{raw!r}: name longer than 253 characters")
+        raise TargetError(f"{echo(raw)}: name longer than 253 characters")
     for label in name.split("."):
         if len(label) > 63:
-            raise TargetError(f"{raw!r}: label {label[:20]!r}... longer than 63 characters")
+            raise TargetError(f"{echo(raw)}: label {label[:20]!r}... longer than 63 characters")
         if not _LABEL.match(label):
-            raise TargetError(f"{raw!r}: invalid host name label {label!r}")
+            raise TargetError(f"{echo(raw)}: invalid host name label {echo(label)}")
     return name.lower()
 
 
@@ -112,16 +132,16 @@ def _parse_url(text: str, raw: str) -> Target:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise TargetError(f"target {raw!r}: {exc}") from None
+        raise TargetError(f"target {echo(raw)}: {exc}") from None
     host = parts.hostname
     if not host:
-        raise TargetError(f"target {raw!r}: URL has no host")
+        raise TargetError(f"target {echo(raw)}: URL has no host")
     if port is None:
         port = _SCHEME_PORTS.get(parts.scheme.lower())
         if port is None:
-            raise TargetError(f"target {raw!r}: unknown URL scheme {parts.scheme!r}, give a port")
+            raise TargetError(f"target {echo(raw)}: unknown URL scheme {echo(parts.scheme, 20)}, give a port")
     if port == 0:
-        raise TargetError(f"target {raw!r}: port 0 is out of range 1-65535")
+        raise TargetError(f"target {echo(raw)}: port 0 is out of range 1-65535")
     return _make_target(host, port, raw)
 
 
@@ -129,17 +149,17 @@ def _split_host_port(text: str, raw: str) -> tuple[str, str | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise TargetError(f"target {raw!r}: missing ']' after IPv6 address")
+            raise TargetError(f"target {echo(raw)}: missing ']' after IPv6 address")
         host, rest = text[1:end], text[end + 1 :]
         if _ip_or_none(host) is None or ":" not in host:
-            raise TargetError(f"target {raw!r}: {host!r} in brackets is not an IPv6 address")
+            raise TargetError(f"target {echo(raw)}: {echo(host)} in brackets is not an IPv6 address")
         if not rest:
             return host, None
         if not rest.startswith(":"):
-            raise TargetError(f"target {raw!r}: unexpected {rest!r} after ']'")
+            raise TargetError(f"target {echo(raw)}: unexpected {echo(rest)} after ']'")
         return host, rest[1:]
     if text.count(":") > 1:
-        raise TargetError(f"target {raw!r}: put IPv6 addresses in brackets, e.g. [::1]:443")
+        raise TargetError(f"target {echo(raw)}: put IPv6 addresses in brackets, e.g. [::1]:443")
     host, sep, port = text.partition(":")
     return host, (port if sep else None)
 
@@ -149,22 +169,41 @@ def _parse_port(text: str, raw: str) -> int:
     # ("١٢", which int() reads as 12): a port is ASCII digits, and not 5,000 of them
     # (int() refuses over 4,300 digits).
     if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 5:
-        raise TargetError(f"target {raw!r}: port {text[:20]!r} is not a number from 1 to 65535")
+        raise TargetError(f"target {echo(raw)}: port {text[:20]!r} is not a number from 1 to 65535")
     port = int(text)
     if not 1 <= port <= 65535:
-        raise TargetError(f"target {raw!r}: port {port} is out of range 1-65535")
+        raise TargetError(f"target {echo(raw)}: port {port} is out of range 1-65535")
     return port
 
 
 def _make_target(host: str, port: int, raw: str) -> Target:
     ip = _ip_or_none(host)
-    if ip is not None:
-        return Target(str(ip), port, ip)
-    return Target(normalise_name(host, raw), port, None)
+    if ip is None:
+        # Judged on the name as it will be resolved: "0." and "⁰" (IDNA maps it to "0") are
+        # the name "0", which the resolver reads as 0.0.0.0.
+        name = normalise_name(host, raw)
+        ip = _numeric_ipv4_or_none(name)
+        if ip is None:
+            return Target(name, port, None)
+    return Target(str(ip), port, ip)
 
 
 def _ip_or_none(text: str) -> IPAddress | None:
     try:
-        return ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text)
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None and not _ZONE_ID.fullmatch(ip.scope_id):
+        # ipaddress takes anything after "%", line breaks included: shown, it would forge lines.
+        raise TargetError(f"{echo(text)}: the IPv6 zone id is not an interface name or number "
+                          f"(letters, digits, '_', '.', '-'; at most 15)")
+    return ip
+
+
+def _numeric_ipv4_or_none(text: str) -> ipaddress.IPv4Address | None:
+    if not _NUMERIC_HOST.fullmatch(text):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    except OSError:  # out of range: not an address (and not a usable name either)
         return None

@@ -360,6 +360,10 @@ class ServerTLS:
 # --- basic auth ----------------------------------------------------------------------
 
 
+class AuthBusy(Exception):
+    """More password checks are queued than BasicAuth.MAX_PENDING: answered 429 at once."""
+
+
 class BasicAuth:
     """``Authorization: Basic`` against bcrypt hashes, with successful checks remembered.
 
@@ -367,63 +371,80 @@ class BasicAuth:
     key is random per process, so the digests are of no use outside it. Only successes are
     kept (a wrong password costs a bcrypt each time, as it should) and at most
     ``CACHE_LIMIT`` of them. bcrypt runs in a worker thread, one at a time (as the toolkit
-    serialises it), so the event loop keeps serving probes while a hash is checked.
+    serialises it), so the event loop keeps serving probes while a hash is checked; at most
+    ``MAX_PENDING`` checks run or wait, and a further one is :class:`AuthBusy` (HTTP 429)
+    rather than a longer queue in front of the next valid login.
+
+    A failed check costs the same whatever the user name: a known user's hash is checked at
+    its cost; an unknown name is checked against the hash of a configured user picked by a
+    keyed hash of the name (the same user for the same name, every user as likely), so its
+    cost is one of the configured costs in the same proportions, and timing does not tell
+    which names exist, even when users have different costs.
     """
 
     CACHE_LIMIT = 1024
+    MAX_PENDING = 16  # bcrypt checks running or waiting; about 1.1 s of work at cost 10
 
     def __init__(self, users: Mapping[str, str]) -> None:
         import bcrypt  # only needed, and only imported, when basic auth is configured
 
         self._bcrypt = bcrypt
         self.users = dict(users)
+        self._names = sorted(self.users)
         self._key = secrets.token_bytes(32)
         self._ok: set[bytes] = set()
         self._lock = asyncio.Lock()
-        self._dummy: bytes | None = None
+        self._pending = 0
         self.bcrypt_runs = 0  # for tests and curiosity
+        self.bcrypt_work = 0  # sum of 2**cost over the bcrypt runs: the work done, for tests
 
     def _digest(self, user: str, hashed: str, password: bytes) -> bytes:
         message = b"\0".join((user.encode("utf-8", "surrogateescape"), hashed.encode(), password))
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
+    def stand_in(self, user: str) -> str:
+        """The configured user whose hash an unknown ``user`` is checked against."""
+        digest = hmac.new(self._key, b"stand-in\0" + user.encode("utf-8", "surrogateescape"), hashlib.sha256)
+        return self._names[int.from_bytes(digest.digest()[:8], "big") % len(self._names)]
+
     async def check(self, header: str | None) -> bool:
-        """True when ``header`` names a configured user with the right password."""
+        """True when ``header`` names a configured user with the right password; AuthBusy if queued out."""
         credentials = _parse_basic(header)
-        if credentials is None:
+        if credentials is None or not self._names:
             return False
         user, password = credentials
         hashed = self.users.get(user)
         if hashed is None:
-            # Spend the same time as for a known user, so timing does not tell which users exist.
-            await self._verify(password, self._dummy_hash())
+            # The same work as a failed check of the stand-in user; its answer does not count.
+            await self._verify(password, self.users[self.stand_in(user)])
             return False
         digest = self._digest(user, hashed, password)
         if digest in self._ok:
             return True
-        if not await self._verify(password, hashed.encode()):
+        if not await self._verify(password, hashed):
             return False
         if len(self._ok) >= self.CACHE_LIMIT:
             self._ok.clear()
         self._ok.add(digest)
         return True
 
-    async def _verify(self, password: bytes, hashed: bytes) -> bool:
-        async with self._lock:
-            self.bcrypt_runs += 1
-            return await asyncio.to_thread(self._checkpw, password, hashed)
+    async def _verify(self, password: bytes, hashed: str) -> bool:
+        if self._pending >= self.MAX_PENDING:
+            raise AuthBusy(f"{self._pending} password checks are queued")
+        self._pending += 1
+        try:
+            async with self._lock:
+                self.bcrypt_runs += 1
+                self.bcrypt_work += 2 ** int(hashed[4:6])
+                return await asyncio.to_thread(self._checkpw, password, hashed.encode())
+        finally:
+            self._pending -= 1
 
     def _checkpw(self, password: bytes, hashed: bytes) -> bool:
         try:
             return bool(self._bcrypt.checkpw(password, hashed))
         except ValueError:  # a password over bcrypt's 72 bytes
             return False
-
-    def _dummy_hash(self) -> bytes:
-        if self._dummy is None:
-            costs = [int(h[4:6]) for h in self.users.values()] or [10]
-            self._dummy = self._bcrypt.hashpw(secrets.token_bytes(16), self._bcrypt.gensalt(max(costs)))
-        return self._dummy
 
 
 def _parse_basic(header: str | None) -> tuple[str, bytes] | None:

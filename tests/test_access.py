@@ -213,7 +213,15 @@ def test_policy_layers_unit() -> None:
          "target_policy: expected a mapping, got list"),
         ("target_policy: {deny_cidr: [10.0.0.0/8]}\nmodules: {t: {}}",
          "target_policy.deny_cidr: unknown key (expected one of allow_cidrs, allow_hosts, deny_cidrs, "
-         "deny_hosts, deny_link_local)"),
+         "deny_hosts, deny_link_local, except_cidrs)"),
+        ("target_policy: {except_cidrs: [\"127.0.0.1:0\"]}\nmodules: {t: {}}",
+         "target_policy.except_cidrs: '127.0.0.1:0': a port is a number from 1 to 65535, or a range like 8000-8999"),
+        ("target_policy: {deny_cidrs: [\"10.0.0.0/8:9000-8000\"]}\nmodules: {t: {}}",
+         "target_policy.deny_cidrs: '10.0.0.0/8:9000-8000': the port range 9000-8000 is empty"),
+        ("target_policy: {deny_cidrs: [\"[::1:443\"]}\nmodules: {t: {}}",
+         "target_policy.deny_cidrs: '[::1:443': write an IPv6 network with a port as [fd00::/8]:443"),
+        ("target_policy: {allow_cidrs: [\"10.0.0.1/8:443\"]}\nmodules: {t: {}}",
+         "target_policy.allow_cidrs: '10.0.0.1/8:443' is not a CIDR: 10.0.0.1/8 has host bits set"),
         ("target_policy: {deny_cidrs: [10.0.0.1/8]}\nmodules: {t: {}}",
          "target_policy.deny_cidrs: '10.0.0.1/8' is not a CIDR: 10.0.0.1/8 has host bits set"),
         ("target_policy: {deny_cidrs: 10.0.0.0/8}\nmodules: {t: {}}",
@@ -253,3 +261,174 @@ async def test_through_a_proxy_names_are_left_to_the_proxy_addresses_are_checked
             assert (await get(client, target="127.0.0.1:443"))[0] == 403
             assert (await get(client, target="x.internal.example:443"))[0] == 403
     assert len(requests) == 1 and requests[0].startswith(b"CONNECT localhost:443 ")
+
+
+# --- the local host written as an unspecified or embedded address (issue 12, item 2) -------------
+
+# The deny list docs/security.md shows.
+DOCS_POLICY = """\
+    target_policy:
+      deny_link_local: true
+      deny_cidrs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 127.0.0.0/8, "::1/128", fc00::/7]
+    modules:
+      tcp: {prober: tcp, timeout: 2s}
+    """
+
+UNSPECIFIED = "is unspecified (0.0.0.0/8 or ::), which connects to the local host"
+
+
+@pytest.mark.parametrize(
+    ("target", "reason", "message"),
+    [
+        # Linux connects 0.0.0.0 and :: to the local host, in every way of writing them.
+        ("0.0.0.0:{port}", "unspecified_address", f"target 0.0.0.0 {UNSPECIFIED}"),
+        ("0:{port}", "unspecified_address", f"target 0.0.0.0 {UNSPECIFIED}"),
+        ("https://0.0.0.0:{port}/", "unspecified_address", f"target 0.0.0.0 {UNSPECIFIED}"),
+        ("https://0:{port}/", "unspecified_address", f"target 0.0.0.0 {UNSPECIFIED}"),
+        ("[::]:{port}", "unspecified_address", f"target :: {UNSPECIFIED}"),
+        ("[::ffff:0.0.0.0]:{port}", "unspecified_address", f"target ::ffff:0:0 {UNSPECIFIED}"),
+        ("[::0.0.0.0]:{port}", "unspecified_address", f"target :: {UNSPECIFIED}"),
+        ("[64:ff9b::0.0.0.0]:{port}", "unspecified_address", f"target 64:ff9b:: {UNSPECIFIED}"),
+        # A denied IPv4 address inside an IPv6 one, and the resolver's shorthand for it.
+        ("[::ffff:127.0.0.1]:{port}", "address_denied",
+         "target ::ffff:7f00:1 is in target_policy.deny_cidrs 127.0.0.0/8"),
+        ("[::127.0.0.1]:{port}", "address_denied", "target ::7f00:1 is in target_policy.deny_cidrs 127.0.0.0/8"),
+        ("[64:ff9b::127.0.0.1]:{port}", "address_denied",
+         "target 64:ff9b::7f00:1 is in target_policy.deny_cidrs 127.0.0.0/8"),
+        ("[::ffff:0:127.0.0.1]:{port}", "address_denied",
+         "target ::ffff:0:7f00:1 is in target_policy.deny_cidrs 127.0.0.0/8"),
+        ("[2002:7f00:1::]:{port}", "address_denied", "target 2002:7f00:1:: is in target_policy.deny_cidrs 127.0.0.0/8"),
+        ("[64:ff9b::a9fe:a9fe]:{port}", "link_local",
+         "target 64:ff9b::a9fe:a9fe is link-local or a cloud metadata address (target_policy.deny_link_local)"),
+        ("127.1:{port}", "address_denied", "target 127.0.0.1 is in target_policy.deny_cidrs 127.0.0.0/8"),
+        ("0x7f000001:{port}", "address_denied", "target 127.0.0.1 is in target_policy.deny_cidrs 127.0.0.0/8"),
+    ],
+)
+async def test_the_local_host_in_every_form_is_refused_before_connecting(tmp_path: Path, target: str,
+                                                                          reason: str, message: str) -> None:
+    recorder = Recorder()
+    with pytls.serve(recorder.handle) as port:
+        async with exporter_client(tmp_path, DOCS_POLICY) as client:
+            status, text = await get(client, target=target.format(port=port))
+            own = Samples(await (await client.get("/metrics")).text())
+    assert (status, text) == (403, f"target refused: {message}\n")
+    assert own.get("ssl_exporter_probes_refused_total", module="tcp", reason=reason) == 1
+    assert recorder.connections == 0
+
+
+async def test_without_a_policy_0_reaches_the_local_host(tmp_path: Path) -> None:
+    # Why the forms above matter: "0" is 0.0.0.0, which Linux connects to 127.0.0.1.
+    recorder = Recorder()
+    with pytls.serve(recorder.handle) as port:
+        async with exporter_client(tmp_path, "modules:\n  tcp: {prober: tcp, timeout: 2s}\n") as client:
+            status, text = await get(client, target=f"0:{port}")
+    assert status == 200, text
+    assert recorder.connections == 1
+
+
+def test_a_name_that_resolves_to_an_unspecified_address_is_refused() -> None:
+    cfg = config.load_text("target_policy: {deny_hosts: [x.invalid]}\nmodules: {t: {prober: tcp}}\n",
+                           source="test")
+    policy = cfg.modules["t"].policy
+    assert policy is not None
+    target = parse_target("blocked.example.test:443", 443)
+    for address in ("0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0", "2002::"):
+        with pytest.raises(access.TargetRefused) as refused:
+            policy.check_addresses(target, [address])
+        assert refused.value.reason == "unspecified_address"
+        assert refused.value.message == ("target blocked.example.test resolves to an address that is unspecified "
+                                         "(0.0.0.0/8 or ::), which connects to the local host")
+    policy.check_addresses(target, ["::1", "127.0.0.1", "192.0.2.1"])  # nothing else denies these
+
+
+def test_check_refuses_the_local_host_through_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ssl_exporter import cli
+
+    path = tmp_path / "config.yml"
+    path.write_text(textwrap.dedent(DOCS_POLICY))
+    recorder = Recorder()
+    with pytls.serve(recorder.handle) as port:
+        outputs = []
+        for target in (f"0:{port}", f"[::ffff:0.0.0.0]:{port}", f"https://0.0.0.0:{port}/", f"[::]:{port}"):
+            assert cli.main(["check", target, "--config.file", str(path)]) == 3
+            outputs.append(capsys.readouterr().out)
+    assert outputs == [
+        f"SSL_CERT UNKNOWN - target refused: target 0.0.0.0 {UNSPECIFIED}\n",
+        f"SSL_CERT UNKNOWN - target refused: target ::ffff:0:0 {UNSPECIFIED}\n",
+        f"SSL_CERT UNKNOWN - target refused: target 0.0.0.0 {UNSPECIFIED}\n",
+        f"SSL_CERT UNKNOWN - target refused: target :: {UNSPECIFIED}\n",
+    ]
+    assert recorder.connections == 0
+
+
+async def test_a_port_rule_lets_one_service_through_a_denied_range(tmp_path: Path, tls_port, pki: PKI) -> None:
+    recorder = Recorder()
+    with tls_port() as (port, _), pytls.serve(recorder.handle) as other:
+        async with exporter_client(tmp_path, f"""\
+                target_policy:
+                  deny_cidrs: [127.0.0.0/8, "::1/128"]
+                  except_cidrs: ["127.0.0.1:{port}", "[::1]:{port}"]
+                modules:
+                  tcp: {{prober: tcp, timeout: 2s, tls_config: {{ca_file: {pki.root_file}}}}}
+                  narrow:
+                    prober: tcp
+                    timeout: 2s
+                    tls_config: {{ca_file: {pki.root_file}}}
+                    target_policy: {{deny_cidrs: ["127.0.0.0/8:{port}"]}}
+                """) as client:
+            for target in (f"127.0.0.1:{port}", f"localhost:{port}"):  # localhost is ::1 too
+                status, text = await get(client, target=target, hostname="localhost")
+                assert status == 200, text
+                assert Samples(text).get("ssl_probe_success") == 1
+            # The same address on another port, and the exception's port elsewhere in the range.
+            assert await get(client, target=f"127.0.0.1:{other}") == (
+                403, "target refused: target 127.0.0.1 is in target_policy.deny_cidrs 127.0.0.0/8\n")
+            assert await get(client, target=f"127.0.0.2:{port}") == (
+                403, "target refused: target 127.0.0.2 is in target_policy.deny_cidrs 127.0.0.0/8\n")
+            # A module's block is not lifted by the global exception: it can only narrow.
+            assert await get(client, module="narrow", target=f"127.0.0.1:{port}") == (
+                403, f"target refused: target 127.0.0.1 is in modules.narrow.target_policy.deny_cidrs "
+                     f"127.0.0.0/8:{port}\n")
+            # And an unspecified address stays refused whatever the exceptions say.
+            assert (await get(client, target=f"0.0.0.0:{port}"))[0] == 403
+            shown = (await (await client.get("/config")).text())
+    assert recorder.connections == 0
+    assert f"except_cidrs:\n  - 127.0.0.1/32:{port}\n  - '[::1/128]:{port}'" in shown
+
+
+async def test_revocation_urls_at_the_local_host_are_not_fetched(tmp_path: Path, tls_port, pki: PKI) -> None:
+    from ssl_exporter import revocation
+    from tests.pki import make_root
+    from tests.servers import ocsp as rev
+
+    revocation.clear_cache()
+    root = make_root("Policy Revocation Root")
+    inter = rev.issue(root, "Policy Revocation Intermediate", ca=True)
+    (tmp_path / "root.pem").write_bytes(root.pem)
+    with rev.http_server() as server:
+        http_port = server.base.rpartition(":")[2]
+        leaf = rev.issue(inter, "localhost", dns=("localhost",), ocsp_url=f"http://[::ffff:0.0.0.0]:{http_port}/ocsp",
+                         crl_url=f"http://0.0.0.0:{http_port}/inter.crl")
+        server.routes["/inter.crl"] = rev.crl(inter)
+        server.routes["/ocsp"] = rev.ocsp_response(leaf, inter)
+        cert, key = leaf.write(tmp_path, "leaf", (inter,))
+        with pytls.tls_server(cert, key) as (port, _):
+            async with exporter_client(tmp_path, f"""\
+                    target_policy:
+                      deny_cidrs: [127.0.0.0/8, "::1/128"]
+                      except_cidrs: ["127.0.0.1:{port}"]
+                    modules:
+                      tcp:
+                        prober: tcp
+                        timeout: 3s
+                        tls_config: {{ca_file: {tmp_path / "root.pem"}}}
+                        revocation: {{methods: [ocsp, crl]}}
+                    """) as client:
+                status, text = await get(client, target=f"127.0.0.1:{port}", hostname="localhost")
+    assert status == 200, text
+    samples = Samples(text)
+    assert samples.get("ssl_chain_valid") == 1
+    reasons = {(labels["method"], labels["reason"]) for labels in samples.series("ssl_revocation_status_info")
+               if labels["position"] == "0"}
+    assert reasons == {("ocsp", "refused_by_policy"), ("crl", "refused_by_policy")}
+    assert server.requests == []

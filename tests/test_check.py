@@ -132,6 +132,16 @@ def test_timeout_is_critical(capsys, config_file: Path) -> None:
         (["example.test", "-w", "3", "-c", "7"], "--critical-days must not exceed --warning-days"),
         (["example.test", "--format", "xml"], "argument --format: invalid choice: 'xml' (choose from "),
         ([], "the following arguments are required: TARGET"),
+        # Not finite, negative: nan compared false with everything (3 days left was WARNING),
+        # and a timeout of inf waited forever.
+        (["example.test", "-c", "nan"], "argument --critical-days/-c: 'nan' is not a finite number"),
+        (["example.test", "-w", "inf"], "argument --warning-days/-w: 'inf' is not a finite number"),
+        (["example.test", "-c", "-1"], "argument --critical-days/-c: '-1' is negative"),
+        (["example.test", "--timeout", "inf"], "argument --timeout: 'inf' is not a finite number"),
+        (["example.test", "--timeout", "NaN"], "argument --timeout: 'NaN' is not a finite number"),
+        (["example.test", "--timeout", "-5"], "argument --timeout: '-5' is not positive"),
+        (["example.test", "--timeout", "0"], "argument --timeout: '0' is not positive"),
+        (["example.test", "--timeout", "soon"], "argument --timeout: 'soon' is not a number"),
     ],
 )
 def test_bad_input_is_unknown(capsys, args: list[str], message: str) -> None:
@@ -298,3 +308,65 @@ def test_bad_tls_file_options_are_unknown(capsys, pki: PKI, tmp_path: Path, monk
     out = capsys.readouterr().out
     assert out.startswith(f"SSL_CERT UNKNOWN - {message.format(dir=tmp_path)}"), out
     assert out.count("\n") == 1
+# --- forged output (issue 12, item 4) ----------------------------------------------------------
+
+
+def assert_not_forged(out: str) -> str:
+    """One "|" in all, the status line's own before its perfdata; return the status line."""
+    first = status_line(out)
+    assert out.count("|") == 1 and re.search(r" \| (days_left=[\d.-]+;21;7;; )?duration=[\d.]+s;;;0;$", first), out
+    assert sum(line.startswith("SSL_CERT") for line in out.splitlines()) == 1
+    return first
+
+
+def test_a_server_refusal_cannot_forge_perfdata(capsys, tmp_path: Path) -> None:
+    from tests.servers import dialogue
+
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  smtp: {prober: tcp, timeout: 3s, tcp: {starttls: smtp}}\n")
+    script = [dialogue.Send(b"220 mx.example.test ESMTP\r\n"), dialogue.Expect(b"EHLO "),
+              dialogue.Send(b"250-mx.example.test\r\n250 STARTTLS\r\n"), dialogue.Expect(b"STARTTLS"),
+              dialogue.Send(b"454 4.7.0 TLS not available | injected=1;2;3\r\n")]
+    with dialogue.serve_script(*script) as (port, _server):
+        code = cli.main(["check", f"127.0.0.1:{port}", "-m", "smtp", "--config.file", str(path)])
+    out = capsys.readouterr().out
+    assert code == check.CRITICAL
+    first = assert_not_forged(out)
+    assert "454 4.7.0 TLS not available \\x7c injected=1;2;3" in first
+
+
+def test_a_certificate_name_cannot_forge_lines_or_perfdata(capsys, pki: PKI, config_file: Path) -> None:
+    cn = "evil|x\nSSL_CERT OK - all good | days_left=999;21;7;;"
+    leaf = pki.inter.issue(cn, not_after=NOW + 90 * DAY)  # no DNS SAN: the CN is the name checked
+    with serving(pki, "check-forged", leaf, pki.inter) as target:
+        exit_code, out = run(capsys, config_file, target, "--hostname", "evil.example.test")
+    assert exit_code == check.CRITICAL
+    assert_not_forged(out)
+    escaped = "evil\\x7cx\\x0aSSL_CERT OK - all good \\x7c days_left=999;21;7;;"
+    assert re.search(rf"^0  {re.escape(escaped[:39])}…  Test Intermediate CA  ", out, re.MULTILINE), out
+
+
+def test_a_hostname_with_a_line_break_in_its_zone_id_is_unknown(capsys) -> None:
+    assert cli.main(["check", "127.0.0.1:1", "-H", "fe80::1%\r\nSSL_CERT OK - forged"]) == check.UNKNOWN
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("SSL_CERT UNKNOWN - 'fe80::1%\\r\\nSSL_CERT OK - forged': ")
+
+
+@pytest.mark.parametrize("stdout", ["closed", "broken pipe"])
+def test_a_closed_stdout_is_no_traceback(stdout: str) -> None:
+    import os
+
+    with pytls.refused_port() as port:
+        argv = [sys.executable, "-m", "ssl_exporter", "check", f"127.0.0.1:{port}"]
+        if stdout == "closed":  # fd 1 closed: Python has no sys.stdout at all
+            process = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30,
+                                     preexec_fn=lambda: os.close(1))  # noqa: PLW1509 - no threads in the child yet
+        else:  # a reader that went away (check ... | head -0)
+            read_end, write_end = os.pipe()
+            os.close(read_end)
+            try:
+                process = subprocess.run(argv, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=30)
+            finally:
+                os.close(write_end)
+    assert process.returncode == check.CRITICAL
+    assert process.stderr == ""

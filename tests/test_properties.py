@@ -69,6 +69,8 @@ def _check_target(target: Target) -> None:
 @example("a:١٢")  # Arabic-Indic digits: were read as port 12
 @example("a:" + "9" * 5000)  # over int()'s 4,300-digit limit
 @example("a:000443")
+@example("0.:1")  # the name "0", that is 0.0.0.0: printed, it must parse back to the same
+@example("\u00b9")  # IDNA maps it to "1", which is 0.0.0.1
 def test_parse_target_raises_only_target_error(raw: str) -> None:
     try:
         target = parse_target(raw, 443)

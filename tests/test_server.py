@@ -33,6 +33,10 @@ from tests.servers import pytls
         ({"target": "example.com:99999"}, "target 'example.com:99999': port 99999 is out of range 1-65535"),
         ({"target": "example.com", "hostname": "a b"}, "'a b': host contains whitespace"),
         ({"target": "example.com", "hostname": ""}, "'': host is empty"),
+        # A line break in an IPv6 zone id went through into debug output and the log page.
+        ({"target": "example.com", "hostname": "fe80::1%\r\nssl_probe_success 1"},
+         "'fe80::1%\\r\\nssl_probe_success 1': the IPv6 zone id is not an interface name or number "
+         "(letters, digits, '_', '.', '-'; at most 15)"),
     ],
 )
 async def test_bad_probe_input_is_400_with_one_line(client: TestClient, params, message) -> None:
@@ -330,3 +334,113 @@ def test_process_reloads_on_sighup(tmp_path: Path) -> None:
         assert "  two:\n" in exporter.get("/config")[1]
     finally:
         assert exporter.stop() == 0
+
+
+# --- forged input (issue 12, item 4) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("probe_id", ["\u00b2", "\u0661", "9" * 5000, "1" * 21, "+1", " 1", "-1", "1.0", ""])
+async def test_probe_log_ids_are_ascii_digits_of_bounded_length(client: TestClient, probe_id: str) -> None:
+    # "²" and 5,000 nines answered 500 with a traceback; "١" (Arabic-Indic one) read as probe 1.
+    response = await client.get("/probe/log", params={"id": probe_id})
+    assert (response.status, await response.text()) == (400, "id must be the number of a recent probe\n")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_400_answers_clip_the_echoed_input(client: TestClient) -> None:
+    host = "a" * 5000
+    answers = []
+    for params, headers in (({"target": f"{host}:443"}, {}), ({"target": "example.test", "hostname": host}, {}),
+                            ({"target": "example.test", "module": host}, {}),
+                            ({"target": "127.0.0.1:1"}, {"X-Prometheus-Scrape-Timeout-Seconds": host})):
+        response = await client.get("/probe", params=params, headers=headers)
+        assert response.status == 400
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        answers.append(await response.text())
+    clipped = f"'{'a' * 200}'... (5004 characters)"
+    assert answers == [
+        f"{clipped}: name longer than 253 characters\n",
+        f"'{'a' * 200}'... (5000 characters): name longer than 253 characters\n",
+        f"unknown module '{'a' * 200}'... (5000 characters)\n",
+        f"X-Prometheus-Scrape-Timeout-Seconds: '{'a' * 200}'... (5000 characters) is not a number\n",
+    ]
+
+
+async def test_every_text_answer_says_nosniff(client: TestClient) -> None:
+    with pytls.refused_port() as port:
+        paths = ["/-/healthy", "/-/ready", "/config", "/metrics", "/", "/nowhere",
+                 f"/probe?target=127.0.0.1:{port}", f"/probe?target=127.0.0.1:{port}&debug=true",
+                 "/probe/log?id=999999"]
+        statuses = {}
+        for path in paths:
+            response = await client.get(path)
+            statuses[path] = response.status
+            assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+    assert statuses["/nowhere"] == 404 and statuses["/probe/log?id=999999"] == 404
+
+
+# --- credentials in URLs (issue 12, item 5) -----------------------------------------------------
+
+
+async def test_a_token_as_the_proxy_user_name_is_redacted_everywhere(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # proxy_url: http://TOKEN@host:port (a token as the user name, no password) was shown
+    # verbatim on /config and in debug output.
+    token = "ghp_tok3nAsUserName"
+    requests: list[bytes] = []
+    with pytls.serve(_answer_407(requests)) as proxy_port:
+        path = tmp_path / "c.yml"
+        path.write_text(f"modules:\n  p:\n    tcp: {{proxy_url: 'http://{token}@127.0.0.1:{proxy_port}'}}\n")
+        async with serve_exporter(path) as c:
+            debug = await (await c.get("/probe", params={"target": "example.test:443", "debug": "true"})).text()
+            await probe(c, f"https://{token}@example.test/")  # and in a target
+            config_text = await (await c.get("/config")).text()
+            landing = await (await c.get("/")).text()
+            logs = [await (await c.get("/probe/log", params={"id": str(i)})).text() for i in (1, 2)]
+    assert base64.b64encode(f"{token}:".encode()) in requests[0]  # the proxy did get it
+    assert f"proxy_url: http://<secret>@127.0.0.1:{proxy_port}" in config_text
+    assert f"proxy_url: http://<secret>@127.0.0.1:{proxy_port}" in debug
+    assert "https://&lt;secret&gt;@example.test/" in landing
+    lines = [fmt.format(r) for r in caplog.records
+             for fmt in (logs_module.LogfmtFormatter(), logs_module.JSONFormatter())]
+    assert any("target=https://<secret>@example.test/" in line for line in lines)
+    for text in (debug, config_text, landing, *logs, *lines):
+        assert token not in text
+
+
+async def test_a_kubeconfig_cluster_url_with_credentials_is_redacted_in_reload_errors(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    kubeconfig = tmp_path / "kubeconfig"
+    config_path = tmp_path / "c.yml"
+    config_path.write_text(f"modules:\n  k: {{prober: kubernetes, kubernetes: {{kubeconfig: {kubeconfig}}}}}\n")
+    kubeconfig.write_text(yaml.safe_dump({
+        "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "u"}}],
+    }))
+    exporter = Exporter(str(config_path))
+    answers = []
+    async with TestClient(TestServer(make_app(exporter))) as c:
+        for server in ("http://admin:s3cretPass@127.0.0.1:6443", "http://s3cretToken@127.0.0.1:6443"):
+            kubeconfig.write_text(kubeconfig.read_text().replace("https://127.0.0.1:6443", server))
+            response = await c.post("/-/reload")
+            answers.append((response.status, await response.text()))
+            kubeconfig.write_text(kubeconfig.read_text().replace(server, "https://127.0.0.1:6443"))
+    prefix = "failed to reload config: modules.k.kubernetes.kubeconfig: cluster server "
+    assert answers == [
+        (500, prefix + "'http://admin:<secret>@127.0.0.1:6443' is not an https:// URL\n"),
+        (500, prefix + "'http://<secret>@127.0.0.1:6443' is not an https:// URL\n"),
+    ]
+    lines = [fmt.format(r) for r in caplog.records
+             for fmt in (logs_module.LogfmtFormatter(), logs_module.JSONFormatter())]
+    assert sum("config reload failed" in line for line in lines) == 4
+    # --config.check says the same, redacted too.
+    kubeconfig.write_text(kubeconfig.read_text().replace("https://127.0.0.1:6443", "http://s3cretToken@127.0.0.1:1"))
+    assert cli.main(["--config.check", "--config.file", str(config_path)]) == 1
+    err = capsys.readouterr().err
+    assert "'http://<secret>@127.0.0.1:1' is not an https:// URL" in err
+    for text in (*lines, err):
+        assert "s3cret" not in text

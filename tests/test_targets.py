@@ -84,3 +84,42 @@ def test_valid_hostnames(raw: str, name: str) -> None:
 def test_invalid_hostnames(raw: str) -> None:
     with pytest.raises(TargetError):
         parse_hostname(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "host"),
+    [
+        ("0:8443", "0.0.0.0"),  # what the resolver makes of them (inet_aton), so the policy sees it
+        ("0.:8443", "0.0.0.0"),
+        ("127.0.0.1.:8443", "127.0.0.1"),
+        ("\u2070:8443", "0.0.0.0"),  # superscript zero: IDNA maps it to "0"
+        ("\uff10:8443", "0.0.0.0"),  # fullwidth zero
+        ("127.1:8443", "127.0.0.1"),
+        ("0x7f.1:8443", "127.0.0.1"),
+        ("2130706433:8443", "127.0.0.1"),
+        ("https://0:8443/", "0.0.0.0"),
+        ("[fe80::1%eth0]:8443", "fe80::1%eth0"),
+        ("[fe80::1%2]:8443", "fe80::1%2"),
+    ],
+)
+def test_numeric_hosts_and_zone_ids(raw: str, host: str) -> None:
+    target = parse_target(raw, 443)
+    assert (target.host, target.port, str(target.ip)) == (host, 8443, host)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["fe80::1%\r\nssl_probe_success 1", "[fe80::1%\u2028forged]", "fe80::1%a|b", "fe80::1%" + "x" * 16,
+     "fe80::1%\u0661"],
+)
+def test_zone_ids_are_validated_like_any_text(raw: str) -> None:
+    # ipaddress takes anything after "%": a hostname= with a line break in its zone id forged
+    # lines in debug output, the probe log page and check -H output.
+    with pytest.raises(TargetError) as caught:
+        parse_hostname(raw)
+    message = str(caught.value)
+    assert "\n" not in message and "\r" not in message and "\u2028" not in message
+    assert message.endswith("the IPv6 zone id is not an interface name or number "
+                            "(letters, digits, '_', '.', '-'; at most 15)")
+    with pytest.raises(TargetError):
+        parse_target(f"[{raw.strip('[]')}]:443", 443)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import os
@@ -315,3 +316,65 @@ async def test_successful_checks_are_cached_failures_are_not() -> None:
     # The cache holds keyed digests, never a password or hash.
     assert all(len(entry) == 32 for entry in auth._ok)
     assert PASSWORD not in repr(vars(auth))
+
+
+# --- basic auth: the work per failed check, and the queue (issue 12, item 5) ---------------------
+
+
+async def test_a_failed_check_costs_the_same_work_whatever_the_user_name() -> None:
+    # alice's hash costs 2**4 rounds, bob's 2**6. An unknown name used to cost the highest
+    # cost while a wrong password for alice cost 2**4: 3 ms against 56 ms told who exists.
+    users = {"alice": HASH, "bob": bcrypt.hashpw(b"bob's", bcrypt.gensalt(6)).decode()}
+    auth = webconfig.BasicAuth(users)
+
+    async def work_of(user: str) -> int:
+        before = auth.bcrypt_work
+        assert not await auth.check(_basic(user, "wrong"))
+        return auth.bcrypt_work - before
+
+    assert (await work_of("alice"), await work_of("bob")) == (2**4, 2**6)
+    unknown = {f"user{i}": await work_of(f"user{i}") for i in range(64)}
+    # Each unknown name costs what one real user's failure costs, both costs occur, and
+    # the same name costs the same every time (no averaging it away by asking again).
+    assert set(unknown.values()) == {2**4, 2**6}
+    again = {name: await work_of(name) for name in list(unknown)[:8]}
+    assert again == {name: unknown[name] for name in again}
+    assert all(work == 2 ** int(users[auth.stand_in(name)][4:6]) for name, work in unknown.items())
+    assert auth.bcrypt_runs == 2 + 64 + 8
+
+
+async def test_the_bcrypt_queue_is_bounded() -> None:
+    # 200 concurrent wrong passwords delayed a first valid login by 10 s: the queue was unbounded.
+    slow = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    auth = webconfig.BasicAuth({"alice": slow})
+    outcomes = await asyncio.gather(*(auth.check(_basic("alice", f"wrong{i}")) for i in range(40)),
+                                    return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, webconfig.AuthBusy)]
+    assert outcomes[: auth.MAX_PENDING] == [False] * auth.MAX_PENDING  # the first 16 were checked
+    assert len(refused) == 40 - auth.MAX_PENDING  # the rest refused at once, not queued
+    assert auth.bcrypt_runs == auth.MAX_PENDING
+    # The queue drains: a valid login is checked, and then remembered.
+    assert await auth.check(_basic("alice", PASSWORD))
+    assert await auth.check(_basic("alice", PASSWORD))
+    assert auth.bcrypt_runs == auth.MAX_PENDING + 1
+
+
+async def test_a_full_bcrypt_queue_answers_429_and_cached_logins_pass(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ssl_exporter.server import Exporter, make_app
+
+    slow = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(11)).decode()
+    (tmp_path / "c.yml").write_text("modules:\n  tcp: {prober: tcp}\n")
+    web = webconfig.WebConfig(source="test", users={"alice": slow, "bob": slow})
+    async with TestClient(TestServer(make_app(Exporter(str(tmp_path / "c.yml")), web_config=web))) as client:
+        assert (await client.get("/-/healthy", headers={"Authorization": _basic("bob", PASSWORD)})).status == 200
+
+        async def get(user: str, password: str) -> tuple[int, str | None]:
+            response = await client.get("/-/healthy", headers={"Authorization": _basic(user, password)})
+            return response.status, response.headers.get("Retry-After")
+
+        flood = await asyncio.gather(*(get("alice", f"wrong{i}") for i in range(60)), get("bob", PASSWORD))
+    assert flood[-1] == (200, None)  # bob's login is remembered: no bcrypt, no queue
+    assert set(flood[:-1]) == {(401, None), (429, "1")}
+    assert flood.count((401, None)) <= webconfig.BasicAuth.MAX_PENDING + 1

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
+from ssl_exporter.redact import redact_urls
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,11 @@ class ProbeRecorder:
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - begin
 
     def note(self, message: str) -> None:
+        message = redact_urls(message)  # debug output and the log page show notes
         self.log.append(f"{time.perf_counter() - self.started:7.3f}s {message}")
 
     def fail(self, stage: str, reason: str, detail: str = "") -> None:
+        detail = redact_urls(detail)  # shown in debug output, pages, logs and check output
         error = ProbeError(stage, reason, detail)
         if all((e.stage, e.reason) != (stage, reason) for e in self.errors):
             self.errors.append(error)
