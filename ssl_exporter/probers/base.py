@@ -18,7 +18,7 @@ from typing import Any
 
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
-from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
+from ssl_exporter.result import CertInfo, DomainInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class ProbeRecorder:
         self.revocation: tuple[RevocationCheck, ...] = ()
         self.ocsp_stapled: bool | None = None
         self.legacy_versions: dict[str, bool] = {}
+        self.domain: DomainInfo | None = None  # rdap prober
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -88,6 +89,7 @@ class ProbeRecorder:
             revocation=self.revocation,
             ocsp_stapled=self.ocsp_stapled,
             legacy_versions=dict(self.legacy_versions),
+            domain=self.domain,
         )
 
     def _enforced_errors(self) -> bool:
