@@ -94,6 +94,10 @@ def write_config(tmp_path: Path, pki: PKI, registry: registry_double.Registry) -
             {common}
             rdap: {{servers: {{test: "https://localhost:{port}/thick/"}}}}
             target_policy: {{deny_cidrs: [127.0.0.0/8, "::1/128"]}}
+          dead:
+            prober: rdap
+            {common}
+            rdap: {{servers: {{test: "https://127.0.0.1:1/"}}}}
           scoped:
             prober: rdap
             {common}
@@ -230,6 +234,12 @@ async def test_slow_answer_times_out_within_the_deadline(config_path: Path) -> N
     samples = await probe_domain(config_path, "slow.test", module="slow")
     assert time.monotonic() - begin < 1 + 1
     assert samples.errors() == {("rdap", "timeout")}
+    assert samples.get("ssl_probe_success") == 0
+
+
+async def test_registry_not_listening(config_path: Path) -> None:
+    samples = await probe_domain(config_path, "shop.test", module="dead")
+    assert samples.errors() == {("rdap", "refused")}
     assert samples.get("ssl_probe_success") == 0
 
 
@@ -430,3 +440,34 @@ async def test_check_command_reports_the_domain(config_path: Path, registry: reg
     code, out = await check("missing.test")
     assert code == 2, out
     assert out.startswith("DOMAIN CRITICAL - missing.test: rdap/not_found")
+
+
+# ---- through a proxy -------------------------------------------------------------------------
+
+
+async def test_lookups_go_through_proxy_url(tmp_path: Path, pki: PKI, registry: registry_double.Registry) -> None:
+    from tests.servers.proxy import run_tinyproxy
+
+    with run_tinyproxy("probe", "s3cret") as port:
+        path = tmp_path / "proxied.yml"
+        path.write_text(textwrap.dedent(f"""\
+            modules:
+              good:
+                prober: rdap
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {{servers: {{test: "{registry.base}/thick/"}}, proxy_url: "http://probe:s3cret@127.0.0.1:{port}"}}
+              wrong:
+                prober: rdap
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {{servers: {{test: "{registry.base}/thick/"}}, proxy_url: "http://probe:wrong@127.0.0.1:{port}"}}
+            """))
+        async with serve_exporter(path) as client:
+            good = await probe(client, "shop.test", module="good")
+            wrong = await probe(client, "other.test", module="wrong")
+            shown = await (await client.get("/config")).text()
+    assert good.get("ssl_probe_success") == 1
+    assert good.get("ssl_domain_expiry_timestamp_seconds") == ts("2031-07-01T12:00:00+00:00")
+    # The proxy refused the wrong password (407): the request never reached the registry.
+    assert wrong.errors() == {("rdap", "proxy_error")}
+    assert registry.requests == ["/thick/domain/shop.test"]
+    assert "s3cret" not in shown and "http://probe:<secret>@127.0.0.1" in shown
