@@ -619,9 +619,7 @@ async def _lookup_and_store(domain: str, cfg: RDAPConfig, context: ssl.SSLContex
     try:
         async with asyncio.timeout(timeout):
             info = await _lookup(domain, cfg, context, policy, note)
-    except BaseException as exc:
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+    except Exception as exc:  # every failure is stored and waited out; cancellation passes
         failure = failure_of(exc)
         now = time.time()
         wait = max(cfg.error_retry, failure.retry_after or 0.0)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,3 +184,30 @@ async def serve(registry: Registry, cert: str, key: str) -> AsyncIterator[Regist
     finally:
         registry.release.set()
         await runner.cleanup()
+
+
+@contextmanager
+def serve_in_thread(cert: str, key: str) -> Iterator[Registry]:
+    """The registry on an event loop of its own, for tests whose exporter is a process."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def main() -> None:
+        holder["stop"] = asyncio.Event()
+        async with serve(Registry(), cert, key) as registry:
+            holder["registry"] = registry
+            started.set()
+            await holder["stop"].wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        if not started.wait(20) or "registry" not in holder:
+            raise RuntimeError("the RDAP registry double did not start")
+        yield holder["registry"]
+    finally:
+        if "stop" in holder:
+            loop.call_soon_threadsafe(holder["stop"].set)
+        thread.join(20)
+        loop.close()
