@@ -174,7 +174,8 @@ class Verdict:
     state: int
     summary: str  # the status line's text after "SERVICE STATE - "
     expiry: float | None  # the not-after the time left counts down to
-    expiry_source: str | None  # "verified_chain", "leaf" or "soonest"
+    expiry_source: str | None  # "verified_chain", "leaf" or "soonest"; "rdap" or "expiry_override" for domains
+    service: str = SERVICE
 
 
 def evaluate(result: ProbeResult, target: str, warning_days: float, critical_days: float,
@@ -198,6 +199,36 @@ def evaluate(result: ProbeResult, target: str, warning_days: float, critical_day
         days_left = (expiry - now) / DAY
         state = CRITICAL if days_left < critical_days else WARNING if days_left < warning_days else OK
     return Verdict(state, f"{target}: " + "; ".join(parts), expiry, source)
+
+
+def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, critical_days: float,
+                    now: float) -> Verdict:
+    """The plugin state of an rdap probe: its registration expiry, and CRITICAL for a failed
+    lookup or a status that means trouble (hold, redemption period, pending delete)."""
+    from ssl_exporter.rdap import trouble
+
+    info = result.domain
+    parts = [f"{e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "") for e in result.errors]
+    troubles = trouble(info.statuses) if info else []
+    if troubles:
+        parts.append("status " + ", ".join(troubles))
+    expiry = info.expiry if info else None
+    if expiry is not None:
+        override = " from expiry_override" if info and info.source == "expiry_override" else ""
+        when = format_utc(expiry, seconds=False)
+        parts.append(f"domain registration {describe_expiry(expiry, now)} ({when}){override}")
+    elif result.success:
+        parts.append("the registry gives no expiration date (set expiry_override)")
+    if any(e.reason == "internal_error" for e in result.errors):
+        state = UNKNOWN
+    elif not result.success or troubles:
+        state = CRITICAL
+    elif expiry is None:
+        state = UNKNOWN
+    else:
+        days_left = (expiry - now) / DAY
+        state = CRITICAL if days_left < critical_days else WARNING if days_left < warning_days else OK
+    return Verdict(state, f"{domain}: " + "; ".join(parts), expiry, info.source if info else None, "DOMAIN")
 
 
 def _expiry(result: ProbeResult) -> tuple[float | None, str | None]:
@@ -241,7 +272,7 @@ def _escape(ch: str) -> str:
 
 def text_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, target: str,
                 module: str, server_name: str, now: float) -> str:
-    status = f"{SERVICE} {STATE_NAMES[verdict.state]} - {plain(verdict.summary)}"
+    status = f"{verdict.service} {STATE_NAMES[verdict.state]} - {plain(verdict.summary)}"
     status += f" | {perf}" if (perf := perfdata(verdict, result, args, now)) else ""
     lines = [status, *(plain(line) for line in _details(verdict, result, target, module, server_name, now))]
     return "\n".join(lines) + "\n"
@@ -259,11 +290,24 @@ def _details(verdict: Verdict, result: ProbeResult, target: str, module: str, se
         if result.tls is not None:
             lines.append(f"TLS:        {result.tls.version}, {result.tls.cipher}")
     if verdict.expiry is not None:
-        source = {"verified_chain": "the verified chain", "leaf": "the leaf", "soonest": "the soonest certificate"}
+        source = {"verified_chain": "the verified chain", "leaf": "the leaf", "soonest": "the soonest certificate",
+                  "rdap": "the registry (RDAP)", "expiry_override": "expiry_override"}
         lines.append(f"Time left:  {describe_expiry(verdict.expiry, now)}, from {source[verdict.expiry_source or '']}")
+    if result.domain is not None:
+        lines += _domain_lines(result, now)
     lines += [f"Error:      {e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "") for e in result.errors]
     if result.certs:
         lines += ["", *_chain_table(result, now)]
+    return lines
+
+
+def _domain_lines(result: ProbeResult, now: float) -> list[str]:
+    info = result.domain
+    assert info is not None
+    lines = [f"Registrar:  {info.registrar or 'unknown'}", f"Status:     {', '.join(info.statuses) or 'none'}"]
+    if info.lookup_time is not None:
+        age = format_span(now - info.lookup_time)
+        lines.append(f"Fetched:    {format_utc(info.lookup_time, seconds=False)} ({age} ago)")
     return lines
 
 
@@ -308,6 +352,12 @@ def json_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace,
         "certificates": [_cert_json(position, cert, now)
                          for position, cert in zip(positions(result), result.certs, strict=False)],
     }
+    if result.domain is not None:
+        info = result.domain
+        doc["domain"] = {"domain": info.domain, "source": info.source, "registrar": info.registrar,
+                         "statuses": list(info.statuses),
+                         "registered": None if info.registration is None else _iso(info.registration),
+                         "fetched": None if info.lookup_time is None else _iso(info.lookup_time)}
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -380,8 +430,12 @@ def main(argv: list[str]) -> int:
     except TargetRefused as exc:
         return _unknown(f"target refused: {exc.message}", args.format)
     now = time.time()
-    target = str(req.target)
-    verdict = evaluate(result, target, args.warning_days, args.critical_days, now)
+    if req.module.prober == "rdap":  # a domain registration (docs/domains.md)
+        target = req.target.host
+        verdict = evaluate_domain(result, target, args.warning_days, args.critical_days, now)
+    else:
+        target = str(req.target)
+        verdict = evaluate(result, target, args.warning_days, args.critical_days, now)
     report = json_report if args.format == "json" else text_report
     _write(report(verdict, result, args, target, req.module.name, req.server_name, now))
     return verdict.state

@@ -58,9 +58,12 @@ modules:
   pop3s:       {prober: tcp, timeout: 10s, tcp: {default_port: 995}}
   ldaps:       {prober: tcp, timeout: 10s, tcp: {default_port: 636}}
   ftps:        {prober: tcp, timeout: 10s, tcp: {default_port: 990}}
+  # Domain registration expiry over RDAP (docs/domains.md); the IANA bootstrap registry
+  # is fetched at the first domain probe and refreshed daily.
+  domain:      {prober: rdap, timeout: 10s, rdap: {bootstrap_url: "https://data.iana.org/rdap/dns.json"}}
 """
 
-PROBERS = ("tcp", "file", "kubeconfig", "kubernetes")
+PROBERS = ("tcp", "file", "kubeconfig", "kubernetes", "rdap")
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -167,6 +170,8 @@ class Module:
     # policy probes enforce (the global block and this one; None when neither is set).
     target_policy: access.TargetPolicy | None = None
     policy: access.Policy | None = field(default=None, compare=False, repr=False)
+    # The rdap prober's settings (ssl_exporter.rdap.RDAPConfig; docs/domains.md).
+    rdap: Any = None
 
     @property
     def default_port(self) -> int:
@@ -208,6 +213,9 @@ def module_dict(module: Module) -> dict[str, Any]:
         out["kubernetes"] = _drop_none({"kubeconfig": kube.kubeconfig, "secret_types": list(kube.secret_types),
                                         "keys": list(kube.keys), "label_selector": kube.label_selector})
         return out
+    if module.prober == "rdap":
+        return {**out, "rdap": module.rdap.as_dict(redact_url), "tls_config": _drop_none(vars(module.tls_config)),
+                **({"target_policy": module.target_policy.as_dict()} if module.target_policy else {})}
     if module.prober != "tcp":
         return out
     tcp = module.tcp
@@ -300,7 +308,7 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
             raise
         except Exception as exc:  # an unforeseen shape or file must be a config error, not a traceback
             raise ConfigError(f"modules.{name}: cannot load: {type(exc).__name__}: {exc}") from exc
-        if modules[name].prober == "tcp":  # target_policy governs where tcp probes connect
+        if modules[name].prober in ("tcp", "rdap"):  # target_policy governs where probes connect
             policy = access.combine(global_policy, modules[name].target_policy)
             modules[name] = dataclasses.replace(modules[name], policy=policy)
     if not modules:
@@ -327,7 +335,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     # Each prober takes its own block; another prober's block is a mistake worth naming.
     own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions", "target_policy"}, "file": {"file"},
                  "kubeconfig": set(),
-                 "kubernetes": {"kubernetes"}}[prober]
+                 "kubernetes": {"kubernetes"},
+                 "rdap": {"rdap", "tls_config", "target_policy"}}[prober]
     _reject_unknown(raw, {"prober", "timeout"} | own_block, path, f"for prober {prober}")
     timeout = _parse_timeout(raw.get("timeout", "10s"), f"{path}.timeout")
     if prober == "file":
@@ -343,6 +352,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
         except kube_prober.KubeConfigError as exc:
             raise ConfigError(f"{path}.kubernetes.kubeconfig: {exc}") from None
         return Module(name, prober, timeout, kubernetes=kube, kube_api=api)
+    if prober == "rdap":
+        return _parse_rdap_module(name, raw, path, base_dir, timeout)
     tls_config = _parse_tls(raw.get("tls_config") or {}, f"{path}.tls_config", base_dir)
     tcp = _parse_tcp(raw.get("tcp") or {}, f"{path}.tcp")
     try:
@@ -360,6 +371,19 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
                   client_cert=client_cert, revocation=revocation, stapling_context=stapling_context,
                   legacy_versions=legacy, target_policy=target_policy)
+
+
+def _parse_rdap_module(name: str, raw: Mapping[str, Any], path: str, base_dir: str, timeout: float) -> Module:
+    from ssl_exporter import rdap
+
+    tls_config = _parse_tls(raw.get("tls_config") or {}, f"{path}.tls_config", base_dir)
+    try:
+        context = rdap.client_context(tls_config)
+    except tls.ContextError as exc:
+        raise ConfigError(f"{path}.tls_config.{exc.key}: {exc}") from None
+    target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
+    return Module(name, "rdap", timeout, tls_config=tls_config, ssl_context=context,
+                  rdap=rdap.parse_config(raw.get("rdap"), f"{path}.rdap", base_dir), target_policy=target_policy)
 
 
 def _parse_revocation(raw: Any, path: str, base_dir: str) -> RevocationConfig:

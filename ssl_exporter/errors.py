@@ -9,6 +9,7 @@ Stages, in the order a probe meets them::
 
     resolve -> connect -> starttls -> handshake -> verify        (network probes)
     read                                                         (files, Kubernetes)
+    rdap                                                         (domain registrations)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ssl
 
 from ssl_exporter.result import ProbeError
 
-STAGES = ("resolve", "connect", "starttls", "handshake", "verify", "read")
+STAGES = ("resolve", "connect", "starttls", "handshake", "verify", "read", "rdap")
 
 REASONS = {
     # Network, any stage.
@@ -53,7 +54,7 @@ REASONS = {
     "bad_certificate": "a certificate is malformed or its signature does not verify",
     "revoked": "a certificate on the path is revoked (OCSP, CRL or a stapled OCSP response)",
     # Reading certificates at rest.
-    "not_found": "no such file, or nothing matched",
+    "not_found": "no such file, or nothing matched (rdap: the registry answered 404 for the domain)",
     "permission_denied": "the file could not be read for lack of permission",
     "bad_pem": "a PEM block could not be decoded",
     "bad_der": "DER data could not be decoded",
@@ -65,6 +66,17 @@ REASONS = {
     "api_error": "the Kubernetes API answered with an error other than 401/403, or not with a list",
     "bad_token": "the Kubernetes token file holds what cannot be a bearer token (a control character)",
     "internal_error": "a bug in the exporter; the log has the traceback",
+    # Domain registration lookups (stage rdap, docs/domains.md).
+    "no_rdap_service": "no RDAP server for the domain's TLD in the bootstrap registry or rdap.servers",
+    "bootstrap_unavailable": "the bootstrap registry could not be fetched from rdap.bootstrap_url "
+    "and no rdap.bootstrap_file is configured",
+    "rate_limited": "the RDAP server answered 429, or its Retry-After has not passed yet",
+    "http_error": "the RDAP server answered with an HTTP status other than 200, 3xx, 404 or 429",
+    "bad_response": "the answer is not JSON, not an RDAP domain object, names another domain, "
+    "or has an unreadable date",
+    "too_many_redirects": "more redirects than rdap.max_redirects, or a redirect loop",
+    "insecure_url": "an RDAP URL (bootstrap, redirect or referral) is not https:// and rdap.allow_http is off",
+    "refused_by_policy": "an RDAP server's host or address is refused by the module's target_policy",
 }
 
 # OpenSSL X509_V_ERR_* codes -> reason. Codes not listed are "bad_certificate".

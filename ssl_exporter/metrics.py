@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from ssl_exporter import lint
 from ssl_exporter.exposition import GaugeFamily, encode, gauge, sample_line
-from ssl_exporter.result import CertInfo, CertLint, ProbeResult, ReadError, RevocationCheck
+from ssl_exporter.result import CertInfo, CertLint, DomainInfo, ProbeResult, ReadError, RevocationCheck
 
 CERT_LABELS = ("position", "subject_cn", "issuer_cn", "serial")
 # Descriptive labels on ssl_cert_info only: they would multiply series on the timestamps.
@@ -83,6 +83,8 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
     if result.read_errors:
         families.append(read_error_family(result.read_errors))
     families.extend(revocation_families(result))
+    if result.domain is not None:
+        families.extend(domain_families(result.domain))
     if result.legacy_versions:
         legacy = GaugeFamily("ssl_tls_legacy_version_accepted",
                                    "1 when the server completes a handshake restricted to this legacy TLS version.",
@@ -131,6 +133,42 @@ def revocation_families(result: ProbeResult) -> list[GaugeFamily]:
     families.append(info)
     families.extend(f for f in (revoked, revoked_at, ocsp_next, crl_next) if f.lines)
     return families
+
+
+def domain_families(domain: DomainInfo) -> list[GaugeFamily]:
+    """Registration series of the rdap prober (docs/domains.md); unknown dates are absent.
+
+    Status and registrar values are capped in length where they are read (ssl_exporter.rdap)
+    and escaped by the encoder.
+    """
+    families = [_info_pairs("ssl_domain_info", "The registrable domain probed and where its expiry comes from "
+                                               "(rdap or expiry_override).",
+                            ("domain", "source"), (domain.domain, domain.source))]
+    dated = [
+        ("ssl_domain_expiry_timestamp_seconds", "Registration expiry, as a Unix timestamp.", domain.expiry),
+        ("ssl_domain_registration_timestamp_seconds", "Registration date, as a Unix timestamp.",
+         domain.registration),
+        ("ssl_domain_lookup_timestamp_seconds", "When the data shown was fetched from the registry.",
+         domain.lookup_time),
+    ]
+    for name, doc, value in dated:
+        if value is not None:
+            families.append(gauge(name, doc, value))
+    if domain.statuses:
+        status = GaugeFamily("ssl_domain_status_info", "1 per RDAP status of the domain.", ["status"])
+        for value in domain.statuses:
+            status.add([value], 1.0)
+        families.append(status)
+    if domain.registrar:
+        families.append(_info("ssl_domain_registrar_info", "The domain's registrar.", "registrar",
+                              domain.registrar))
+    return families
+
+
+def _info_pairs(name: str, documentation: str, labels: tuple[str, ...], values: tuple[str, ...]) -> GaugeFamily:
+    family = GaugeFamily(name, documentation, labels)
+    family.add(values, 1.0)
+    return family
 
 
 def cert_families(certs: Iterable[tuple[str, CertInfo]]) -> list[GaugeFamily]:

@@ -97,6 +97,20 @@ class CertLint:
 
 
 @dataclass(frozen=True)
+class DomainInfo:
+    """A domain's registration data (the ``rdap`` prober, docs/domains.md); None is unknown."""
+
+    domain: str  # the registrable domain the target was reduced to
+    source: str  # "rdap", or "expiry_override" when the expiry comes from the config
+    expiry: float | None = None
+    registration: float | None = None
+    statuses: tuple[str, ...] = ()  # RDAP status values, lower case ("client hold", ...)
+    registrar: str | None = None
+    lookup_time: float | None = None  # when the data was fetched from the registry
+    server: str = ""  # the RDAP URL(s) that answered, for logs and debug output
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """Everything one probe learned. ``None`` means "not known", never "bad"."""
 
@@ -129,6 +143,8 @@ class ProbeResult:
     # after the probe's handshake failed for policy reasons, and what that one negotiated.
     fallback_handshake: bool | None = None
     fallback_tls: TLSInfo | None = None
+    # Domain registration data (rdap prober).
+    domain: DomainInfo | None = None
 
     def placed_certs(self) -> list[tuple[str, CertInfo]]:
         """Each certificate with its position label, as the metrics export it."""

@@ -454,3 +454,43 @@ def test_readme_scrape_config_names_the_jobs_the_rules_watch(tmp_path: Path) -> 
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     result = run("promtool", "check", "config", "prometheus.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+# ---- Domain registration alerts (the rdap prober, docs/domains.md) ----------------------
+# Added here rather than in the sets above so that they stay one block.
+
+DOMAIN_ALERTS = {
+    "SSLDomainExpired",
+    "SSLDomainExpiringSoon",
+    "SSLDomainExpiring",
+    "SSLDomainStatusTrouble",
+    "SSLDomainLookupFailing",
+}
+EXPECTED_ALERTS |= DOMAIN_ALERTS
+# The contract's second-round names, for when CONTRACT.md is not next to the repo.
+CONTRACT_METRICS |= {
+    "ssl_domain_expiry_timestamp_seconds",
+    "ssl_domain_registration_timestamp_seconds",
+    "ssl_domain_status_info",
+    "ssl_domain_registrar_info",
+    "ssl_domain_lookup_timestamp_seconds",
+}
+DOMAIN_MUTATIONS = {
+    "domain warning at 14 days": ("< 30 * 86400", "< 14 * 86400"),
+    "domain critical at 1 day": ("- time() < 7 * 86400", "- time() < 1 * 86400"),
+    "no smoothing of domain expiry": ("last_over_time(ssl_domain_expiry_timestamp_seconds[1h])",
+                                      "ssl_domain_expiry_timestamp_seconds"),
+    "hold is not trouble": ('status=~"client hold|server hold|', 'status=~"server hold|'),
+    "domain lookups page as probe failures": ('            or ssl_probe_error_info{stage="rdap"} == 1\n', ""),
+    "lookup alert per reason": ("count by (job, instance, module) (ssl_probe_error_info{stage=\"rdap\"}) > 0",
+                                "ssl_probe_error_info{stage=\"rdap\"} == 1"),
+}
+MUTATIONS.update(DOMAIN_MUTATIONS)
+
+
+@pytest.mark.parametrize("alertname", sorted(DOMAIN_ALERTS))
+def test_every_domain_alert_is_tested_firing_and_quiet(alertname: str) -> None:
+    test_every_alert_is_tested_firing_and_quiet(alertname)
+
+
+@pytest.mark.parametrize("mutation", sorted(DOMAIN_MUTATIONS))
+def test_domain_rule_tests_catch_mutations(mutation: str, tmp_path: Path) -> None:
+    test_rule_unit_tests_catch_mutations(mutation, tmp_path)

@@ -18,9 +18,11 @@ from __future__ import annotations
 import copy
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import yaml
 from tests.conftest import PKI
 from tests.pki import DAY, NOW
 from tests.servers import pytls
+from tests.servers import rdap as rdap_registry
 from tests.servers.promstack import (
     Daemon,
     Webhook,
@@ -59,6 +62,7 @@ class Stack:
     alertmanager: Daemon
     webhook: Webhook
     instances: dict[str, str]  # "valid" | "expiring" | "expired" -> the instance label
+    domain: str = ""  # the instance label of the domain probe (module domain, docs/domains.md)
 
     def query(self, expr: str) -> tuple[int, Any]:
         return self.prometheus.get("/api/v1/query", query=expr)
@@ -68,7 +72,8 @@ class Stack:
                          for d in (self.exporter, self.prometheus, self.alertmanager))
 
 
-def _prometheus_config(exporter: str, targets: list[str], alertmanager: str, rules: Path) -> dict[str, Any]:
+def _prometheus_config(exporter: str, targets: list[str], alertmanager: str, rules: Path,
+                       domains: tuple[str, ...] = ()) -> dict[str, Any]:
     """Scrape jobs as the shipped prometheus.yml has them, pointed at the local processes."""
     shipped = yaml.safe_load(SHIPPED_PROMETHEUS.read_text())
     jobs = {job["job_name"]: job for job in shipped["scrape_configs"]}
@@ -87,7 +92,9 @@ def _prometheus_config(exporter: str, targets: list[str], alertmanager: str, rul
                 "job_name": PROBE_JOB,
                 "metrics_path": jobs[PROBE_JOB]["metrics_path"],
                 # No __param_module: the shipped default module (https) applies.
-                "static_configs": [{"targets": targets}],
+                "static_configs": [{"targets": targets},
+                                   *([{"targets": list(domains), "labels": {"__param_module": "domain"}}]
+                                     if domains else [])],
                 "relabel_configs": relabel,
             },
         ],
@@ -110,6 +117,10 @@ def stack(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
             cert, key = pki.chain_files(f"e2e-{name}", leaf, pki.inter)
             port, _ = resources.enter_context(pytls.tls_server(cert, key))
             instances[name] = f"127.0.0.1:{port}"
+        # A domain registration probe (rdap prober) against the loopback registry double.
+        registry_cert = pki.inter.issue("rdap.e2e.test", ips=("127.0.0.1",))
+        registry_crt, registry_key = pki.chain_files("e2e-rdap", registry_cert, pki.inter)
+        registry = resources.enter_context(rdap_registry.serve_in_thread(str(registry_crt), str(registry_key)))
 
         # The module the shipped relabelling picks by default, trusting the test root.
         config = directory / "ssl_exporter.yml"
@@ -119,6 +130,11 @@ def stack(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
                 prober: tcp
                 timeout: 5s
                 tls_config: {{ca_file: {pki.root_file}}}
+              domain:
+                prober: rdap
+                timeout: 5s
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {{servers: {{test: "{registry.base}/thick/"}}}}
             """))
         exporter = Daemon("ssl_exporter", lambda port: [
             sys.executable, "-m", "ssl_exporter", f"--config.file={config}",
@@ -132,10 +148,10 @@ def stack(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
 
         rules = rules_with_short_for(SHIPPED_RULES, directory / "ssl_exporter.rules.yml", "2s")
         prom_config = _prometheus_config(f"127.0.0.1:{exporter.port}", list(instances.values()),
-                                         f"127.0.0.1:{alertmanager.port}", rules)
+                                         f"127.0.0.1:{alertmanager.port}", rules, domains=("www.shop.test",))
         prometheus = resources.enter_context(run_prometheus(directory / "prometheus", prom_config))
 
-        yield Stack(exporter, prometheus, alertmanager, webhook, instances)
+        yield Stack(exporter, prometheus, alertmanager, webhook, instances, domain="www.shop.test")
     # SIGTERM is a clean shutdown for the exporter.
     assert exporter.process.returncode == 0, exporter.log_tail()
 
@@ -262,15 +278,15 @@ def test_alertmanager_inhibits_and_pages_the_critical_alerts(stack: Stack) -> No
 
 
 def _wait_for_scrapes(stack: Stack, scrapes: int = 3) -> None:
-    """Until Prometheus has scraped each of the four targets ``scrapes`` times."""
+    """Until Prometheus has scraped each of the five targets ``scrapes`` times."""
     def scraped() -> tuple[bool, Any]:
         status, body = stack.query("count_over_time(up[1m])")
         if status != 200:
             return False, body
         counts = {r["metric"]["instance"]: float(r["value"][1]) for r in body["data"]["result"]}
-        return len(counts) == 4 and min(counts.values()) >= scrapes, counts
+        return len(counts) == 5 and min(counts.values()) >= scrapes, counts
 
-    wait_until(scraped, f"{scrapes} scrapes of the exporter and the 3 probes", timeout=60,
+    wait_until(scraped, f"{scrapes} scrapes of the exporter, the 3 TLS probes and the domain probe", timeout=60,
                details=stack.logs)
 
 
@@ -287,9 +303,10 @@ def test_every_dashboard_query_parses_and_returns_data(stack: Stack) -> None:
     assert not problems, "\n".join(problems)
 
 
-# What each stat tile shows with the three targets (one expired, one expiring in 3 days).
+# What each stat tile shows with the three targets (one expired, one expiring in 3 days) and
+# the domain (registered until 2031, status fine, looked up).
 STAT_TILES = {
-    "Targets": 3,
+    "Targets": 4,
     "Probes failing": 1,  # the expired certificate fails verification
     "Certificates expired": 1,
     "Expiring within $critical_days days": 1,  # the 3-day one; the expired one is not "expiring"
@@ -298,6 +315,11 @@ STAT_TILES = {
     "Exporters up": 1,
     "Exporters down": 0,
     "Config reload failing": 0,
+    "Domains expired": 0,
+    "Domains expiring within 7 days": 0,
+    "Domains expiring within 30 days": 0,
+    "Domains on hold or being deleted": 0,
+    "Domain lookups failing": 0,
 }
 
 
@@ -332,3 +354,17 @@ def test_dashboard_tiles_show_the_right_numbers(stack: Stack) -> None:
     assert all(r["metric"]["version"].startswith("TLS") for r in body["data"]["result"])
     left = {name: rows[(instance, "0")] / 86400 for name, instance in stack.instances.items()}
     assert 88.9 < left["valid"] <= 89 and 2.9 < left["expiring"] <= 3 and -1.1 < left["expired"] <= -1, left
+
+
+def test_domain_table_shows_the_registration(stack: Stack) -> None:
+    _wait_for_scrapes(stack)
+    table = next(p for p in panels() if p["title"] == "Domains by time left")
+    left, age, registrar = (stack.query(substitute(t["expr"])) for t in table["targets"])
+    assert [status for status, _ in (left, age, registrar)] == [200, 200, 200]
+    [row] = left[1]["data"]["result"]
+    assert row["metric"]["instance"] == stack.domain and row["metric"]["module"] == "domain"
+    expected = datetime(2031, 7, 1, 12, tzinfo=UTC).timestamp() - time.time()
+    assert abs(float(row["value"][1]) - expected) < 120
+    [row] = age[1]["data"]["result"]
+    assert 0 <= float(row["value"][1]) < 300  # fetched during this test run, cached since
+    assert [r["metric"]["registrar"] for r in registrar[1]["data"]["result"]] == ["Example Registrar, Inc."]

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
 from ssl_exporter.redact import redact_urls
-from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
+from ssl_exporter.result import CertInfo, DomainInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class ProbeRecorder:
         self.legacy_versions: dict[str, bool] = {}
         self.fallback_handshake: bool | None = None
         self.fallback_tls: TLSInfo | None = None
+        self.domain: DomainInfo | None = None  # rdap prober
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -97,6 +98,7 @@ class ProbeRecorder:
             legacy_versions=dict(self.legacy_versions),
             fallback_handshake=self.fallback_handshake,
             fallback_tls=self.fallback_tls,
+            domain=self.domain,
         )
 
     def _enforced_errors(self) -> bool:
