@@ -39,6 +39,7 @@ import yaml
 
 from ssl_exporter import config
 from ssl_exporter.access import TargetRefused
+from ssl_exporter.rdap import trouble
 from ssl_exporter.result import CertInfo, ProbeResult
 from ssl_exporter.server import BadRequest, parse_probe_request, run_request
 from ssl_exporter.web import (
@@ -189,24 +190,27 @@ def evaluate(result: ProbeResult, target: str, warning_days: float, critical_day
         parts.append(f"{what} {describe_expiry(expiry, now)} ({format_utc(expiry, seconds=False)})")
     elif result.success:
         parts.append("no certificate obtained")
-    if any(e.reason == "internal_error" for e in result.errors):
-        state = UNKNOWN
-    elif not result.success:
-        state = CRITICAL
-    elif expiry is None:
-        state = UNKNOWN
-    else:
-        days_left = (expiry - now) / DAY
-        state = CRITICAL if days_left < critical_days else WARNING if days_left < warning_days else OK
+    state = _state(result, expiry, warning_days, critical_days, now, failed=not result.success)
     return Verdict(state, f"{target}: " + "; ".join(parts), expiry, source)
+
+
+def _state(result: ProbeResult, expiry: float | None, warning_days: float, critical_days: float, now: float,
+           failed: bool) -> int:
+    """UNKNOWN for our own bug or no date, CRITICAL for a failure, else by the days left."""
+    if any(e.reason == "internal_error" for e in result.errors):
+        return UNKNOWN
+    if failed:
+        return CRITICAL
+    if expiry is None:
+        return UNKNOWN
+    days_left = (expiry - now) / DAY
+    return CRITICAL if days_left < critical_days else WARNING if days_left < warning_days else OK
 
 
 def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, critical_days: float,
                     now: float) -> Verdict:
     """The plugin state of an rdap probe: its registration expiry, and CRITICAL for a failed
     lookup or a status that means trouble (hold, redemption period, pending delete)."""
-    from ssl_exporter.rdap import trouble
-
     info = result.domain
     parts = [f"{e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "") for e in result.errors]
     troubles = trouble(info.statuses) if info else []
@@ -219,15 +223,7 @@ def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, criti
         parts.append(f"domain registration {describe_expiry(expiry, now)} ({when}){override}")
     elif result.success:
         parts.append("the registry gives no expiration date (set expiry_override)")
-    if any(e.reason == "internal_error" for e in result.errors):
-        state = UNKNOWN
-    elif not result.success or troubles:
-        state = CRITICAL
-    elif expiry is None:
-        state = UNKNOWN
-    else:
-        days_left = (expiry - now) / DAY
-        state = CRITICAL if days_left < critical_days else WARNING if days_left < warning_days else OK
+    state = _state(result, expiry, warning_days, critical_days, now, failed=not result.success or bool(troubles))
     return Verdict(state, f"{domain}: " + "; ".join(parts), expiry, info.source if info else None, "DOMAIN")
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.servers.https_app import serve_https
 
 WRITE_BYTES = 8192  # bytes per network write of a list answer
 
@@ -107,13 +108,5 @@ async def serve(api: FakeAPI, cert: str, key: str) -> AsyncIterator[int]:
     app = web.Application()
     app.router.add_get("/api/v1/secrets", api.list_secrets)
     app.router.add_get("/api/v1/namespaces/{namespace}/secrets", api.list_secrets)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+    async with serve_https(app, cert, key) as port:
+        yield port

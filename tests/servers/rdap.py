@@ -19,7 +19,6 @@ is recorded.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.servers.https_app import serve_https
 
 RETRY_AFTER = 120
 
@@ -171,19 +172,13 @@ async def serve(registry: Registry, cert: str, key: str) -> AsyncIterator[Regist
     app = web.Application()
     app.router.add_get("/bootstrap.json", registry.serve_bootstrap)
     app.router.add_get("/{kind}/domain/{name}", registry.handle)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    registry.base = f"https://127.0.0.1:{runner.addresses[0][1]}"
-    registry.bootstrap = bootstrap(registry.base)
-    try:
-        yield registry
-    finally:
-        registry.release.set()
-        await runner.cleanup()
+    async with serve_https(app, cert, key) as port:
+        registry.base = f"https://127.0.0.1:{port}"
+        registry.bootstrap = bootstrap(registry.base)
+        try:
+            yield registry
+        finally:
+            registry.release.set()
 
 
 @contextmanager
