@@ -22,7 +22,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import access, starttls, tls
+from ssl_exporter import access, resolve, starttls, tls
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.result import CertInfo
 
@@ -97,6 +97,14 @@ class TCPConfig:
     proxy_from_environment: bool = False
     # Port used when the target names none; by default the STARTTLS protocol's port, or 443.
     default_port: int | None = None
+    # Probe every address the name resolves to, each with its own handshake (docs/metrics.md,
+    # "Every address behind a name"), at most max_addresses of them.
+    all_addresses: bool = False
+    max_addresses: int = 16
+    # DNS servers to resolve through instead of the system resolver (ssl_exporter.resolve);
+    # empty: the --dns.server flag's, else the system's. dns_timeout bounds the resolution.
+    dns_servers: tuple[str, ...] = ()
+    dns_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,10 @@ def module_dict(module: Module) -> dict[str, Any]:
                 "proxy_url": redact_url(tcp.proxy_url),
                 "proxy_from_environment": tcp.proxy_from_environment or None,
                 "default_port": tcp.default_port,
+                "all_addresses": tcp.all_addresses or None,
+                "max_addresses": tcp.max_addresses if tcp.all_addresses else None,
+                "dns_servers": list(tcp.dns_servers) or None,
+                "dns_timeout": format_duration(tcp.dns_timeout) if tcp.dns_servers else None,
             }
         ),
         **_revocation_dict(module),
@@ -527,7 +539,25 @@ def _parse_tcp(raw: Any, path: str) -> TCPConfig:
     default_port = _get(raw, "default_port", int, path, None)
     if default_port is not None and not 1 <= default_port <= 65535:
         raise ConfigError(f"{path}.default_port: {default_port} is out of range 1-65535")
+    all_addresses = _get(raw, "all_addresses", bool, path, False)
+    max_addresses = _get(raw, "max_addresses", int, path, TCPConfig.max_addresses)
+    if not 1 <= max_addresses <= 256:
+        raise ConfigError(f"{path}.max_addresses: {max_addresses} is out of range 1-256")
+    if all_addresses and (proxy_url is not None or from_environment):
+        raise ConfigError(f"{path}.all_addresses: cannot be combined with a proxy, which resolves the name itself")
+    dns_servers = _get(raw, "dns_servers", list, path, None) or []
+    for server in dns_servers:
+        try:
+            if not isinstance(server, str):
+                raise ValueError(f"expected a list of addresses, got {_type_name(server)}")
+            resolve.parse_server(server)
+        except ValueError as exc:
+            raise ConfigError(f"{path}.dns_servers: {exc}") from None
     return TCPConfig(
+        all_addresses=all_addresses,
+        max_addresses=max_addresses,
+        dns_servers=tuple(dns_servers),
+        dns_timeout=_parse_timeout(raw.get("dns_timeout", "5s"), f"{path}.dns_timeout"),
         default_port=default_port,
         starttls=protocol,
         preferred_ip_protocol=family,

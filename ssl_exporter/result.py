@@ -129,10 +129,37 @@ class ProbeResult:
     # after the probe's handshake failed for policy reasons, and what that one negotiated.
     fallback_handshake: bool | None = None
     fallback_tls: TLSInfo | None = None
+    # tcp modules with all_addresses (docs/metrics.md, "Every address behind a name"): one
+    # result per address probed, in resolution order; None for a probe of one address. The
+    # fields above then hold what concerns the whole target only (resolution, success).
+    addresses: tuple[AddressResult, ...] | None = None
+    addresses_resolved: int = 0  # how many addresses the name had (more than probed when capped)
 
     def placed_certs(self) -> list[tuple[str, CertInfo]]:
         """Each certificate with its position label, as the metrics export it."""
         return placed(self.certs, self.positions)
+
+
+@dataclass(frozen=True)
+class AddressResult:
+    """What the probe of one address of a name learned: its own handshake, chain and verdicts."""
+
+    address: str
+    result: ProbeResult
+
+
+def address_views(result: ProbeResult) -> list[tuple[str, ProbeResult]]:
+    """``("", result)`` for a probe of one address; else ``(address, its result)`` for each
+    address probed. What the pages and ``check`` iterate on to show every handshake."""
+    if result.addresses is None:
+        return [("", result)]
+    return [(a.address, a.result) for a in result.addresses]
+
+
+def all_errors(result: ProbeResult) -> list[tuple[str, ProbeError]]:
+    """Every failure of a probe with the address it concerns ("" for the whole target)."""
+    found = [("", error) for error in result.errors]
+    return found + [(a.address, error) for a in result.addresses or () for error in a.result.errors]
 
 
 def placed(certs: Sequence[CertInfo], positions: Sequence[str]) -> list[tuple[str, CertInfo]]:

@@ -97,6 +97,7 @@ EXPECTED_ALERTS = {
     "SSLProbeFailing",
     "SSLExporterDown",
     "SSLExporterConfigReloadFailed",
+    "SSLAddressesServeDifferentCertificates",
 }
 
 
@@ -183,13 +184,13 @@ def test_rules_use_only_documented_metrics_and_defined_records() -> None:
 # they do not test what they claim to.
 MUTATIONS = {
     "no smoothing over a failed probe": (
-        "or on (job, instance, module)\n"
+        "or on (job, instance, module, address)\n"
         '          last_over_time(ssl_cert_not_after_timestamp_seconds{position="0"}[15m])',
         "",
     ),
     "leaf expiry instead of the verified chain's": (
-        "min by (job, instance, module) (ssl:verified_chain_expiry_timestamp_seconds:last15m)",
-        "min by (job, instance, module) (ssl:leaf_not_after_timestamp_seconds:last15m)",
+        "min by (job, instance, module, address) (ssl:verified_chain_expiry_timestamp_seconds:last15m)",
+        "min by (job, instance, module, address) (ssl:leaf_not_after_timestamp_seconds:last15m)",
     ),
     "verified chain only, no leaf fallback": (
         "          or\n          ssl:leaf_not_after_timestamp_seconds:last15m\n",

@@ -18,7 +18,7 @@ from typing import Any
 
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
-from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
+from ssl_exporter.result import AddressResult, CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class ProbeRecorder:
         self.legacy_versions: dict[str, bool] = {}
         self.fallback_handshake: bool | None = None
         self.fallback_tls: TLSInfo | None = None
+        # tcp.all_addresses: each address's own result (ssl_exporter.probers.tcp).
+        self.addresses: tuple[AddressResult, ...] | None = None
+        self.addresses_resolved = 0
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -92,6 +95,8 @@ class ProbeRecorder:
             legacy_versions=dict(self.legacy_versions),
             fallback_handshake=self.fallback_handshake,
             fallback_tls=self.fallback_tls,
+            addresses=self.addresses,
+            addresses_resolved=self.addresses_resolved,
         )
 
     def _enforced_errors(self) -> bool:
@@ -113,6 +118,7 @@ class Prober:
 
 # Exceptions a prober may let through; anything else is a bug, logged with its traceback.
 _EXPECTED = (OSError, ssl.SSLError, ProbeFailure, EOFError, asyncio.IncompleteReadError)
+EXPECTED_ERRORS = _EXPECTED  # for probers that record a part's failure themselves (tcp.all_addresses)
 
 
 # Probes running now, by what makes them identical: a second request for the same probe
