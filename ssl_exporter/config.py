@@ -22,7 +22,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import access, resolve, starttls, tls
+from ssl_exporter import access, caa, resolve, starttls, tls
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.result import CertInfo
 
@@ -163,6 +163,8 @@ class Module:
     # policy probes enforce (the global block and this one; None when neither is set).
     target_policy: access.TargetPolicy | None = None
     policy: access.Policy | None = field(default=None, compare=False, repr=False)
+    # CAA check of the leaf's issuer (ssl_exporter.caa); None: no CAA lookups.
+    caa: caa.CAAConfig | None = None
 
     @property
     def default_port(self) -> int:
@@ -226,6 +228,10 @@ def module_dict(module: Module) -> dict[str, Any]:
         ),
         **_revocation_dict(module),
         **({"target_policy": module.target_policy.as_dict()} if module.target_policy else {}),
+        **({"caa": _drop_none({"identities": {k: list(v) for k, v in module.caa.identities.items()} or None,
+                                "account_uri": module.caa.account_uri,
+                                "validation_methods": list(module.caa.validation_methods) or None})}
+           if module.caa is not None else {}),
     }
 
 
@@ -330,7 +336,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     if prober not in PROBERS:
         raise ConfigError(f"{path}.prober: unknown prober {prober!r}, expected one of {', '.join(PROBERS)}")
     # Each prober takes its own block; another prober's block is a mistake worth naming.
-    own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions", "target_policy"}, "file": {"file"},
+    own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions", "target_policy", "caa"},
+                 "file": {"file"},
                  "kubeconfig": set(),
                  "kubernetes": {"kubernetes"}}[prober]
     _reject_unknown(raw, {"prober", "timeout"} | own_block, path, f"for prober {prober}")
@@ -362,9 +369,30 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
         stapling_context = _stapling_context(tls_config, path)
     legacy = _parse_legacy_versions(raw.get("legacy_versions"), f"{path}.legacy_versions")
     target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
+    caa_config = _parse_caa(raw["caa"], f"{path}.caa") if "caa" in raw else None
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
                   client_cert=client_cert, revocation=revocation, stapling_context=stapling_context,
-                  legacy_versions=legacy, target_policy=target_policy)
+                  legacy_versions=legacy, target_policy=target_policy, caa=caa_config)
+
+
+def _parse_caa(raw: Any, path: str) -> caa.CAAConfig:
+    """``caa:``; an empty block (or ``caa:`` alone) checks with the built-in CA identities."""
+    raw = {} if raw is None else raw
+    _expect_mapping(raw, path)
+    _reject_unknown(raw, {"identities", "account_uri", "validation_methods"}, path)
+    identities = _get(raw, "identities", dict, path, None) or {}
+    parsed: dict[str, tuple[str, ...]] = {}
+    for issuer, domains in identities.items():
+        domains = [domains] if isinstance(domains, str) else domains
+        if not isinstance(issuer, str) or not isinstance(domains, list) or not domains \
+                or not all(isinstance(d, str) and d and " " not in d for d in domains):
+            raise ConfigError(f"{path}.identities: expected issuer name: [CAA domain, ...], got {issuer!r}")
+        parsed[issuer] = tuple(d.lower() for d in domains)
+    methods = _get(raw, "validation_methods", list, path, None) or []
+    if not all(isinstance(m, str) and m for m in methods):
+        raise ConfigError(f"{path}.validation_methods: expected a list of method names such as http-01")
+    return caa.CAAConfig(identities=parsed, account_uri=_get(raw, "account_uri", str, path, None),
+                         validation_methods=tuple(methods))
 
 
 def _parse_revocation(raw: Any, path: str, base_dir: str) -> RevocationConfig:

@@ -10,7 +10,7 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from ssl_exporter import lint
+from ssl_exporter import caa, lint
 from ssl_exporter.exposition import GaugeFamily, encode, gauge, sample_line, with_label
 from ssl_exporter.result import CertInfo, CertLint, ProbeResult, ReadError, RevocationCheck
 
@@ -93,12 +93,33 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
         for version, accepted in result.legacy_versions.items():
             legacy.add([version], float(accepted))
         families.append(legacy)
+    families.extend(caa_families(result))
+    return families
+
+
+def caa_families(result: ProbeResult) -> list[GaugeFamily]:
+    """CAA series of modules with ``caa:`` (docs/metrics.md, "CAA"); the whole target's."""
+    check = result.caa
+    if check is None:
+        return []
+    families = [gauge("ssl_caa_lookup_success", "1 when the CAA lookup for the verified name was answered.",
+                      float(check.lookup_success))]
+    if check.issuer_allowed is not None:
+        families.append(gauge("ssl_caa_issuer_allowed", "1 when CAA lets the leaf's issuer issue again, "
+                              "0 when it forbids it; absent when unknown.", float(check.issuer_allowed)))
+    info = GaugeFamily("ssl_caa_info", "1 per record of the relevant CAA record set.",
+                       ["domain", "flags", "tag", "value"])
+    for record in check.records[: caa.MAX_RECORDS]:
+        info.add([check.domain, str(record.flags), caa.exported_value(record.tag),
+                  caa.exported_value(record.value)], 1.0)
+    families.append(info)
     return families
 
 
 # Series of a probe of every address (tcp.all_addresses) that speak for the whole target;
 # every other series is per handshake and carries the address label (docs/metrics.md).
-WHOLE_TARGET = ("ssl_probe_success", "ssl_probe_duration_seconds")
+WHOLE_TARGET = ("ssl_probe_success", "ssl_probe_duration_seconds", "ssl_caa_lookup_success",
+                "ssl_caa_issuer_allowed", "ssl_caa_info")
 
 
 def every_address_families(result: ProbeResult) -> list[GaugeFamily]:

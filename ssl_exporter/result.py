@@ -86,6 +86,28 @@ class RevocationCheck:
 
 
 @dataclass(frozen=True)
+class CAARecord:
+    """One CAA record (RFC 8659): flags, tag (lower case) and value as text."""
+
+    flags: int
+    tag: str
+    value: str
+
+
+@dataclass(frozen=True)
+class CAAResult:
+    """The CAA check of a module with ``caa:`` (ssl_exporter.caa); ``issuer_allowed`` None
+    means unknown."""
+
+    lookup_success: bool
+    name: str = ""  # the name looked up: the verified name, or *.parent for a wildcard leaf
+    domain: str = ""  # where the relevant record set was found; "" when there is none
+    records: tuple[CAARecord, ...] = ()
+    issuer_allowed: bool | None = None
+    reason: str = ""  # why the lookup failed (servfail, refused, timeout, dns)
+
+
+@dataclass(frozen=True)
 class CertLint:
     """Certificate-depth facts computed from DER (:mod:`ssl_exporter.lint`)."""
 
@@ -134,6 +156,8 @@ class ProbeResult:
     # fields above then hold what concerns the whole target only (resolution, success).
     addresses: tuple[AddressResult, ...] | None = None
     addresses_resolved: int = 0  # how many addresses the name had (more than probed when capped)
+    # Modules with caa: whether the leaf's issuer may issue again (RFC 8659).
+    caa: CAAResult | None = None
 
     def placed_certs(self) -> list[tuple[str, CertInfo]]:
         """Each certificate with its position label, as the metrics export it."""

@@ -36,6 +36,9 @@ EXTRA_METRICS = {
     "ssl_revocation_status_info",
     "ssl_fallback_handshake",  # docs/metrics.md, "Fallback handshake"
     "ssl_fallback_tls_version_info",
+    "ssl_caa_lookup_success",  # docs/metrics.md, "CAA" (fixed in CONTRACT.md's second round)
+    "ssl_caa_issuer_allowed",
+    "ssl_caa_info",
 }
 # The contract table, as of writing; used when CONTRACT.md is not next to the repo.
 CONTRACT_METRICS = {
@@ -98,6 +101,8 @@ EXPECTED_ALERTS = {
     "SSLExporterDown",
     "SSLExporterConfigReloadFailed",
     "SSLAddressesServeDifferentCertificates",
+    "SSLCAAForbidsIssuer",
+    "SSLCAALookupFailing",
 }
 
 

@@ -340,3 +340,16 @@ def test_dashboard_queries_answer_for_every_address(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     result = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_caa_speaks_for_the_whole_target(pki: PKI, world: World, tmp_path: Path) -> None:
+    path = module_config(pki, world, tmp_path / "caa.yml")
+    text = path.read_text()
+    assert "  all:\n    prober: tcp\n" in text
+    path.write_text(text.replace("  all:\n    prober: tcp\n", "  all:\n    prober: tcp\n    caa: {}\n"))
+    async with serve_exporter(path) as client:
+        s = await probe(client, f"{NAME}:{world.tls_port}", module="all")
+    # No CAA record set under .test: any CA may issue; judged once for the name, not per address.
+    assert s.series("ssl_caa_issuer_allowed") == [{}]
+    assert s.get("ssl_caa_issuer_allowed") == 1 and s.get("ssl_caa_lookup_success") == 1
+    assert s.get("ssl_probe_phase_duration_seconds", phase="caa", address="") is not None

@@ -18,7 +18,16 @@ from typing import Any
 
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
-from ssl_exporter.result import AddressResult, CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
+from ssl_exporter.result import (
+    AddressResult,
+    CAAResult,
+    CertInfo,
+    ProbeError,
+    ProbeResult,
+    ReadError,
+    RevocationCheck,
+    TLSInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,7 @@ class ProbeRecorder:
         # tcp.all_addresses: each address's own result (ssl_exporter.probers.tcp).
         self.addresses: tuple[AddressResult, ...] | None = None
         self.addresses_resolved = 0
+        self.caa: CAAResult | None = None  # modules with caa: (ssl_exporter.caa)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -97,6 +107,7 @@ class ProbeRecorder:
             fallback_tls=self.fallback_tls,
             addresses=self.addresses,
             addresses_resolved=self.addresses_resolved,
+            caa=self.caa,
         )
 
     def _enforced_errors(self) -> bool:

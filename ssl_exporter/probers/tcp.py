@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import unquote, urlsplit
 
-from ssl_exporter import chainverify, lint, resolve, revocation, stapling, starttls, tls
+from ssl_exporter import caa, chainverify, lint, resolve, revocation, stapling, starttls, tls
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
 from ssl_exporter.config import Module, TCPConfig
 from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
@@ -57,6 +57,31 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
         await _probe_every_address(rec, module, target, server_name, addresses)
     else:
         await _probe_connection(rec, module, target, server_name, addresses, dial.port, proxy_url)
+    if module.caa is not None and not _is_ip(server_name):
+        await _caa_check(rec, module, server_name)
+
+
+async def _caa_check(rec: ProbeRecorder, module: Module, name: str) -> None:
+    """Would the CA that issued the served leaf (each address's) be allowed to issue again?
+    Looked up through the module's resolver, in what is left of the deadline; never raises."""
+    assert rec.deadline is not None and module.caa is not None, "run_probe sets the deadline"
+    views = [a.result for a in rec.addresses] if rec.addresses is not None else [rec]
+    leaves = [view.certs[0] for view in views if view.positions[:1] == ("0",)]
+    left = rec.deadline - asyncio.get_running_loop().time() - revocation.DEADLINE_MARGIN
+    begin = time.perf_counter()
+    try:
+        rec.caa = await caa.check(name, leaves, module.caa, resolve.servers_for(module.tcp.dns_servers),
+                                  max(min(module.tcp.dns_timeout, left), 0.001))
+    finally:
+        rec.phases["caa"] = time.perf_counter() - begin
+    result = rec.caa
+    if not result.lookup_success:
+        rec.note(f"CAA lookup for {result.name} failed: {result.reason}")
+    else:
+        found = f"at {result.domain}: " + "; ".join(f"{r.flags} {r.tag} {r.value!r}" for r in result.records) \
+            if result.domain else "no CAA record set: any CA may issue"
+        verdict = {True: "allowed", False: "FORBIDDEN", None: "unknown"}[result.issuer_allowed]
+        rec.note(f"CAA for {result.name} {found}; the leaf's issuer may issue again: {verdict}")
 
 
 async def _probe_connection(rec: ProbeRecorder, module: Module, target: Target, server_name: str,
