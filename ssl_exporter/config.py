@@ -569,8 +569,8 @@ def _parse_tcp(raw: Any, path: str) -> TCPConfig:
         raise ConfigError(f"{path}.default_port: {default_port} is out of range 1-65535")
     all_addresses = _get(raw, "all_addresses", bool, path, False)
     max_addresses = _get(raw, "max_addresses", int, path, TCPConfig.max_addresses)
-    if not 1 <= max_addresses <= 256:
-        raise ConfigError(f"{path}.max_addresses: {max_addresses} is out of range 1-256")
+    if not 1 <= max_addresses <= 64:  # bounds the work and the series of one probe
+        raise ConfigError(f"{path}.max_addresses: {max_addresses} is out of range 1-64")
     if all_addresses and (proxy_url is not None or from_environment):
         raise ConfigError(f"{path}.all_addresses: cannot be combined with a proxy, which resolves the name itself")
     dns_servers = _get(raw, "dns_servers", list, path, None) or []

@@ -353,3 +353,23 @@ async def test_caa_speaks_for_the_whole_target(pki: PKI, world: World, tmp_path:
     assert s.series("ssl_caa_issuer_allowed") == [{}]
     assert s.get("ssl_caa_issuer_allowed") == 1 and s.get("ssl_caa_lookup_success") == 1
     assert s.get("ssl_probe_phase_duration_seconds", phase="caa", address="") is not None
+
+
+def test_history_keeps_a_bounded_share_of_every_address(pki: PKI) -> None:
+    from ssl_exporter.certs import parse_der
+    from ssl_exporter.history import MAX_CERTS_KEPT, History
+    from ssl_exporter.result import AddressResult, ProbeResult
+
+    chain = tuple(parse_der(c.der) for c in (pki.inter.issue("a", dns=("a.test",)), pki.inter, pki.root))
+    one = ProbeResult(success=True, duration=0.1, certs=chain, positions=("0", "1", "2"))
+    result = ProbeResult(success=True, duration=0.1,
+                         addresses=tuple(AddressResult(f"127.0.0.{i}", one) for i in range(2, 2 + 20)))
+    record = History().add("m", "t", "t", {}, result)
+    assert record.result is result  # the answer being sent keeps everything
+    kept = History(limit=1)
+    kept.add("m", "t", "t", {}, result)
+    [stored] = kept.records()
+    assert [len(a.result.certs) for a in stored.result.addresses or ()] == [MAX_CERTS_KEPT // 20] * 20
+    assert stored.certs_dropped == 20 * 3 - MAX_CERTS_KEPT // 20 * 20
+    with pytest.raises(config.ConfigError, match=r"max_addresses: 65 is out of range 1-64"):
+        config.load_text("modules: {m: {prober: tcp, tcp: {all_addresses: true, max_addresses: 65}}}", "t")
