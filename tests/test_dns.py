@@ -373,3 +373,17 @@ def test_history_keeps_a_bounded_share_of_every_address(pki: PKI) -> None:
     assert stored.certs_dropped == 20 * 3 - MAX_CERTS_KEPT // 20 * 20
     with pytest.raises(config.ConfigError, match=r"max_addresses: 65 is out of range 1-64"):
         config.load_text("modules: {m: {prober: tcp, tcp: {all_addresses: true, max_addresses: 65}}}", "t")
+
+
+def test_dns_server_flag_of_the_exporter() -> None:
+    from ssl_exporter import cli
+
+    try:
+        cli.parse_args(["--dns.server", "127.0.0.1:5353", "--dns.server", "[::1]"])
+        assert resolve.servers_for(()) == (resolve.Server("127.0.0.1", 5353), resolve.Server("::1", 53))
+        assert resolve.servers_for(["127.0.0.9"]) == (resolve.Server("127.0.0.9", 53),)  # the module's own win
+        with pytest.raises(SystemExit):
+            cli.parse_args(["--dns.server", "dns.example"])
+    finally:
+        resolve.set_default_servers([])
+    assert resolve.servers_for(()) == ()
