@@ -69,12 +69,11 @@ def world(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]
     for address, leaf in leaves.items():
         cert, key = pki.chain_files(f"dns-{address}", leaf, pki.inter)
         sites[address] = Site(cert, key, address=address, port=port)
-    silent = socket.socket()
-    silent.bind((SILENT, port))
-    silent.listen(16)
-    with run_unbound(root / "unbound", RECORDS) as dns_port, run_nginx(root / "nginx", sites):
-        yield World(dns_port, port, leaves)
-    silent.close()
+    with socket.socket() as silent:
+        silent.bind((SILENT, port))
+        silent.listen(16)
+        with run_unbound(root / "unbound", RECORDS) as dns_port, run_nginx(root / "nginx", sites):
+            yield World(dns_port, port, leaves)
 
 
 def module_config(pki: PKI, world: World, path: Path, **tcp: object) -> Path:

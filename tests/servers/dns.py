@@ -18,10 +18,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -122,8 +124,6 @@ def run_unbound(root: Path, records: Sequence[str]) -> Iterator[int]:
 
 def _wait_until_answering(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     """Ready when a query for a name it refuses comes back: the listener and the config are up."""
-    import time
-
     deadline = time.monotonic() + START_TIMEOUT
     query = dns.message.make_query("ready.refused.test.", "A")
     while True:
