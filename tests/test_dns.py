@@ -26,11 +26,13 @@ from tests.pki import DAY, NOW
 from tests.servers.daemons import free_ports
 from tests.servers.dns import run_unbound
 from tests.servers.nginx import Site, run_nginx
+from tests.test_legacy import SECLEVEL0
 
 NAME = "multi.test"
 GOOD = ("127.0.0.2", "127.0.0.3")
 STALE = "127.0.0.4"
 SILENT = "127.0.0.5"  # accepts connections (the kernel does) but never speaks TLS
+LEGACY = "127.0.0.6"  # speaks only TLS 1.0: the probe's handshake fails, the fallback reads its leaf
 V6 = "::1"
 
 RECORDS = [
@@ -40,6 +42,7 @@ RECORDS = [
     "good AAAA ::1",
     *(f"many A 127.0.0.{i}" for i in range(2, 7)),
     *(f"hang A {a}" for a in (GOOD[0], SILENT)),
+    *(f"mixed A {a}" for a in (GOOD[0], LEGACY)),
     "v4only A 127.0.0.2",
     "empty TXT \"no address here\"",
     "alias CNAME good",
@@ -58,17 +61,19 @@ class World:
 @pytest.fixture(scope="module")
 def world(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("dns-world")
-    names = ("multi.test", "good.test", "many.test", "hang.test", "alias.test", "v4only.test")
+    names = ("multi.test", "good.test", "many.test", "hang.test", "alias.test", "v4only.test", "mixed.test")
     leaves = {
         **{a: pki.inter.issue(f"fresh {a}", dns=names) for a in (*GOOD, V6)},
         # The stale backend: last year's certificate, expired since.
         STALE: pki.inter.issue("stale", dns=names, not_before=NOW - 400 * DAY, not_after=NOW - 10 * DAY),
+        LEGACY: pki.inter.issue("legacy", dns=names),
     }
     port = free_ports("tls")["tls"]
     sites = {}
     for address, leaf in leaves.items():
         cert, key = pki.chain_files(f"dns-{address}", leaf, pki.inter)
-        sites[address] = Site(cert, key, address=address, port=port)
+        directives = ["ssl_protocols TLSv1;", SECLEVEL0] if address == LEGACY else []
+        sites[address] = Site(cert, key, directives, address=address, port=port)
     with socket.socket() as silent:
         silent.bind((SILENT, port))
         silent.listen(16)
@@ -145,6 +150,21 @@ async def test_every_address_good_is_success_and_single_mode_keeps_its_shape(wor
     assert one.series("ssl_probe_address_success") == []
     assert all("address" not in series for series in one.series("ssl_cert_info"))
     assert one.get("ssl_cert_not_after_timestamp_seconds", position="0") == world.leaves[GOOD[0]].not_after
+
+
+async def test_each_address_gets_the_fallback_handshake_of_its_own(world: World, config_path: Path) -> None:
+    async with serve_exporter(config_path) as client:
+        s = await probe(client, f"mixed.test:{world.tls_port}", module="all")
+    assert s.get("ssl_probe_success") == 0
+    assert s.get("ssl_probe_address_success", address=GOOD[0]) == 1
+    assert s.get("ssl_fallback_handshake", address=GOOD[0]) == 0
+    # The TLS 1.0 backend: its handshake fails for policy reasons, the fallback reads its leaf.
+    assert s.get("ssl_handshake_success", address=LEGACY) == 0
+    assert s.get("ssl_fallback_handshake", address=LEGACY) == 1
+    assert s.get("ssl_fallback_tls_version_info", address=LEGACY, version="TLS 1.0") == 1
+    assert s.get("ssl_cert_not_after_timestamp_seconds", address=LEGACY, position="0") == world.leaves[LEGACY].not_after
+    assert addresses_of(s, "ssl_probe_error_info", stage="handshake", reason="protocol_version") == {LEGACY}
+    assert addresses_of(s, "ssl_probe_phase_duration_seconds", phase="fallback") == {LEGACY}
 
 
 async def test_a_cname_is_followed_to_its_addresses(world: World, config_path: Path) -> None:
