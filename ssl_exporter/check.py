@@ -37,10 +37,10 @@ from typing import Any, NoReturn
 
 import yaml
 
-from ssl_exporter import config
+from ssl_exporter import config, resolve
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.rdap import trouble
-from ssl_exporter.result import CertInfo, ProbeResult
+from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, all_errors
 from ssl_exporter.server import BadRequest, parse_probe_request, run_request
 from ssl_exporter.web import (
     describe_expiry,
@@ -121,7 +121,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="PEM client certificate to present (mTLS), in place of the module's")
     parser.add_argument("--key-file", "--clientkey", dest="key_file", metavar="PATH",
                         help="PEM private key of --cert-file (default: the key in that file)")
+    parser.add_argument("--dns.server", dest="dns_servers", action="append", default=[], metavar="ADDRESS[:PORT]",
+                        help="DNS server to resolve through for modules without tcp.dns_servers; repeatable")
     args = parser.parse_args(argv)
+    try:
+        resolve.set_default_servers(args.dns_servers)
+    except ValueError as exc:
+        parser.error(f"--dns.server: {exc}")
     if args.critical_days > args.warning_days:
         parser.error("--critical-days must not exceed --warning-days")
     if args.key_file and not args.cert_file:
@@ -183,7 +189,7 @@ def evaluate(result: ProbeResult, target: str, warning_days: float, critical_day
              now: float) -> Verdict:
     """The plugin state of a probe result (see the module docstring for the rules)."""
     expiry, source = _expiry(result)
-    parts = [f"{e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "") for e in result.errors]
+    parts = [_error_text(address, e) for address, e in all_errors(result)]
     parts += [f"cannot read {source_text(e.source)}: {e.reason}" for e in result.read_errors]
     if expiry is not None:
         what = "chain" if source == "verified_chain" and _chain_expires_before_leaf(result, expiry) else "certificate"
@@ -197,7 +203,7 @@ def evaluate(result: ProbeResult, target: str, warning_days: float, critical_day
 def _state(result: ProbeResult, expiry: float | None, warning_days: float, critical_days: float, now: float,
            failed: bool) -> int:
     """UNKNOWN for our own bug or no date, CRITICAL for a failure, else by the days left."""
-    if any(e.reason == "internal_error" for e in result.errors):
+    if any(e.reason == "internal_error" for _, e in all_errors(result)):
         return UNKNOWN
     if failed:
         return CRITICAL
@@ -212,7 +218,7 @@ def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, criti
     """The plugin state of an rdap probe: its registration expiry, and CRITICAL for a failed
     lookup or a status that means trouble (hold, redemption period, pending delete)."""
     info = result.domain
-    parts = [f"{e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "") for e in result.errors]
+    parts = [_error_text("", e) for e in result.errors]
     troubles = trouble(info.statuses) if info else []
     if troubles:
         parts.append("status " + ", ".join(troubles))
@@ -227,7 +233,15 @@ def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, criti
     return Verdict(state, f"{domain}: " + "; ".join(parts), expiry, info.source if info else None, "DOMAIN")
 
 
+def _error_text(address: str, error: ProbeError) -> str:
+    where = f"{address} " if address else ""
+    return f"{where}{error.stage}/{error.reason}" + (f": {error.detail}" if error.detail else "")
+
+
 def _expiry(result: ProbeResult) -> tuple[float | None, str | None]:
+    if result.addresses is not None:  # every address: the soonest of their expiries
+        known = [found for a in result.addresses if (found := _expiry(a.result))[0] is not None]
+        return min(known, key=lambda found: found[0] or 0.0) if known else (None, None)
     if result.chain_valid and result.verified_chain_expiry is not None:
         return result.verified_chain_expiry, "verified_chain"
     cert = leaf_or_soonest(result)
@@ -291,9 +305,17 @@ def _details(verdict: Verdict, result: ProbeResult, target: str, module: str, se
         lines.append(f"Time left:  {describe_expiry(verdict.expiry, now)}, from {source[verdict.expiry_source or '']}")
     if result.domain is not None:
         lines += _domain_lines(result, now)
-    lines += [f"Error:      {e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "") for e in result.errors]
+    lines += [f"Error:      {_error_text(address, e)}" for address, e in all_errors(result)]
     if result.certs:
         lines += ["", *_chain_table(result, now)]
+    for item in result.addresses or ():  # tcp.all_addresses: each address's own verdicts and chain
+        view = item.result
+        chain = {True: "verified", False: "NOT verified", None: "unknown"}[view.chain_valid]
+        name = {True: "matches", False: "does NOT match", None: "unknown"}[view.hostname_valid]
+        lines += ["", f"Address {item.address}: {'OK' if view.success else 'FAILED'}, handshake "
+                      f"{'done' if view.handshake_success else 'failed'}, chain {chain}, name {name}"]
+        if view.certs:
+            lines += _chain_table(view, now)
     return lines
 
 
@@ -354,7 +376,25 @@ def json_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace,
                          "statuses": list(info.statuses),
                          "registered": None if info.registration is None else _iso(info.registration),
                          "fetched": None if info.lookup_time is None else _iso(info.lookup_time)}
+    if result.addresses is not None:  # tcp.all_addresses: the same facts for each address
+        doc["errors"] = [{"stage": e.stage, "reason": e.reason, "detail": e.detail} for e in result.errors]
+        doc["addresses"] = [_address_json(item.address, item.result, now) for item in result.addresses]
     return json.dumps(doc, indent=2) + "\n"
+
+
+def _address_json(address: str, view: ProbeResult, now: float) -> dict[str, Any]:
+    return {
+        "address": address,
+        "success": view.success,
+        "handshake_success": view.handshake_success,
+        "chain_valid": view.chain_valid,
+        "hostname_valid": view.hostname_valid,
+        "tls_version": view.tls.version if view.tls else None,
+        "cipher": view.tls.cipher if view.tls else None,
+        "errors": [{"stage": e.stage, "reason": e.reason, "detail": e.detail} for e in view.errors],
+        "certificates": [_cert_json(position, cert, now)
+                         for position, cert in zip(positions(view), view.certs, strict=False)],
+    }
 
 
 def _cert_json(position: str, cert: CertInfo, now: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import sys
 
 from aiohttp import web
 
-from ssl_exporter import __version__, check, config, logs, webconfig
+from ssl_exporter import __version__, check, config, logs, resolve, webconfig
 from ssl_exporter.history import History
 from ssl_exporter.server import Exporter, make_app
 
@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history.failure-limit", dest="history_failure_limit", type=int, default=100,
                         metavar="N",
                         help="failed probes kept besides, however many succeed since (default 100)")
+    parser.add_argument("--dns.server", dest="dns_servers", action="append", default=[], metavar="ADDRESS[:PORT]",
+                        help="DNS server to resolve targets through instead of the system resolver, for modules "
+                             "without tcp.dns_servers; repeat for more")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and exit (0 valid, 1 invalid)")
     parser.add_argument("--version", action="version", version=f"ssl_exporter {__version__}")
@@ -77,6 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.host, args.port = parse_listen_address(args.listen_address)
     except ValueError as exc:
         parser.error(f"--web.listen-address: {exc}")
+    try:
+        resolve.set_default_servers(args.dns_servers)
+    except ValueError as exc:
+        parser.error(f"--dns.server: {exc}")
     return args
 
 

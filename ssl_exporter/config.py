@@ -23,7 +23,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import access, starttls, tls
+from ssl_exporter import access, caa, resolve, starttls, tls
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.redact import redact_urls
 from ssl_exporter.result import CertInfo
@@ -109,6 +109,14 @@ class TCPConfig:
     proxy_from_environment: bool = False
     # Port used when the target names none; by default the STARTTLS protocol's port, or 443.
     default_port: int | None = None
+    # Probe every address the name resolves to, each with its own handshake (docs/metrics.md,
+    # "Every address behind a name"), at most max_addresses of them.
+    all_addresses: bool = False
+    max_addresses: int = 16
+    # DNS servers to resolve through instead of the system resolver (ssl_exporter.resolve);
+    # empty: the --dns.server flag's, else the system's. dns_timeout bounds the resolution.
+    dns_servers: tuple[str, ...] = ()
+    dns_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,8 @@ class Module:
     policy: access.Policy | None = field(default=None, compare=False, repr=False)
     # The rdap prober's settings (ssl_exporter.rdap.RDAPConfig; docs/domains.md).
     rdap: Any = None
+    # CAA check of the leaf's issuer (ssl_exporter.caa); None: no CAA lookups.
+    caa: caa.CAAConfig | None = None
 
     @property
     def default_port(self) -> int:
@@ -231,10 +241,18 @@ def module_dict(module: Module) -> dict[str, Any]:
                 "proxy_url": redact_url(tcp.proxy_url),
                 "proxy_from_environment": tcp.proxy_from_environment or None,
                 "default_port": tcp.default_port,
+                "all_addresses": tcp.all_addresses or None,
+                "max_addresses": tcp.max_addresses if tcp.all_addresses else None,
+                "dns_servers": list(tcp.dns_servers) or None,
+                "dns_timeout": format_duration(tcp.dns_timeout) if tcp.dns_servers else None,
             }
         ),
         **_revocation_dict(module),
         **({"target_policy": module.target_policy.as_dict()} if module.target_policy else {}),
+        **({"caa": _drop_none({"identities": {k: list(v) for k, v in module.caa.identities.items()} or None,
+                                "account_uri": module.caa.account_uri,
+                                "validation_methods": list(module.caa.validation_methods) or None})}
+           if module.caa is not None else {}),
     }
 
 
@@ -333,7 +351,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     if prober not in PROBERS:
         raise ConfigError(f"{path}.prober: unknown prober {prober!r}, expected one of {', '.join(PROBERS)}")
     # Each prober takes its own block; another prober's block is a mistake worth naming.
-    own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions", "target_policy"}, "file": {"file"},
+    own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions", "target_policy", "caa"},
+                 "file": {"file"},
                  "kubeconfig": set(),
                  "kubernetes": {"kubernetes"},
                  "rdap": {"rdap", "tls_config", "target_policy"}}[prober]
@@ -368,9 +387,30 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
         stapling_context = _stapling_context(tls_config, path)
     legacy = _parse_legacy_versions(raw.get("legacy_versions"), f"{path}.legacy_versions")
     target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
+    caa_config = _parse_caa(raw["caa"], f"{path}.caa") if "caa" in raw else None
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
                   client_cert=client_cert, revocation=revocation, stapling_context=stapling_context,
-                  legacy_versions=legacy, target_policy=target_policy)
+                  legacy_versions=legacy, target_policy=target_policy, caa=caa_config)
+
+
+def _parse_caa(raw: Any, path: str) -> caa.CAAConfig:
+    """``caa:``; an empty block (or ``caa:`` alone) checks with the built-in CA identities."""
+    raw = {} if raw is None else raw
+    _expect_mapping(raw, path)
+    _reject_unknown(raw, {"identities", "account_uri", "validation_methods"}, path)
+    identities = _get(raw, "identities", dict, path, None) or {}
+    parsed: dict[str, tuple[str, ...]] = {}
+    for issuer, domains in identities.items():
+        domains = [domains] if isinstance(domains, str) else domains
+        if not isinstance(issuer, str) or not isinstance(domains, list) or not domains \
+                or not all(isinstance(d, str) and d and " " not in d for d in domains):
+            raise ConfigError(f"{path}.identities: expected issuer name: [CAA domain, ...], got {issuer!r}")
+        parsed[issuer] = tuple(d.lower() for d in domains)
+    methods = _get(raw, "validation_methods", list, path, None) or []
+    if not all(isinstance(m, str) and m for m in methods):
+        raise ConfigError(f"{path}.validation_methods: expected a list of method names such as http-01")
+    return caa.CAAConfig(identities=parsed, account_uri=_get(raw, "account_uri", str, path, None),
+                         validation_methods=tuple(methods))
 
 
 def _parse_rdap_module(name: str, raw: Mapping[str, Any], path: str, base_dir: str, timeout: float) -> Module:
@@ -575,7 +615,25 @@ def _parse_tcp(raw: Any, path: str) -> TCPConfig:
     default_port = _get(raw, "default_port", int, path, None)
     if default_port is not None and not 1 <= default_port <= 65535:
         raise ConfigError(f"{path}.default_port: {default_port} is out of range 1-65535")
+    all_addresses = _get(raw, "all_addresses", bool, path, False)
+    max_addresses = _get(raw, "max_addresses", int, path, TCPConfig.max_addresses)
+    if not 1 <= max_addresses <= 64:  # bounds the work and the series of one probe
+        raise ConfigError(f"{path}.max_addresses: {max_addresses} is out of range 1-64")
+    if all_addresses and (proxy_url is not None or from_environment):
+        raise ConfigError(f"{path}.all_addresses: cannot be combined with a proxy, which resolves the name itself")
+    dns_servers = _get(raw, "dns_servers", list, path, None) or []
+    for server in dns_servers:
+        try:
+            if not isinstance(server, str):
+                raise ValueError(f"expected a list of addresses, got {_type_name(server)}")
+            resolve.parse_server(server)
+        except ValueError as exc:
+            raise ConfigError(f"{path}.dns_servers: {exc}") from None
     return TCPConfig(
+        all_addresses=all_addresses,
+        max_addresses=max_addresses,
+        dns_servers=tuple(dns_servers),
+        dns_timeout=_parse_timeout(raw.get("dns_timeout", "5s"), f"{path}.dns_timeout"),
         default_port=default_port,
         starttls=protocol,
         preferred_ip_protocol=family,

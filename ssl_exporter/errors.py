@@ -24,9 +24,13 @@ STAGES = ("resolve", "connect", "starttls", "handshake", "verify", "read", "rdap
 
 REASONS = {
     # Network, any stage.
-    "timeout": "the probe's deadline passed during this stage",
+    "timeout": "the probe's deadline passed during this stage (at stage resolve: also tcp.dns_timeout)",
     "dns": "the name did not resolve (or not to an address of an allowed IP family)",
-    "refused": "the port actively refused the connection",
+    # Resolution through configured DNS servers (tcp.dns_servers, --dns.server) says why.
+    "nxdomain": "the DNS server says the name does not exist (NXDOMAIN)",
+    "no_address": "the name exists but has no address of an allowed IP family",
+    "servfail": "the DNS servers failed to answer (SERVFAIL)",
+    "refused": "the port actively refused the connection (at stage resolve: the DNS server answered REFUSED)",
     "unreachable": "no route to the host or network",
     "reset": "the peer reset the connection",
     "closed": "the peer closed the connection before the stage completed",

@@ -53,6 +53,15 @@ def sample_line(name: str, labels: Sequence[str], values: Sequence[str], value: 
     return f"{name}{{{pairs}}} {floatToGoString(value)}\n"
 
 
+def with_label(line: str, name: str, label: str, value: str) -> str:
+    """A rendered sample line of metric ``name`` with one more label, put first."""
+    pair = f'{label}="{value.translate(_LABEL_ESCAPES)}"'
+    rest = line[len(name):]
+    if rest.startswith("{"):
+        return f"{name}{{{pair},{rest[1:]}"
+    return f"{name}{{{pair}}}{rest}"
+
+
 def encode(families: Iterable[GaugeFamily], accept_header: str | None) -> tuple[bytes, str]:
     """The text format, or OpenMetrics when the Accept header asks for it."""
     _, content_type = choose_encoder(accept_header or "")

@@ -68,6 +68,10 @@ class History:
             trimmed = dataclasses.replace(result, certs=result.certs[:MAX_CERTS_KEPT],
                                           positions=result.positions[:MAX_CERTS_KEPT])
             kept = dataclasses.replace(record, result=trimmed, certs_dropped=dropped)
+        elif result.addresses:  # tcp.all_addresses: the same budget shared by the addresses
+            trimmed, dropped = _trim_addresses(result)
+            if dropped:
+                kept = dataclasses.replace(record, result=trimmed, certs_dropped=dropped)
         self._recent.append(kept)
         if kept.failed:
             self._failures.append(kept)  # the same object: a failure costs one more pointer
@@ -84,3 +88,16 @@ class History:
             if record.id == probe_id:
                 return record
         return None
+
+
+def _trim_addresses(result: ProbeResult) -> tuple[ProbeResult, int]:
+    """Keep at most MAX_CERTS_KEPT certificates over all the addresses of a result, an equal
+    share each and the leaf at least; return the trimmed result and how many were dropped."""
+    addresses = result.addresses or ()
+    share = max(1, MAX_CERTS_KEPT // max(1, len(addresses)))
+    dropped = sum(max(0, len(a.result.certs) - share) for a in addresses)
+    if not dropped:
+        return result, 0
+    trimmed = tuple(dataclasses.replace(a, result=dataclasses.replace(
+        a.result, certs=a.result.certs[:share], positions=a.result.positions[:share])) for a in addresses)
+    return dataclasses.replace(result, addresses=trimmed), dropped

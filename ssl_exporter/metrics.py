@@ -6,11 +6,12 @@ handshake, no verified chain) is left out rather than reported as 0 or 1.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from ssl_exporter import lint
-from ssl_exporter.exposition import GaugeFamily, encode, gauge, sample_line
+from ssl_exporter import caa, lint
+from ssl_exporter.exposition import GaugeFamily, encode, gauge, sample_line, with_label
 from ssl_exporter.result import CertInfo, CertLint, DomainInfo, ProbeResult, ReadError, RevocationCheck
 
 CERT_LABELS = ("position", "subject_cn", "issuer_cn", "serial")
@@ -35,6 +36,8 @@ MAX_SANS_LABEL = 1024
 
 
 def probe_families(result: ProbeResult) -> list[GaugeFamily]:
+    if result.addresses is not None:
+        return every_address_families(result)
     families: list[GaugeFamily] = [
         gauge("ssl_probe_success", "1 when the certificates were obtained and every enforced check held.",
                float(result.success)),
@@ -92,7 +95,61 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
         for version, accepted in result.legacy_versions.items():
             legacy.add([version], float(accepted))
         families.append(legacy)
+    families.extend(caa_families(result))
     return families
+
+
+def caa_families(result: ProbeResult) -> list[GaugeFamily]:
+    """CAA series of modules with ``caa:`` (docs/metrics.md, "CAA"); the whole target's."""
+    check = result.caa
+    if check is None:
+        return []
+    families = [gauge("ssl_caa_lookup_success", "1 when the CAA lookup for the verified name was answered.",
+                      float(check.lookup_success))]
+    if check.issuer_allowed is not None:
+        families.append(gauge("ssl_caa_issuer_allowed", "1 when CAA lets the leaf's issuer issue again, "
+                              "0 when it forbids it; absent when unknown.", float(check.issuer_allowed)))
+    info = GaugeFamily("ssl_caa_info", "1 per record of the relevant CAA record set.",
+                       ["domain", "flags", "tag", "value"])
+    for record in check.records[: caa.MAX_RECORDS]:
+        info.add([check.domain, str(record.flags), caa.exported_value(record.tag),
+                  caa.exported_value(record.value)], 1.0)
+    families.append(info)
+    return families
+
+
+# Series of a probe of every address (tcp.all_addresses) that speak for the whole target;
+# every other series is per handshake and carries the address label (docs/metrics.md).
+WHOLE_TARGET = ("ssl_probe_success", "ssl_probe_duration_seconds", "ssl_caa_lookup_success",
+                "ssl_caa_issuer_allowed", "ssl_caa_info")
+
+
+def every_address_families(result: ProbeResult) -> list[GaugeFamily]:
+    """The answer of a probe of every address: the whole target's success and duration, then
+    each series of each address's probe with ``address`` added; what concerns the target as
+    a whole (resolution, its phase and errors) has ``address=""``, as Prometheus reads an
+    absent label."""
+    views = [("", dataclasses.replace(result, addresses=None)),
+             *((a.address, a.result) for a in result.addresses or ())]
+    merged: dict[str, GaugeFamily] = {}
+    for address, view in views:
+        for family in probe_families(view):
+            if family.name in WHOLE_TARGET:
+                if not address:
+                    merged[family.name] = family
+                continue
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = GaugeFamily(family.name, family.documentation, ["address", *family.labels])
+            into.lines.extend(with_label(line, family.name, "address", address) for line in family.lines)
+    resolved = gauge("ssl_probe_addresses_resolved", "Addresses the name resolved to (tcp.all_addresses).",
+                     float(result.addresses_resolved))
+    success = GaugeFamily("ssl_probe_address_success",
+                          "1 when the probe of this address succeeded (tcp.all_addresses).", ["address"])
+    for item in result.addresses or ():
+        success.add([item.address], float(item.result.success))
+    whole = [merged.pop(name) for name in WHOLE_TARGET if name in merged]
+    return [*whole, resolved, success, *merged.values()]
 
 
 def revocation_families(result: ProbeResult) -> list[GaugeFamily]:

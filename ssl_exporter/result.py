@@ -86,6 +86,28 @@ class RevocationCheck:
 
 
 @dataclass(frozen=True)
+class CAARecord:
+    """One CAA record (RFC 8659): flags, tag (lower case) and value as text."""
+
+    flags: int
+    tag: str
+    value: str
+
+
+@dataclass(frozen=True)
+class CAAResult:
+    """The CAA check of a module with ``caa:`` (ssl_exporter.caa); ``issuer_allowed`` None
+    means unknown."""
+
+    lookup_success: bool
+    name: str = ""  # the name looked up: the verified name, or *.parent for a wildcard leaf
+    domain: str = ""  # where the relevant record set was found; "" when there is none
+    records: tuple[CAARecord, ...] = ()
+    issuer_allowed: bool | None = None
+    reason: str = ""  # why the lookup failed (servfail, refused, timeout, dns)
+
+
+@dataclass(frozen=True)
 class CertLint:
     """Certificate-depth facts computed from DER (:mod:`ssl_exporter.lint`)."""
 
@@ -145,10 +167,39 @@ class ProbeResult:
     fallback_tls: TLSInfo | None = None
     # Domain registration data (rdap prober).
     domain: DomainInfo | None = None
+    # tcp modules with all_addresses (docs/metrics.md, "Every address behind a name"): one
+    # result per address probed, in resolution order; None for a probe of one address. The
+    # fields above then hold what concerns the whole target only (resolution, success).
+    addresses: tuple[AddressResult, ...] | None = None
+    addresses_resolved: int = 0  # how many addresses the name had (more than probed when capped)
+    # Modules with caa: whether the leaf's issuer may issue again (RFC 8659).
+    caa: CAAResult | None = None
 
     def placed_certs(self) -> list[tuple[str, CertInfo]]:
         """Each certificate with its position label, as the metrics export it."""
         return placed(self.certs, self.positions)
+
+
+@dataclass(frozen=True)
+class AddressResult:
+    """What the probe of one address of a name learned: its own handshake, chain and verdicts."""
+
+    address: str
+    result: ProbeResult
+
+
+def address_views(result: ProbeResult) -> list[tuple[str, ProbeResult]]:
+    """``("", result)`` for a probe of one address; else ``(address, its result)`` for each
+    address probed. What the pages and ``check`` iterate on to show every handshake."""
+    if result.addresses is None:
+        return [("", result)]
+    return [(a.address, a.result) for a in result.addresses]
+
+
+def all_errors(result: ProbeResult) -> list[tuple[str, ProbeError]]:
+    """Every failure of a probe with the address it concerns ("" for the whole target)."""
+    found = [("", error) for error in result.errors]
+    return found + [(a.address, error) for a in result.addresses or () for error in a.result.errors]
 
 
 def placed(certs: Sequence[CertInfo], positions: Sequence[str]) -> list[tuple[str, CertInfo]]:

@@ -16,7 +16,7 @@ import yaml
 
 from ssl_exporter import config, metrics
 from ssl_exporter.history import ProbeRecord
-from ssl_exporter.result import CertInfo, ProbeResult
+from ssl_exporter.result import CertInfo, ProbeResult, address_views, all_errors
 
 # Sent with every HTML page: if escaping were ever missed, inline script still would not run.
 SECURITY_HEADERS = {
@@ -69,7 +69,8 @@ def debug_text(record: ProbeRecord) -> str:
     result = record.result
     body, _ = metrics.encode(metrics.probe_families(result), None)
     module_yaml = yaml.safe_dump({record.module: dict(record.module_config)}, sort_keys=False)
-    certs = "\n".join(describe_cert(cert, position, record.time) for position, cert in result.placed_certs())
+    certs = "\n".join(describe_cert(cert, f"{address} {position}".strip(), record.time)
+                      for address, view in address_views(result) for position, cert in view.placed_certs())
     if record.certs_dropped:
         certs += (f"\n... and {record.certs_dropped} more certificate(s), not kept in the probe history "
                   "(the metrics below leave them out too)\n")
@@ -79,7 +80,8 @@ def debug_text(record: ProbeRecord) -> str:
     sections = [
         ("Logs for the probe", "\n".join(result.log) + "\n"),
         ("Summary", _summary(record)),
-        (f"Certificates ({len(result.certs) + record.certs_dropped})", certs or "none obtained\n"),
+        (f"Certificates ({sum(len(v.certs) for _, v in address_views(result)) + record.certs_dropped})",
+         certs or "none obtained\n"),
         ("Module configuration", module_yaml),
         ("Metrics that would have been returned", body.decode()),
     ]
@@ -104,7 +106,14 @@ def _summary(record: ProbeRecord) -> str:
     if result.verified_chain_expiry is not None:
         lines.append(f"verified chain expires {format_utc(result.verified_chain_expiry)} "
                      f"({describe_expiry(result.verified_chain_expiry, record.time)})")
-    lines += [f"error {e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "") for e in result.errors]
+    for item in result.addresses or ():  # tcp.all_addresses: each address's own verdicts
+        view = item.result
+        lines.append(f"address {item.address}: {'OK' if view.success else 'FAILED'}, handshake "
+                     f"{_yes_no(view.handshake_success)}, chain valid {_yes_no(view.chain_valid)}, "
+                     f"hostname valid {_yes_no(view.hostname_valid)}"
+                     + (f", {view.tls.version} {view.tls.cipher}" if view.tls else ""))
+    lines += [f"error {address + ' ' if address else ''}{e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "")
+              for address, e in all_errors(result)]
     lines += [f"read error {source_text(e.source)}: {e.reason}" + (f": {e.detail}" if e.detail else "")
               for e in result.read_errors]
     return "\n".join(lines) + "\n"
@@ -224,7 +233,8 @@ succeeded since. Newest first.</small></p>
 def _probe_row(record: ProbeRecord) -> str:
     e = html.escape
     result = record.result
-    reasons = ", ".join(f"{err.stage}/{err.reason}" for err in result.errors)
+    reasons = ", ".join(f"{address + ' ' if address else ''}{err.stage}/{err.reason}"
+                        for address, err in all_errors(result))
     if result.read_errors:
         reasons = ", ".join(filter(None, [reasons, f"{len(result.read_errors)} source(s) unreadable"]))
     target = e(record.target)
@@ -249,7 +259,10 @@ def _expiry_cell(record: ProbeRecord) -> str:
     if cert is None:
         return ""
     label = cert.subject_cn or cert.subject
-    note = "" if is_presented_chain(record.result) else f" (soonest of {len(record.result.certs)})"
+    if record.result.addresses is not None:
+        note = f" (soonest of {len(record.result.addresses)} addresses)"
+    else:
+        note = "" if is_presented_chain(record.result) else f" (soonest of {len(record.result.certs)})"
     return f"{describe_expiry(cert.not_after, record.time)}<br><small>{html.escape(label)}{note}</small>"
 
 
@@ -259,7 +272,11 @@ def is_presented_chain(result: ProbeResult) -> bool:
 
 
 def leaf_or_soonest(result: ProbeResult) -> CertInfo | None:
-    """The leaf of a presented chain; for certificates at rest, the one that expires first."""
+    """The leaf of a presented chain; for certificates at rest, the one that expires first;
+    for a probe of every address, the leaf that expires first."""
+    if result.addresses is not None:
+        leaves = [leaf for a in result.addresses if (leaf := leaf_or_soonest(a.result)) is not None]
+        return min(leaves, key=lambda cert: cert.not_after, default=None)
     if not result.certs:
         return None
     if is_presented_chain(result):  # the leaf, unless it could not be parsed

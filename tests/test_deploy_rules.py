@@ -36,6 +36,9 @@ EXTRA_METRICS = {
     "ssl_revocation_status_info",
     "ssl_fallback_handshake",  # docs/metrics.md, "Fallback handshake"
     "ssl_fallback_tls_version_info",
+    "ssl_caa_lookup_success",  # docs/metrics.md, "CAA" (fixed in CONTRACT.md's second round)
+    "ssl_caa_issuer_allowed",
+    "ssl_caa_info",
 }
 # The contract table, as of writing; used when CONTRACT.md is not next to the repo.
 CONTRACT_METRICS = {
@@ -97,6 +100,9 @@ EXPECTED_ALERTS = {
     "SSLProbeFailing",
     "SSLExporterDown",
     "SSLExporterConfigReloadFailed",
+    "SSLAddressesServeDifferentCertificates",
+    "SSLCAAForbidsIssuer",
+    "SSLCAALookupFailing",
 }
 
 
@@ -183,13 +189,13 @@ def test_rules_use_only_documented_metrics_and_defined_records() -> None:
 # they do not test what they claim to.
 MUTATIONS = {
     "no smoothing over a failed probe": (
-        "or on (job, instance, module)\n"
+        "or on (job, instance, module, address)\n"
         '          last_over_time(ssl_cert_not_after_timestamp_seconds{position="0"}[15m])',
         "",
     ),
     "leaf expiry instead of the verified chain's": (
-        "min by (job, instance, module) (ssl:verified_chain_expiry_timestamp_seconds:last15m)",
-        "min by (job, instance, module) (ssl:leaf_not_after_timestamp_seconds:last15m)",
+        "min by (job, instance, module, address) (ssl:verified_chain_expiry_timestamp_seconds:last15m)",
+        "min by (job, instance, module, address) (ssl:leaf_not_after_timestamp_seconds:last15m)",
     ),
     "verified chain only, no leaf fallback": (
         "          or\n          ssl:leaf_not_after_timestamp_seconds:last15m\n",

@@ -21,7 +21,17 @@ from typing import Any, TypeVar
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
 from ssl_exporter.redact import redact_urls
-from ssl_exporter.result import CertInfo, DomainInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
+from ssl_exporter.result import (
+    AddressResult,
+    CAAResult,
+    CertInfo,
+    DomainInfo,
+    ProbeError,
+    ProbeResult,
+    ReadError,
+    RevocationCheck,
+    TLSInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,10 @@ class ProbeRecorder:
         self.fallback_handshake: bool | None = None
         self.fallback_tls: TLSInfo | None = None
         self.domain: DomainInfo | None = None  # rdap prober
+        # tcp.all_addresses: each address's own result (ssl_exporter.probers.tcp).
+        self.addresses: tuple[AddressResult, ...] | None = None
+        self.addresses_resolved = 0
+        self.caa: CAAResult | None = None  # modules with caa: (ssl_exporter.caa)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -99,6 +113,9 @@ class ProbeRecorder:
             fallback_handshake=self.fallback_handshake,
             fallback_tls=self.fallback_tls,
             domain=self.domain,
+            addresses=self.addresses,
+            addresses_resolved=self.addresses_resolved,
+            caa=self.caa,
         )
 
     def _enforced_errors(self) -> bool:
@@ -120,6 +137,7 @@ class Prober:
 
 # Exceptions a prober may let through; anything else is a bug, logged with its traceback.
 _EXPECTED = (OSError, ssl.SSLError, ProbeFailure, EOFError, asyncio.IncompleteReadError)
+EXPECTED_ERRORS = _EXPECTED  # for probers that record a part's failure themselves (tcp.all_addresses)
 
 
 # Probes running now, by what makes them identical: a second request for the same probe

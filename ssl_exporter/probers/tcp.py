@@ -6,7 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import ipaddress
-import socket
+import logging
 import ssl
 import time
 import urllib.request
@@ -14,13 +14,15 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import unquote, urlsplit
 
-from ssl_exporter import chainverify, lint, revocation, stapling, starttls, tls
+from ssl_exporter import caa, chainverify, lint, resolve, revocation, stapling, starttls, tls
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
 from ssl_exporter.config import Module, TCPConfig
 from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
-from ssl_exporter.probers.base import Prober, ProbeRecorder
-from ssl_exporter.result import CertInfo, TLSInfo
+from ssl_exporter.probers.base import EXPECTED_ERRORS, Prober, ProbeRecorder
+from ssl_exporter.result import AddressResult, CertInfo, TLSInfo
 from ssl_exporter.targets import Target, parse_target
+
+log = logging.getLogger(__name__)
 
 # Bytes read from an HTTP proxy's answer to CONNECT before giving up.
 MAX_PROXY_RESPONSE = 16 * 1024
@@ -40,6 +42,8 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
     rec.client_cert = module.client_cert
     proxy_url = proxy_for(target, tcp)
     proxy = urlsplit(proxy_url) if proxy_url else None
+    if tcp.all_addresses and proxy_url is None:
+        rec.addresses = ()  # the answer has the every-address shape, also when resolution fails
     with rec.phase("resolve"):
         # Through a proxy we resolve and dial the proxy; it resolves the target.
         dial = parse_target(proxy.netloc.rpartition("@")[2], 80) if proxy else target
@@ -49,11 +53,47 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
                 module.policy.check_addresses(target, addresses)  # raises access.TargetRefused
             elif target.ip is not None:  # the proxy resolves a name; an address we can check
                 module.policy.check_addresses(target, [target.host])
+    if rec.addresses is not None:
+        await _probe_every_address(rec, module, target, server_name, addresses)
+    else:
+        await _probe_connection(rec, module, target, server_name, addresses, dial.port, proxy_url)
+    if module.caa is not None and not _is_ip(server_name):
+        await _caa_check(rec, module, server_name)
+
+
+async def _caa_check(rec: ProbeRecorder, module: Module, name: str) -> None:
+    """Would the CA that issued the served leaf (each address's) be allowed to issue again?
+    Looked up through the module's resolver, in what is left of the deadline; never raises."""
+    assert rec.deadline is not None and module.caa is not None, "run_probe sets the deadline"
+    views = [a.result for a in rec.addresses] if rec.addresses is not None else [rec]
+    leaves = [view.certs[0] for view in views if view.positions[:1] == ("0",)]
+    left = rec.deadline - asyncio.get_running_loop().time() - revocation.DEADLINE_MARGIN
+    begin = time.perf_counter()
+    try:
+        rec.caa = await caa.check(name, leaves, module.caa, resolve.servers_for(module.tcp.dns_servers),
+                                  max(min(module.tcp.dns_timeout, left), 0.001))
+    finally:
+        rec.phases["caa"] = time.perf_counter() - begin
+    result = rec.caa
+    if not result.lookup_success:
+        rec.note(f"CAA lookup for {result.name} failed: {result.reason}")
+    else:
+        found = f"at {result.domain}: " + "; ".join(f"{r.flags} {r.tag} {r.value!r}" for r in result.records) \
+            if result.domain else "no CAA record set: any CA may issue"
+        verdict = {True: "allowed", False: "FORBIDDEN", None: "unknown"}[result.issuer_allowed]
+        rec.note(f"CAA for {result.name} {found}; the leaf's issuer may issue again: {verdict}")
+
+
+async def _probe_connection(rec: ProbeRecorder, module: Module, target: Target, server_name: str,
+                            addresses: list[str], port: int, proxy_url: str | None) -> None:
+    """Connect (to the first of ``addresses`` that answers), shake hands and verify: the
+    probe of one server, on ``rec``; the fallback handshake and depth checks included."""
+    tcp = module.tcp
 
     async def open_stream(phase: PhaseTimer = _untimed) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection ready for the TLS handshake: connected, tunnelled, STARTTLS done."""
         with phase("connect"):
-            reader, writer = await _connect(addresses, dial.port, tcp, rec)
+            reader, writer = await _connect(addresses, port, tcp, rec)
         try:
             if proxy_url:
                 with phase("connect"):
@@ -97,6 +137,62 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
     # Revocation and legacy TLS versions (docs/revocation.md), on connections of their own.
     if module.revocation is not None or module.legacy_versions:
         await _depth_checks(rec, module, outcome, open_stream, None if _is_ip(server_name) else server_name)
+
+
+class _AddressRecorder(ProbeRecorder):
+    """The recorder of one address's probe: its own verdicts, phases and errors; its log
+    lines go to the whole probe's log, each naming the address."""
+
+    def __init__(self, parent: ProbeRecorder, address: str) -> None:
+        super().__init__()
+        self.parent = parent
+        self.address = address
+        self.started, self.deadline, self.stage = parent.started, parent.deadline, "connect"
+        self.handshake_success = False
+        self.fallback_handshake = False
+
+    def note(self, message: str) -> None:
+        self.parent.note(f"[{_bracket(self.address)}] {message}")
+
+
+async def _probe_every_address(rec: ProbeRecorder, module: Module, target: Target, server_name: str,
+                               addresses: list[str]) -> None:
+    """``tcp.all_addresses``: every resolved address (up to max_addresses) probed at once,
+    each its own connection, handshake and verdicts, all within the probe's deadline. The
+    probe succeeds only when every address did."""
+    # In a stable order (the preferred family, then by address): DNS servers rotate their
+    # answers, and a capped probe must not pick other addresses, and other series, each time.
+    preferred = 6 if module.tcp.preferred_ip_protocol == "ip6" else 4
+    ordered = sorted(addresses, key=lambda a: (ipaddress.ip_address(a).version != preferred,
+                                               int(ipaddress.ip_address(a))))
+    probed = ordered[: module.tcp.max_addresses]
+    rec.addresses_resolved = len(addresses)
+    if len(probed) < len(addresses):
+        rec.note(f"probing the first {len(probed)} of {len(addresses)} addresses (max_addresses)")
+    recorders = [_AddressRecorder(rec, address) for address in probed]
+    await asyncio.gather(*(_probe_address(r, module, target, server_name) for r in recorders))
+    rec.addresses = tuple(AddressResult(r.address, r.result()) for r in recorders)
+    rec.success = bool(rec.addresses) and all(a.result.success for a in rec.addresses)
+    # The handshakes are the addresses'; the whole target has none of its own.
+    rec.handshake_success = rec.fallback_handshake = None
+
+
+async def _probe_address(rec: _AddressRecorder, module: Module, target: Target, server_name: str) -> None:
+    """One address's probe; what goes wrong is recorded on its recorder, as run_probe would."""
+    assert rec.deadline is not None, "run_probe sets the deadline"
+    try:
+        # A little before the probe's deadline, so that every address reports its own timeout.
+        async with asyncio.timeout_at(rec.deadline - revocation.DEADLINE_MARGIN):
+            await _probe_connection(rec, module, target, server_name, [rec.address], target.port, None)
+    except TimeoutError:
+        rec.fail(rec.stage, "timeout", "the probe's deadline passed")
+    except EXPECTED_ERRORS as exc:
+        error = classify(exc, rec.stage)
+        rec.fail(error.stage, error.reason, error.detail)
+    except Exception as exc:  # a bug must cost this address's verdict, not the others'
+        log.exception("probe of one address crashed", extra={"fields": {"target": str(target),
+                                                                         "address": rec.address}})
+        rec.fail(rec.stage, "internal_error", f"{type(exc).__name__}: {exc}")
 
 
 def _fallback_applies(module: Module, exc: ssl.SSLError) -> bool:
@@ -261,16 +357,15 @@ def _last_is_ca(tried: list[bytes]) -> bool:
 async def _resolve(target: Target, tcp: TCPConfig, rec: ProbeRecorder) -> list[str]:
     if target.ip is not None:
         return [target.host]
-    preferred = socket.AF_INET6 if tcp.preferred_ip_protocol == "ip6" else socket.AF_INET
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-    addresses: list[str] = []
-    for family, *_, sockaddr in sorted(infos, key=lambda info: info[0] != preferred):
-        if (family == preferred or tcp.ip_protocol_fallback) and sockaddr[0] not in addresses:
-            addresses.append(str(sockaddr[0]))
-    if not addresses:
-        wanted = tcp.preferred_ip_protocol
-        raise ProbeFailure("dns", f"{target.host} has no {wanted} address and ip_protocol_fallback is off")
+    servers = resolve.servers_for(tcp.dns_servers)
+    if servers:
+        rec.note(f"resolving {target.host} via {', '.join(map(str, servers))}")
+    assert rec.deadline is not None, "run_probe sets the deadline"
+    # Within the probe's deadline: what is left of it, or dns_timeout when that is shorter.
+    left = rec.deadline - asyncio.get_running_loop().time() - revocation.DEADLINE_MARGIN
+    timeout = max(min(tcp.dns_timeout, left), 0.001)
+    addresses = await resolve.resolve(target.host, target.port, tcp.preferred_ip_protocol,
+                                      tcp.ip_protocol_fallback, servers, timeout)
     rec.note(f"resolved {target.host} to {', '.join(addresses)}")
     return addresses
 

@@ -24,6 +24,10 @@ class Site:
     cert: Path
     key: Path
     directives: list[str] = field(default_factory=list)
+    # Where to listen: by default a free port of 127.0.0.1; sites on other loopback addresses
+    # (127.0.0.2, ::1) can share one port, as the addresses behind one name do.
+    address: str = "127.0.0.1"
+    port: int = 0
 
 
 _CONF = """\
@@ -43,7 +47,7 @@ http {{
 
 _SERVER = """\
   server {{
-    listen 127.0.0.1:{port} ssl;
+    listen {address}:{port} ssl;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     {directives}
@@ -56,10 +60,11 @@ _SERVER = """\
 def run_nginx(root: Path, sites: dict[str, Site]) -> Iterator[dict[str, int]]:
     """Start nginx with one TLS server per site; yield {site name: port}."""
     (root / "tmp").mkdir(parents=True, exist_ok=True)
-    sockets = {name: _listening_socket() for name in sites}
+    sockets = {name: _listening_socket(site.address, site.port) for name, site in sites.items()}
     ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
     servers = "".join(
-        _SERVER.format(port=ports[name], cert=site.cert, key=site.key,
+        _SERVER.format(address=f"[{site.address}]" if ":" in site.address else site.address,
+                       port=ports[name], cert=site.cert, key=site.key,
                        directives="\n    ".join(site.directives))
         for name, site in sites.items()
     )
@@ -84,9 +89,9 @@ def run_nginx(root: Path, sites: dict[str, Site]) -> Iterator[dict[str, int]]:
             raise RuntimeError(f"nginx exited {process.returncode}: {stderr.decode()[-500:]}")
 
 
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _listening_socket(address: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((address, port))
     sock.listen(128)
     return sock
