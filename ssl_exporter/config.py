@@ -8,12 +8,14 @@ is built here once per load, so a bad file is a config error and not a probe fai
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
 import math
 import os
 import re
 import reprlib
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -275,12 +277,13 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
     modules_raw = raw.get("modules", {}) or {}
     _expect_mapping(modules_raw, "modules")
     modules: dict[str, Module] = {}
+    contexts = _Contexts()
     for name, body in modules_raw.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ConfigError(f"modules.{clip(str(name))}: module names use letters, digits, '_', '.', '-'")
         body = body if body is not None else {}
         try:
-            modules[name] = _parse_module(name, body, f"modules.{name}", base_dir or os.getcwd())
+            modules[name] = _parse_module(name, body, f"modules.{name}", base_dir or os.getcwd(), contexts)
         except ConfigError:
             raise
         except Exception as exc:  # an unforeseen shape or file must be a config error, not a traceback
@@ -304,7 +307,39 @@ def _parse_target_policy(raw: Mapping[str, Any], path: str) -> access.TargetPoli
         raise ConfigError(str(exc)) from None
 
 
-def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
+class _Contexts:
+    """The SSL contexts of one load, shared by the modules whose trust settings are the same.
+
+    Building a context parses its trust store (the system's: ~140 certificates), and the
+    default configuration has 19 modules that all use it: one context serves them all. A
+    context does not depend on ``server_name`` or ``insecure_skip_verify`` (each probe applies
+    those), so they are left out of the key. Each load builds its own contexts, so a reload
+    picks up a changed CA file or system trust store.
+    """
+
+    def __init__(self) -> None:
+        self._client: dict[TLSConfig, ssl.SSLContext] = {}
+        self._stapling: dict[TLSConfig, Any] = {}
+
+    @staticmethod
+    def _key(tls_config: TLSConfig) -> TLSConfig:
+        return dataclasses.replace(tls_config, server_name=None, insecure_skip_verify=False)
+
+    def client(self, tls_config: TLSConfig) -> ssl.SSLContext:
+        key = self._key(tls_config)
+        if key not in self._client:
+            self._client[key] = tls.build_client_context(tls_config)
+        return self._client[key]
+
+    def stapling(self, tls_config: TLSConfig, path: str) -> Any:
+        key = self._key(tls_config)
+        if key not in self._stapling:
+            self._stapling[key] = _stapling_context(tls_config, path)
+        return self._stapling[key]
+
+
+def _parse_module(name: str, raw: Any, path: str, base_dir: str, contexts: _Contexts | None = None) -> Module:
+    contexts = contexts or _Contexts()
     _expect_mapping(raw, path)
     prober = _get(raw, "prober", str, path, "tcp")
     if prober not in PROBERS:
@@ -331,7 +366,7 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     tls_config = _parse_tls(raw.get("tls_config") or {}, f"{path}.tls_config", base_dir)
     tcp = _parse_tcp(raw.get("tcp") or {}, f"{path}.tcp")
     try:
-        context = tls.build_client_context(tls_config)
+        context = contexts.client(tls_config)
     except tls.ContextError as exc:
         raise ConfigError(f"{path}.tls_config.{exc.key}: {exc}") from None
     client_cert = _client_cert(tls_config, f"{path}.tls_config.cert_file")
@@ -339,7 +374,7 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
                   if "revocation" in raw else None)
     stapling_context = None
     if revocation is not None and "stapling" in revocation.methods:
-        stapling_context = _stapling_context(tls_config, path)
+        stapling_context = contexts.stapling(tls_config, path)
     legacy = _parse_legacy_versions(raw.get("legacy_versions"), f"{path}.legacy_versions")
     target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
@@ -695,12 +730,17 @@ def _type_name(value: Any) -> str:
 
 def _check_readable(filename: str, path: str, error: type[ValueError] = ConfigError) -> None:
     try:
-        with open(filename, "rb"):
-            pass
+        mode = os.stat(filename).st_mode
+        if stat.S_ISDIR(mode):
+            raise error(f"{path}: is a directory: {filename}")
+        if stat.S_ISREG(mode):
+            with open(filename, "rb"):  # readable by this process, whatever the mode bits say
+                pass
+        elif not os.access(filename, os.R_OK):
+            # A FIFO or a device is not opened here: that could wait for a writer, or take
+            # what a writer sends for the reader that uses the file.
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except FileNotFoundError:
         raise error(f"{path}: file not found: {filename}") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory: {filename}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read {filename}: {exc.strerror}") from None
-

@@ -128,7 +128,7 @@ async def test_failed_reload_keeps_the_old_config(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     path.write_text("modules:\n  first: {timeout: 2s}\n")
     exporter = Exporter(str(path))
-    async with TestClient(TestServer(make_app(exporter))) as c:
+    async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as c:
         path.write_text("modules:\n  first: {timeout: never}\n")
         response = await c.post("/-/reload")
         assert response.status == 500
