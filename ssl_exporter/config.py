@@ -637,8 +637,9 @@ def load_yaml(text: str, source: str, error: type[ValueError] = ConfigError) -> 
     YAML's own message is not used: it quotes the file, secrets included.
     """
     prefix = f"{source}: " if source else ""
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader checks the text here already
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -648,7 +649,8 @@ def load_yaml(text: str, source: str, error: type[ValueError] = ConfigError) -> 
     except RecursionError:  # a nesting the bound above did not catch (a long merge-key chain)
         raise error(f"{prefix}nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def clip(text: str, limit: int = 100) -> str:
