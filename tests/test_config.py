@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,32 @@ def test_the_web_config_is_bounded_alike(tmp_path: Path) -> None:
     with pytest.raises(webconfig.WebConfigError) as caught:
         webconfig.load(str(path))
     assert str(caught.value) == f"{path}: nested deeper than 64 levels (line 1, column 268)"
+
+
+def test_modules_with_the_same_trust_settings_share_one_context(tmp_path: Path) -> None:
+    """Each tcp module parsed the system trust store again: 19 times for the default config."""
+    default = config.load_default()
+    assert len(default.modules) == 19
+    assert len({id(m.ssl_context) for m in default.modules.values()}) == 1
+    from tests.pki import make_root
+
+    (tmp_path / "root.pem").write_bytes(make_root("Shared Root").pem)
+    cfg = config.load_text(
+        "modules:\n"
+        "  a: {tls_config: {ca_file: root.pem}}\n"
+        "  b: {tls_config: {ca_file: root.pem, server_name: b.example, insecure_skip_verify: true}}\n"
+        "  c: {tls_config: {ca_file: root.pem, min_version: TLS13}}\n"
+        "  d: {}\n"
+        "  e: {revocation: {methods: [stapling]}}\n"
+        "  f: {revocation: {methods: [stapling]}, tls_config: {server_name: f.example}}\n",
+        source="test", base_dir=str(tmp_path))
+    m = cfg.modules
+    assert m["a"].ssl_context is m["b"].ssl_context  # server name and skip-verify apply per probe
+    assert m["c"].ssl_context is not m["a"].ssl_context  # other versions: a context of its own
+    assert m["c"].ssl_context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert m["a"].ssl_context.cert_store_stats()["x509_ca"] == 1
+    assert m["d"].ssl_context is m["e"].ssl_context is not m["a"].ssl_context  # the system store
+    assert m["e"].stapling_context is m["f"].stapling_context is not None
+    # A new load builds its own: a changed CA file or system store is picked up by a reload.
+    again = config.load_text("modules:\n  a: {tls_config: {ca_file: root.pem}}\n", "test", str(tmp_path))
+    assert again.modules["a"].ssl_context is not m["a"].ssl_context

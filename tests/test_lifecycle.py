@@ -334,3 +334,25 @@ async def test_a_hostile_config_fails_the_reload_in_one_line(tmp_path: Path, tex
         own = Samples(await (await c.get("/metrics")).text())
         assert own.get("ssl_exporter_config_last_reload_successful") == 0
         assert list(exporter.config.modules) == ["first"]
+
+
+async def test_a_crash_while_loading_fails_the_reload_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """Anything but a ConfigError escaped as aiohttp's 500 page with the gauge still at 1."""
+    from ssl_exporter import config as config_module
+
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  first: {}\n")
+    exporter = Exporter(str(path))
+
+    def crash(_path: str) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(config_module, "load_file", crash)
+    async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as c:
+        response = await c.post("/-/reload")
+        assert (response.status, await response.text()) == (
+            500, "failed to reload config: internal error: RecursionError: maximum recursion depth exceeded\n")
+        own = Samples(await (await c.get("/metrics")).text())
+        assert own.get("ssl_exporter_config_last_reload_successful") == 0
+        assert list(exporter.config.modules) == ["first"]
