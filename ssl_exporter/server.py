@@ -163,8 +163,8 @@ class Exporter:
         files and trust stores, and one file may be slow). Requests are coalesced: one that
         arrives while a load runs waits for the next load, which starts when the running one
         ends and serves every request that arrived meanwhile. Each request is thus answered by
-        a load that read the file after it arrived, and a burst of requests (200 POST
-        /-/reload, a storm of SIGHUPs) makes at most two loads.
+        a load that read the file after it arrived, and requests arriving during one load
+        (200 POST /-/reload, a storm of SIGHUPs) make one more load, not one each.
         """
         log.debug("config reload requested", extra={"fields": {"via": via}})
         if self._next_reload is None:
@@ -242,20 +242,22 @@ async def _in_thread(work: Callable[[], config.Config]) -> config.Config:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[config.Config] = loop.create_future()
 
-    def deliver(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
+    def settle(result: config.Config | None, error: BaseException | None) -> None:
+        if future.done():  # the reload was cancelled meanwhile (shutdown)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
 
     def run() -> None:
+        result, error = None, None
         try:
             result = work()
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
             error = exc
-            outcome = lambda: future.set_exception(error)  # noqa: E731
-        else:
-            outcome = lambda: future.set_result(result)  # noqa: E731
         try:
-            loop.call_soon_threadsafe(deliver, outcome)
+            loop.call_soon_threadsafe(settle, result, error)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
