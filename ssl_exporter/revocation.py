@@ -24,7 +24,7 @@ responder costs at most that, and what it leaves unanswered is ``unknown``/``tim
 while the probe's certificate metrics are returned as usual.
 
 A URL given by name is resolved like a probe's target, and the module's ``target_policy`` is
-applied to every address it resolves to before any connection (:class:`_GuardedResolver`).
+applied to every address it resolves to before any connection (:func:`_guarded_resolver`).
 Identical fetches in flight at the same time are made once and shared
 (:func:`_shared_fetch`). A downloaded CRL is parsed, and the digest of its signed part
 computed, in a thread (hashing releases the GIL; cryptography's own check re-encodes the
@@ -598,7 +598,7 @@ class _FetchFailed(Exception):
 def _guarded_resolver(policy: Policy) -> Any:
     """An aiohttp resolver that resolves as a probe's target is resolved (``getaddrinfo``) and
     applies the module's target_policy to every address before aiohttp connects to any of
-    them: a denied address is refused whichever way the URL writes it (a name, ``127.1``),
+    them: a denied address is refused whichever way the URL writes it (``localhost``, ``0x7f000001``),
     and the addresses checked are the ones used (no second lookup that could differ)."""
     import aiohttp
 
