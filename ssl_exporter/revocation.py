@@ -369,9 +369,9 @@ def _verdict_size(verdict: Verdict) -> int:
 
 
 class LoadedCRL:
-    """A downloaded CRL, with what checking it costs done once: parsed, the digest of its
-    signed part computed (in a thread, by :func:`_load_crl`), and each issuer's verdict on
-    its signature remembered."""
+    """A CRL (downloaded or from a file), with what checking it costs done once: parsed, the
+    digest of its signed part computed (in a thread, by :func:`_load_crl`), and each issuer's
+    verdict on its signature remembered."""
 
     def __init__(self, crl: x509.CertificateRevocationList, tbs_digest: bytes | None, size: int) -> None:
         self.crl = crl
@@ -459,14 +459,15 @@ class CRLFiles:
     """The module's ``crl_files``: parsed at load, re-read when a file changes on disk.
 
     A file that cannot be re-read keeps its last good contents (and is logged), as a failed
-    configuration reload keeps the last good configuration.
+    configuration reload keeps the last good configuration. Each CRL is held as a
+    :class:`LoadedCRL`, so its signature is checked once per issuer, not on every probe.
     """
 
     def __init__(self, paths: Sequence[str]) -> None:
-        self._files: dict[str, tuple[float, list[x509.CertificateRevocationList]]] = {}
+        self._files: dict[str, tuple[float, list[LoadedCRL]]] = {}
         for path in paths:
             try:
-                self._files[path] = (os.stat(path).st_mtime, load_crls(_read(path)))
+                self._files[path] = (os.stat(path).st_mtime, _load_all(_read(path)))
             except (OSError, ValueError) as exc:
                 raise CRLFileError(f"{path}: {exc}") from None
 
@@ -474,17 +475,29 @@ class CRLFiles:
         return bool(self._files)
 
     def crls(self) -> list[x509.CertificateRevocationList]:
+        return [loaded.crl for loaded in self.loaded()]
+
+    def loaded(self) -> list[LoadedCRL]:
+        """The CRLs, re-read from files that changed (call it in a thread: it may read)."""
         out = []
         for path, (mtime, crls) in list(self._files.items()):
             try:
                 current = os.stat(path).st_mtime
                 if current != mtime:
-                    crls = load_crls(_read(path))
+                    crls = _load_all(_read(path))
                     self._files[path] = (current, crls)
             except (OSError, ValueError) as exc:
                 log.warning("CRL file %s could not be re-read, keeping its last contents: %s", path, exc)
             out.extend(crls)
         return out
+
+
+def _load_all(data: bytes) -> list[LoadedCRL]:
+    """Every CRL in PEM data (one or more blocks), or the one DER CRL, as LoadedCRLs."""
+    marker = b"-----BEGIN X509 CRL-----"
+    if marker not in data:
+        return [_load_crl(data)]
+    return [_load_crl(marker + part) for part in data.split(marker)[1:]]
 
 
 def _read(path: str) -> bytes:
@@ -731,10 +744,10 @@ async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, 
     assert subject.issuer is not None
     issuer = subject.issuer
     verdicts = []
-    for crl in files.crls() if files else []:
-        if crl.issuer == issuer.subject:
-            verdicts.append(replace(evaluate_crl(crl, subject.cert, issuer, time.time()),
-                                    detail="configured CRL file"))
+    for loaded in await asyncio.to_thread(files.loaded) if files else []:
+        if loaded.crl.issuer == issuer.subject:
+            verdict = await asyncio.to_thread(loaded.evaluate, subject.cert, issuer, time.time())
+            verdicts.append(replace(verdict, detail="configured CRL file"))
     for url in _http_urls(crl_urls(subject.cert)):
         if any(v.status != "unknown" for v in verdicts):
             break
