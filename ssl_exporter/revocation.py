@@ -704,7 +704,9 @@ def _refusal(url: str, policy: Policy | None) -> Verdict | None:
 
 
 def _refused(url: str, exc: TargetRefused) -> Verdict:
-    return _unknown("refused_by_policy", f"{url}: {exc.detail}")
+    # The message, not the detail: the detail names a resolved address, which the probe's
+    # debug output would show to whoever may call /probe (docs/security.md).
+    return _unknown("refused_by_policy", f"{url}: {exc.message}")
 
 
 async def _ask_ocsp(subject: Subject, proxy: str | None, policy: Policy | None, budget: float) -> Verdict:

@@ -693,6 +693,10 @@ async def test_revocation_urls_given_by_name_are_checked_on_their_addresses(tmp_
                     s = await probe(client, f"[::1]:{tls_port}", hostname=HOST, module="denied")
                     assert status(s, "0", "crl") == ("unknown", "refused_by_policy")
                     assert status(s, "0", "ocsp") == ("unknown", "refused_by_policy")
+                    debug = await (await client.get("/probe", params={
+                        "target": f"[::1]:{tls_port}", "hostname": HOST, "module": "denied", "debug": "true"})).text()
+                    assert "resolves to an address that is in modules.denied.target_policy.deny_cidrs" in debug
+                    assert "127.0.0.1 is in" not in debug  # the resolved address is not shown
                     assert s.get("ssl_probe_success") == 1
                     assert server.requests == []  # refused before connecting
                     s = await probe(client, f"[::1]:{tls_port}", hostname=HOST, module="allowed")
