@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dns.server", dest="dns_servers", action="append", default=[], metavar="ADDRESS[:PORT]",
                         help="DNS server to resolve targets through instead of the system resolver, for modules "
                              "without tcp.dns_servers; repeat for more")
+    parser.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                        help="let POST /-/reload reload the configuration (without --web.config.file it "
+                             "needs no authentication); SIGHUP always works")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and exit (0 valid, 1 invalid)")
     parser.add_argument("--version", action="version", version=f"ssl_exporter {__version__}")
@@ -137,7 +140,7 @@ async def serve(exporter: Exporter, args: argparse.Namespace,
     waits up to ``--web.shutdown-timeout`` for the requests being handled (probes end by
     their own deadline), then cancels what is left.
     """
-    app = make_app(exporter, args.telemetry_path, web_config)
+    app = make_app(exporter, args.telemetry_path, web_config, args.enable_lifecycle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=args.shutdown_timeout)
     await runner.setup()
     server_tls = webconfig.ServerTLS(web_config.tls) if web_config and web_config.tls else None
@@ -153,7 +156,14 @@ async def serve(exporter: Exporter, args: argparse.Namespace,
         raise SystemExit(1) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, exporter.reload)
+    reloads: set[asyncio.Task[str | None]] = set()  # referenced until done, as asyncio asks
+
+    def reload_on_signal() -> None:
+        task = asyncio.ensure_future(exporter.reload(via="SIGHUP"))  # coalesced with the others
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     fields = {"address": args.listen_address, "version": __version__, "config": exporter.config.source,

@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+import reprlib
 import ssl
 import stat
 from collections.abc import Mapping
@@ -301,13 +302,7 @@ def load_default() -> Config:
 
 def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
     """Parse a config; relative file paths in it are relative to ``base_dir`` (its folder)."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{source}: {problem}{where}") from None
+    raw = load_yaml(text, source)
     if raw is None:
         raw = {}
     _expect_mapping(raw, "config")
@@ -316,12 +311,13 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
     modules_raw = raw.get("modules", {}) or {}
     _expect_mapping(modules_raw, "modules")
     modules: dict[str, Module] = {}
+    contexts = _Contexts()
     for name, body in modules_raw.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ConfigError(f"modules.{name}: module names use letters, digits, '_', '.', '-'")
+            raise ConfigError(f"modules.{clip(str(name))}: module names use letters, digits, '_', '.', '-'")
         body = body if body is not None else {}
         try:
-            modules[name] = _parse_module(name, body, f"modules.{name}", base_dir or os.getcwd())
+            modules[name] = _parse_module(name, body, f"modules.{name}", base_dir or os.getcwd(), contexts)
         except ConfigError:
             raise
         except Exception as exc:  # an unforeseen shape or file must be a config error, not a traceback
@@ -333,7 +329,7 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
         raise ConfigError("modules: at least one module is required")
     default = raw.get("default_module", "tcp" if "tcp" in modules else next(iter(modules)))
     if not isinstance(default, str) or default not in modules:
-        raise ConfigError(f"default_module: {default!r} is not a configured module")
+        raise ConfigError(f"default_module: {shown(default)} is not a configured module")
     return Config(modules=modules, default_module=default, source=source, target_policy=global_policy)
 
 
@@ -345,11 +341,43 @@ def _parse_target_policy(raw: Mapping[str, Any], path: str) -> access.TargetPoli
         raise ConfigError(str(exc)) from None
 
 
-def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
+class _Contexts:
+    """The SSL contexts of one load, shared by the modules whose trust settings are the same.
+
+    Building a context parses its trust store (the system's: ~140 certificates), and the
+    default configuration has 19 modules that all use it: one context serves them all. A
+    context does not depend on ``server_name`` or ``insecure_skip_verify`` (each probe applies
+    those), so they are left out of the key. Each load builds its own contexts, so a reload
+    picks up a changed CA file or system trust store.
+    """
+
+    def __init__(self) -> None:
+        self._client: dict[TLSConfig, ssl.SSLContext] = {}
+        self._stapling: dict[TLSConfig, Any] = {}
+
+    @staticmethod
+    def _key(tls_config: TLSConfig) -> TLSConfig:
+        return dataclasses.replace(tls_config, server_name=None, insecure_skip_verify=False)
+
+    def client(self, tls_config: TLSConfig) -> ssl.SSLContext:
+        key = self._key(tls_config)
+        if key not in self._client:
+            self._client[key] = tls.build_client_context(tls_config)
+        return self._client[key]
+
+    def stapling(self, tls_config: TLSConfig, path: str) -> Any:
+        key = self._key(tls_config)
+        if key not in self._stapling:
+            self._stapling[key] = _stapling_context(tls_config, path)
+        return self._stapling[key]
+
+
+def _parse_module(name: str, raw: Any, path: str, base_dir: str, contexts: _Contexts | None = None) -> Module:
+    contexts = contexts or _Contexts()
     _expect_mapping(raw, path)
     prober = _get(raw, "prober", str, path, "tcp")
     if prober not in PROBERS:
-        raise ConfigError(f"{path}.prober: unknown prober {prober!r}, expected one of {', '.join(PROBERS)}")
+        raise ConfigError(f"{path}.prober: unknown prober {shown(prober)}, expected one of {', '.join(PROBERS)}")
     # Each prober takes its own block; another prober's block is a mistake worth naming.
     own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions", "target_policy", "caa"},
                  "file": {"file"},
@@ -376,7 +404,7 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     tls_config = _parse_tls(raw.get("tls_config") or {}, f"{path}.tls_config", base_dir)
     tcp = _parse_tcp(raw.get("tcp") or {}, f"{path}.tcp")
     try:
-        context = tls.build_client_context(tls_config)
+        context = contexts.client(tls_config)
     except tls.ContextError as exc:
         raise ConfigError(f"{path}.tls_config.{exc.key}: {exc}") from None
     client_cert = _client_cert(tls_config, f"{path}.tls_config.cert_file")
@@ -384,7 +412,7 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
                   if "revocation" in raw else None)
     stapling_context = None
     if revocation is not None and "stapling" in revocation.methods:
-        stapling_context = _stapling_context(tls_config, path)
+        stapling_context = contexts.stapling(tls_config, path)
     legacy = _parse_legacy_versions(raw.get("legacy_versions"), f"{path}.legacy_versions")
     target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
     caa_config = _parse_caa(raw["caa"], f"{path}.caa") if "caa" in raw else None
@@ -439,9 +467,9 @@ def _parse_revocation(raw: Any, path: str, base_dir: str) -> RevocationConfig:
         raise ConfigError(f"{path}.methods: expected a non-empty list of {expected}")
     for method in methods:
         if method not in REVOCATION_METHODS:
-            raise ConfigError(f"{path}.methods: unknown method {method!r}, expected one of {expected}")
+            raise ConfigError(f"{path}.methods: unknown method {shown(method)}, expected one of {expected}")
         if methods.count(method) > 1:
-            raise ConfigError(f"{path}.methods: {method!r} is listed twice")
+            raise ConfigError(f"{path}.methods: {shown(method)} is listed twice")
     files = _get(raw, "crl_files", list, path, None) or []
     if files and "crl" not in methods:
         raise ConfigError(f"{path}.crl_files: requires method crl")
@@ -481,7 +509,7 @@ def _parse_legacy_versions(raw: Any, path: str) -> tuple[str, ...]:
         raise ConfigError(f"{path}: expected a non-empty list of {expected}")
     for version in raw:
         if version not in LEGACY_VERSIONS:
-            raise ConfigError(f"{path}: {version!r} is not one of {expected}")
+            raise ConfigError(f"{path}: {shown(version)} is not one of {expected}")
     return tuple(dict.fromkeys(raw))
 
 
@@ -520,7 +548,7 @@ def _parse_tls(raw: Any, path: str, base_dir: str) -> TLSConfig:
     for key in ("min_version", "max_version"):
         value = _get(raw, key, str, path, None)
         if value is not None and value not in TLS_VERSIONS:
-            raise ConfigError(f"{path}.{key}: {value!r} is not one of {', '.join(TLS_VERSIONS)}")
+            raise ConfigError(f"{path}.{key}: {shown(value)} is not one of {', '.join(TLS_VERSIONS)}")
         versions[key] = value
     low, high = versions["min_version"], versions["max_version"]
     if low and high and TLS_VERSIONS[low] > TLS_VERSIONS[high]:
@@ -583,7 +611,7 @@ def _parse_kubernetes(raw: Any, path: str, base_dir: str) -> KubernetesConfig:
         seen: set[str] = set()
         for item in value:
             if item in seen:
-                raise ConfigError(f"{path}.{key}: {item!r} is listed twice")
+                raise ConfigError(f"{path}.{key}: {shown(item)} is listed twice")
             seen.add(item)
         lists[key] = tuple(value)
     return KubernetesConfig(kubeconfig=kubeconfig, label_selector=_get(raw, "label_selector", str, path, None),
@@ -596,16 +624,16 @@ def _parse_tcp(raw: Any, path: str) -> TCPConfig:
     protocol = _get(raw, "starttls", str, path, None)
     if protocol is not None and protocol not in starttls.DIALOGUES:
         known = ", ".join(sorted(starttls.DIALOGUES)) or "none"
-        raise ConfigError(f"{path}.starttls: unknown protocol {protocol!r}, expected one of {known}")
+        raise ConfigError(f"{path}.starttls: unknown protocol {shown(protocol)}, expected one of {known}")
     family = _get(raw, "preferred_ip_protocol", str, path, "ip6")
     if family not in ("ip4", "ip6"):
-        raise ConfigError(f"{path}.preferred_ip_protocol: {family!r} is not ip4 or ip6")
+        raise ConfigError(f"{path}.preferred_ip_protocol: {shown(family)} is not ip4 or ip6")
     source_ip = _get(raw, "source_ip_address", str, path, None)
     if source_ip is not None:
         try:
             ipaddress.ip_address(source_ip)
         except ValueError:
-            raise ConfigError(f"{path}.source_ip_address: {source_ip!r} is not an IP address") from None
+            raise ConfigError(f"{path}.source_ip_address: {shown(source_ip)} is not an IP address") from None
     proxy_url = _get(raw, "proxy_url", str, path, None)
     if proxy_url is not None:
         _check_proxy_url(proxy_url, f"{path}.proxy_url")
@@ -651,9 +679,100 @@ def _check_proxy_url(url: str, path: str) -> None:
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if parts.scheme != "http":
-        raise ConfigError(f"{path}: scheme {parts.scheme!r} is not supported, use http://")
+        raise ConfigError(f"{path}: scheme {shown(parts.scheme)} is not supported, use http://")
     if not parts.hostname or not port:
         raise ConfigError(f"{path}: expected http://host:port")
+
+
+# --- YAML, bounded ---------------------------------------------------------------------
+
+# YAML aliases share one node, which our code (or str() in a message) may walk as a tree: ten
+# levels of ten aliases make a few hundred bytes that expand to 10^10 nodes. And the composer
+# recurses once per level, so deep nesting ends in RecursionError. Both are bounded here, for
+# every file we read as YAML (the config and the web config), before anything is built.
+MAX_YAML_DEPTH = 64  # levels of nesting; a real config needs fewer than ten
+MAX_ALIAS_NODES = 100_000  # nodes that aliases may add to the document, counted expanded
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses deep nesting, recursive aliases and alias bombs."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+        self._alias_nodes = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> its size as a tree, aliases expanded
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                if target.end_mark is None:  # a collection still being composed: itself
+                    raise yaml.composer.ComposerError(None, None, f"recursive alias *{clip(event.anchor, 40)}",
+                                                      event.start_mark)
+                self._alias_nodes += self._size(target)
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"aliases expand to more than {MAX_ALIAS_NODES} nodes", event.start_mark)
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                              self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _size(self, node: yaml.Node) -> int:
+        # Depth is bounded above, and each node is sized once: linear in the document.
+        size = self._sizes.get(id(node))
+        if size is None:
+            if isinstance(node, yaml.SequenceNode):
+                size = 1 + sum(self._size(item) for item in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                size = 1 + sum(self._size(key) + self._size(value) for key, value in node.value)
+            else:
+                size = 1
+            self._sizes[id(node)] = size
+        return size
+
+
+def load_yaml(text: str, source: str, error: type[ValueError] = ConfigError) -> Any:
+    """One YAML document, bounded as above; ``error`` with the problem and its place if bad.
+
+    YAML's own message is not used: it quotes the file, secrets included.
+    """
+    prefix = f"{source}: " if source else ""
+    loader = None
+    try:
+        loader = _BoundedLoader(text)  # the reader checks the text here already
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise error(f"{prefix}{problem}{where}") from None
+    except RecursionError:  # a nesting the bound above did not catch (a long merge-key chain)
+        raise error(f"{prefix}nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def clip(text: str, limit: int = 100) -> str:
+    """At most ``limit`` characters of ``text``, with a marker when cut."""
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text) - limit} more characters)"
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 4, 80, 80
+
+
+def shown(value: Any) -> str:
+    """A value from the file, for a message: its repr, bounded however large or shared it is."""
+    return clip(_SHOWN.repr(value))
 
 
 # --- small validators ------------------------------------------------------------------
@@ -665,7 +784,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def parse_duration(text: str) -> float:
     """Prometheus-style duration ("10s", "1m30s", "500ms") in seconds; ValueError if bad."""
     if not text or _DURATION.sub("", text) != "":
-        raise ValueError(f"{text!r} is not a duration like 10s, 1m30s or 500ms")
+        raise ValueError(f"{shown(text)} is not a duration like 10s, 1m30s or 500ms")
     return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(text))
 
 
@@ -674,8 +793,10 @@ def format_duration(seconds: float) -> str:
 
 
 def _parse_timeout(raw: Any, path: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):  # str() of a shared tree could be huge
+        raise ConfigError(f"{path}: expected a duration like 10s, got {_type_name(raw)}")
     try:
-        seconds = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else parse_duration(str(raw))
+        seconds = float(raw) if isinstance(raw, int | float) else parse_duration(raw)
     except (ValueError, OverflowError) as exc:  # OverflowError: an integer beyond float range
         raise ConfigError(f"{path}: {exc}") from None
     if not math.isfinite(seconds):  # .nan, .inf
@@ -693,7 +814,7 @@ def _expect_mapping(raw: Any, path: str, error: type[ValueError] = ConfigError) 
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], path: str, context: str = "") -> None:
     for key in raw:
         if key not in known:
-            where = f"{path}.{key}" if path else str(key)
+            where = f"{path}.{clip(str(key))}" if path else clip(str(key))
             scope = f" {context}" if context else ""
             raise ConfigError(f"{where}: unknown key{scope} (expected one of {', '.join(sorted(known))})")
 

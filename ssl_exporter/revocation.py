@@ -22,18 +22,29 @@ at most :data:`MAX_OCSP_BYTES` / :data:`MAX_CRL_BYTES`, follow no redirects, and
 concurrently within the probe's deadline minus :data:`DEADLINE_MARGIN`: a slow or dead
 responder costs at most that, and what it leaves unanswered is ``unknown``/``timeout``
 while the probe's certificate metrics are returned as usual.
+
+A URL given by name is resolved like a probe's target, and the module's ``target_policy`` is
+applied to every address it resolves to before any connection (:func:`_guarded_resolver`).
+Identical fetches in flight at the same time are made once and shared
+(:func:`_shared_fetch`). A downloaded CRL is parsed, and the digest of its signed part
+computed, in a thread (hashing releases the GIL; cryptography's own check re-encodes the
+whole list while holding it); it is kept, verified, until its nextUpdate, or for
+:data:`CRL_TTL_WITHOUT_NEXT_UPDATE` when it has none, within :data:`CRL_CACHE_BYTES` in all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import logging
 import os
+import socket
+import threading
 import time
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -41,13 +52,15 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
+from ssl_exporter.access import TargetRefused
 from ssl_exporter.certs import distinct
+from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.result import CertInfo, RevocationCheck, placed
 
 if TYPE_CHECKING:
@@ -86,7 +99,12 @@ CLOCK_SKEW = 300.0  # seconds of clock difference tolerated on thisUpdate/nextUp
 MAX_OCSP_BYTES = 64 * 1024
 MAX_CRL_BYTES = 10 * 1024 * 1024
 CACHE_SIZE = 10_000  # verified answers (a few hundred bytes each)
+CACHE_BYTES = 16 * 1024 * 1024  # ... and what they may hold in all
 CRL_CACHE_SIZE = 32  # downloaded CRLs (up to MAX_CRL_BYTES each)
+CRL_CACHE_BYTES = 64 * 1024 * 1024  # ... and what they may hold in all, parsed (about twice their size)
+# How long a CRL without nextUpdate (which RFC 5280 requires) is kept and trusted before it is
+# downloaded again. Without a bound it was fetched and verified again on every probe.
+CRL_TTL_WITHOUT_NEXT_UPDATE = 900.0
 DEADLINE_MARGIN = 0.1  # seconds kept from the probe's deadline to build its answer
 
 
@@ -103,6 +121,8 @@ class Verdict:
     next_update: float | None = None
     revocation_time: float | None = None
     revocation_reason: str = ""
+    # Until when the answer may be cached when it has no nextUpdate (a CRL without one).
+    cache_until: float | None = None
 
 
 def _unknown(reason: str, detail: str) -> Verdict:
@@ -144,13 +164,17 @@ def evaluate_ocsp(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, 
 
 
 def evaluate_crl(crl: x509.CertificateRevocationList, cert: x509.Certificate, issuer: x509.Certificate,
-                 now: float) -> Verdict:
-    """Verify a CRL against ``issuer`` and look ``cert`` up in it."""
+                 now: float, signed: Callable[[], bool] | None = None) -> Verdict:
+    """Verify a CRL against ``issuer`` and look ``cert`` up in it.
+
+    ``signed`` answers whether the issuer's key verifies the CRL's signature, when the caller
+    knows a cheaper way than cryptography's (:meth:`LoadedCRL.evaluate`).
+    """
     try:
         if crl.issuer != issuer.subject:
             return _unknown("no_match", f"CRL issued by {crl.issuer.rfc4514_string()}, "
                                         f"not {issuer.subject.rfc4514_string()}")
-        if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        if not (signed() if signed else crl.is_signature_valid(issuer.public_key())):  # type: ignore[arg-type]
             return _unknown("bad_signature", "the CRL's signature does not verify with the issuer's key")
         last_update = crl.last_update_utc.timestamp()
         next_update = crl.next_update_utc.timestamp() if crl.next_update_utc else None
@@ -317,51 +341,111 @@ def _issuer_key_hash(issuer: x509.Certificate) -> str:
 # --- caches ----------------------------------------------------------------------------
 
 
-class _ExpiringLRU:
-    """At most ``size`` entries, each dropped at its own expiry; least recently used first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
-
-    def get(self, key: Any, now: float) -> Any:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, value = entry
-        if expires <= now:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return value
-
-    def put(self, key: Any, value: Any, expires: float) -> None:
-        self._entries[key] = (expires, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-_RESULTS = _ExpiringLRU(CACHE_SIZE)  # (issuer key hash, serial, method) -> Verdict
-_CRLS = _ExpiringLRU(CRL_CACHE_SIZE)  # CRL URL -> CertificateRevocationList
+_RESULTS: ByteLRU[Verdict] = ByteLRU(CACHE_BYTES, CACHE_SIZE)  # (issuer key hash, serial, method)
+_CRLS: ByteLRU[LoadedCRL] = ByteLRU(CRL_CACHE_BYTES, CRL_CACHE_SIZE)  # (CRL URL, proxy, policy)
+# Fetches in flight, by what makes them identical (URL, body, proxy, policy): shared by all.
+_IN_FLIGHT: dict[Hashable, asyncio.Task[Any]] = {}
 
 
 def clear_cache() -> None:
     _RESULTS.clear()
     _CRLS.clear()
+    _IN_FLIGHT.clear()
 
 
 def _cache_result(key: tuple[str, int, str], verdict: Verdict, now: float) -> None:
     # Only verified answers with a nextUpdate are kept; without one, RFC 5019 says newer
     # information is always available, and an unknown answer is worth asking again.
-    if verdict.status != "unknown" and verdict.next_update is not None and verdict.next_update > now:
-        _RESULTS.put(key, verdict, verdict.next_update)
+    until = verdict.next_update if verdict.next_update is not None else verdict.cache_until
+    if verdict.status != "unknown" and until is not None and until > now:
+        _RESULTS.put(key, verdict, _verdict_size(verdict), until)
+
+
+def _verdict_size(verdict: Verdict) -> int:
+    return 200 + text_size(verdict.status, verdict.reason, verdict.detail, verdict.revocation_reason)
+
+
+# --- downloaded CRLs ---------------------------------------------------------------------
+
+
+class LoadedCRL:
+    """A CRL (downloaded or from a file), with what checking it costs done once: parsed, the
+    digest of its signed part computed (in a thread, by :func:`_load_crl`), and each issuer's
+    verdict on its signature remembered."""
+
+    def __init__(self, crl: x509.CertificateRevocationList, tbs_digest: bytes | None, size: int) -> None:
+        self.crl = crl
+        self.tbs_digest = tbs_digest  # None: a signature scheme that signs the whole message
+        self.size = size
+        self._signers: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def evaluate(self, cert: x509.Certificate, issuer: x509.Certificate, now: float) -> Verdict:
+        """:func:`evaluate_crl`, in a thread, one at a time: looking a serial up scans the
+        list holding the GIL (30-70 ms for 300,000 entries), so the event loop waits for at
+        most one such scan, and the signature is checked once per issuer."""
+        with self._lock:
+            return evaluate_crl(self.crl, cert, issuer, now, signed=lambda: self._signed_by(issuer))
+
+    def _signed_by(self, issuer: x509.Certificate) -> bool:
+        key = _issuer_key_hash(issuer)
+        if key not in self._signers:
+            self._signers[key] = self._verify(issuer)
+        return self._signers[key]
+
+    def _verify(self, issuer: x509.Certificate) -> bool:
+        crl, key = self.crl, issuer.public_key()
+        algorithm = crl.signature_hash_algorithm
+        if self.tbs_digest is None or algorithm is None:
+            return crl.is_signature_valid(key)  # type: ignore[arg-type]
+        prehashed = utils.Prehashed(algorithm)
+        try:
+            if isinstance(key, rsa.RSAPublicKey):
+                pad: padding.AsymmetricPadding = (
+                    padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
+                    if crl.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS else padding.PKCS1v15())
+                key.verify(crl.signature, self.tbs_digest, pad, prehashed)
+            elif isinstance(key, ec.EllipticCurvePublicKey):
+                key.verify(crl.signature, self.tbs_digest, ec.ECDSA(prehashed))
+            elif isinstance(key, dsa.DSAPublicKey):
+                key.verify(crl.signature, self.tbs_digest, prehashed)
+            else:
+                return crl.is_signature_valid(key)  # type: ignore[arg-type]
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+        return True
+
+
+def _load_crl(data: bytes) -> LoadedCRL:
+    """Parse a downloaded CRL (PEM or DER) and hash its signed part; run in a thread."""
+    crl = load_crls(data)[0]
+    algorithm = crl.signature_hash_algorithm
+    digest = None
+    if algorithm is not None and algorithm.name in hashlib.algorithms_available:
+        try:
+            digest = hashlib.new(algorithm.name, _signed_part(_first_der(data))).digest()  # releases the GIL
+        except ValueError:  # leave it to cryptography's own check
+            digest = None
+    return LoadedCRL(crl, digest, 2 * len(data))
+
+
+def _first_der(data: bytes) -> bytes:
+    """The DER of the first CRL in PEM data (as load_crls reads it), or the DER data itself."""
+    marker = b"-----BEGIN X509 CRL-----"
+    if marker not in data:
+        return data
+    body = data.split(marker, 1)[1].split(b"-----END X509 CRL-----", 1)[0]
+    try:
+        return base64.b64decode(b"".join(body.split()), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _signed_part(der: bytes) -> memoryview:
+    """The tbsCertList of a DER CRL, as it was signed (SEQUENCE { tbsCertList, ... })."""
+    _, body, _ = _tlv(memoryview(der))  # type: ignore[arg-type]
+    _, _, rest = _tlv(body)
+    return body[: len(body) - len(rest)]
 
 
 # --- CRL files from the configuration ---------------------------------------------------
@@ -375,14 +459,15 @@ class CRLFiles:
     """The module's ``crl_files``: parsed at load, re-read when a file changes on disk.
 
     A file that cannot be re-read keeps its last good contents (and is logged), as a failed
-    configuration reload keeps the last good configuration.
+    configuration reload keeps the last good configuration. Each CRL is held as a
+    :class:`LoadedCRL`, so its signature is checked once per issuer, not on every probe.
     """
 
     def __init__(self, paths: Sequence[str]) -> None:
-        self._files: dict[str, tuple[float, list[x509.CertificateRevocationList]]] = {}
+        self._files: dict[str, tuple[float, list[LoadedCRL]]] = {}
         for path in paths:
             try:
-                self._files[path] = (os.stat(path).st_mtime, load_crls(_read(path)))
+                self._files[path] = (os.stat(path).st_mtime, _load_all(_read(path)))
             except (OSError, ValueError) as exc:
                 raise CRLFileError(f"{path}: {exc}") from None
 
@@ -390,17 +475,29 @@ class CRLFiles:
         return bool(self._files)
 
     def crls(self) -> list[x509.CertificateRevocationList]:
+        return [loaded.crl for loaded in self.loaded()]
+
+    def loaded(self) -> list[LoadedCRL]:
+        """The CRLs, re-read from files that changed (call it in a thread: it may read)."""
         out = []
         for path, (mtime, crls) in list(self._files.items()):
             try:
                 current = os.stat(path).st_mtime
                 if current != mtime:
-                    crls = load_crls(_read(path))
+                    crls = _load_all(_read(path))
                     self._files[path] = (current, crls)
             except (OSError, ValueError) as exc:
                 log.warning("CRL file %s could not be re-read, keeping its last contents: %s", path, exc)
             out.extend(crls)
         return out
+
+
+def _load_all(data: bytes) -> list[LoadedCRL]:
+    """Every CRL in PEM data (one or more blocks), or the one DER CRL, as LoadedCRLs."""
+    marker = b"-----BEGIN X509 CRL-----"
+    if marker not in data:
+        return [_load_crl(data)]
+    return [_load_crl(marker + part) for part in data.split(marker)[1:]]
 
 
 def _read(path: str) -> bytes:
@@ -511,49 +608,108 @@ class _FetchFailed(Exception):
     pass
 
 
-async def _fetch(session: Any, url: str, limit: int, proxy: str | None, body: bytes | None = None) -> bytes:
+def _guarded_resolver(policy: Policy) -> Any:
+    """An aiohttp resolver that resolves as a probe's target is resolved (``getaddrinfo``) and
+    applies the module's target_policy to every address before aiohttp connects to any of
+    them: a denied address is refused whichever way the URL writes it (``localhost``, ``0x7f000001``),
+    and the addresses checked are the ones used (no second lookup that could differ)."""
+    import aiohttp
+
+    from ssl_exporter.targets import parse_target
+
+    class GuardedResolver(aiohttp.ThreadedResolver):
+        async def resolve(self, host: str, port: int = 0,
+                          family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+            results = await super().resolve(host, port, family)
+            policy.check_addresses(parse_target(host, port or 80), [r["host"] for r in results])
+            return results
+
+    return GuardedResolver()
+
+
+async def _fetch(url: str, limit: int, proxy: str | None, policy: Policy | None, body: bytes | None = None) -> bytes:
+    """GET (or POST ``body`` to) ``url``; at most ``limit`` bytes; TargetRefused when the
+    policy refuses an address the URL's host resolves to."""
     import aiohttp
 
     headers = {"Content-Type": "application/ocsp-request"} if body is not None else {}
+    # Through a proxy the proxy resolves the name: only the name and a literal address are
+    # checked then (_refusal), as for a probe's target.
+    resolver = _guarded_resolver(policy) if policy is not None and proxy is None else None
+    connector = aiohttp.TCPConnector(limit=1, force_close=True, resolver=resolver)
     try:
-        async with session.request("POST" if body is not None else "GET", url, data=body, headers=headers,
-                                   allow_redirects=False, proxy=proxy) as response:
-            if response.status != 200:
-                raise _FetchFailed(f"{url} answered HTTP {response.status}")
-            if response.content_length is not None and response.content_length > limit:
-                raise _FetchFailed(f"{url} announced {response.content_length} bytes, more than {limit}")
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(65536):
-                data += chunk
-                if len(data) > limit:
-                    raise _FetchFailed(f"{url} sent more than {limit} bytes")
-            return bytes(data)
+        async with aiohttp.ClientSession(connector=connector, trust_env=False,
+                                         timeout=aiohttp.ClientTimeout(total=None)) as session:
+            async with session.request("POST" if body is not None else "GET", url, data=body, headers=headers,
+                                       allow_redirects=False, proxy=proxy) as response:
+                if response.status != 200:
+                    raise _FetchFailed(f"{url} answered HTTP {response.status}")
+                if response.content_length is not None and response.content_length > limit:
+                    raise _FetchFailed(f"{url} announced {response.content_length} bytes, more than {limit}")
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(65536):
+                    data += chunk
+                    if len(data) > limit:
+                        raise _FetchFailed(f"{url} sent more than {limit} bytes")
+                return bytes(data)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise _FetchFailed(f"{url}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+
+
+async def _shared_fetch(key: Hashable, budget: float, start: Callable[[], Awaitable[Any]]) -> Any:
+    """``start()``'s result, shared by every caller with the same ``key`` while it runs.
+
+    Forty probes that need the same CRL at the same moment make one download. The work runs
+    as a task of its own, bounded by the first caller's ``budget``; a caller that gives up
+    (its own deadline) does not cancel it for the others.
+    """
+    loop = asyncio.get_running_loop()
+    task = _IN_FLIGHT.get(key)
+    if task is None or task.get_loop() is not loop:
+        async def bounded() -> Any:
+            async with asyncio.timeout(budget):
+                return await start()
+
+        task = asyncio.ensure_future(bounded())
+        _IN_FLIGHT[key] = task
+
+        def forget(done: asyncio.Task[Any], key: Hashable = key) -> None:
+            if _IN_FLIGHT.get(key) is done:
+                del _IN_FLIGHT[key]
+            if not done.cancelled():
+                done.exception()  # retrieved: a failure nobody waited for is not logged as lost
+
+        task.add_done_callback(forget)
+    return await asyncio.shield(task)
 
 
 def _refusal(url: str, policy: Policy | None) -> Verdict | None:
     """``refused_by_policy`` when the module's target_policy refuses the URL's host, else None.
 
-    Names and literal addresses are checked, as for a probe's target; the addresses a name
-    resolves to are not (the HTTP client resolves it).
+    Names and literal addresses are checked here, as for a probe's target, before anything
+    is resolved; the addresses a name resolves to are checked by :func:`_guarded_resolver`.
     """
     if policy is None:
         return None
-    from ssl_exporter.access import TargetRefused
     from ssl_exporter.targets import parse_target
 
     try:
         parts = urlsplit(url)
         policy.check_target(parse_target(parts.hostname or "", parts.port or 80))
     except TargetRefused as exc:
-        return _unknown("refused_by_policy", f"{url}: {exc.detail}")
+        return _refused(url, exc)
     except ValueError as exc:  # TargetError too: no host the policy can check
         return _unknown("refused_by_policy", f"{url}: {exc}")
     return None
 
 
-async def _ask_ocsp(subject: Subject, session: Any, proxy: str | None, policy: Policy | None = None) -> Verdict:
+def _refused(url: str, exc: TargetRefused) -> Verdict:
+    # The message, not the detail: the detail names a resolved address, which the probe's
+    # debug output would show to whoever may call /probe (docs/security.md).
+    return _unknown("refused_by_policy", f"{url}: {exc.message}")
+
+
+async def _ask_ocsp(subject: Subject, proxy: str | None, policy: Policy | None, budget: float) -> Verdict:
     assert subject.issuer is not None
     urls = _http_urls(ocsp_urls(subject.cert))
     if not urls:
@@ -567,23 +723,33 @@ async def _ask_ocsp(subject: Subject, session: Any, proxy: str | None, policy: P
             verdict = refused
             continue
         try:
-            der = await _fetch(session, url, MAX_OCSP_BYTES, proxy, body=request)
+            der = await _shared_fetch(("ocsp", url, request, proxy, policy), budget,
+                                      lambda url=url: _fetch(url, MAX_OCSP_BYTES, proxy, policy, body=request))
         except _FetchFailed as exc:
             verdict = _unknown("fetch_failed", str(exc))
+            continue
+        except TargetRefused as exc:
+            verdict = _refused(url, exc)
             continue
         verdict = evaluate_ocsp(der, subject.cert, subject.issuer, time.time())
         return replace(verdict, detail=f"{url}: {verdict.detail}" if verdict.detail else url)
     return verdict
 
 
-async def _ask_crl(subject: Subject, session: Any, proxy: str | None, files: CRLFiles | None,
-                   policy: Policy | None = None) -> Verdict:
+async def _download_crl(url: str, proxy: str | None, policy: Policy | None) -> LoadedCRL:
+    data = await _fetch(url, MAX_CRL_BYTES, proxy, policy)
+    return await asyncio.to_thread(_load_crl, data)
+
+
+async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, policy: Policy | None,
+                   budget: float) -> Verdict:
     assert subject.issuer is not None
+    issuer = subject.issuer
     verdicts = []
-    for crl in files.crls() if files else []:
-        if crl.issuer == subject.issuer.subject:
-            verdicts.append(replace(evaluate_crl(crl, subject.cert, subject.issuer, time.time()),
-                                    detail="configured CRL file"))
+    for loaded in await asyncio.to_thread(files.loaded) if files else []:
+        if loaded.crl.issuer == issuer.subject:
+            verdict = await asyncio.to_thread(loaded.evaluate, subject.cert, issuer, time.time())
+            verdicts.append(replace(verdict, detail="configured CRL file"))
     for url in _http_urls(crl_urls(subject.cert)):
         if any(v.status != "unknown" for v in verdicts):
             break
@@ -591,20 +757,29 @@ async def _ask_crl(subject: Subject, session: Any, proxy: str | None, files: CRL
         if refused is not None:
             verdicts.append(refused)
             continue
-        now = time.time()
-        crl = _CRLS.get(url, now)
-        if crl is None:
+        key = (url, proxy, policy)
+        loaded = _CRLS.get(key, time.time())
+        if loaded is None:
             try:
-                crl = load_crls(await _fetch(session, url, MAX_CRL_BYTES, proxy))[0]
+                loaded = await _shared_fetch(("crl", *key), budget, lambda url=url: _download_crl(url, proxy, policy))
             except _FetchFailed as exc:
                 verdicts.append(_unknown("fetch_failed", str(exc)))
+                continue
+            except TargetRefused as exc:
+                verdicts.append(_refused(url, exc))
                 continue
             except ValueError as exc:
                 verdicts.append(_unknown("bad_response", f"{url}: {exc}"))
                 continue
-        verdict = evaluate_crl(crl, subject.cert, subject.issuer, time.time())
-        if verdict.status != "unknown" and verdict.next_update is not None:
-            _CRLS.put(url, crl, verdict.next_update)
+        fetched = time.time()
+        verdict = await asyncio.to_thread(loaded.evaluate, subject.cert, issuer, fetched)
+        if verdict.status != "unknown":  # verified: kept until its nextUpdate, or for a while
+            until = verdict.next_update
+            if until is None:
+                until = fetched + CRL_TTL_WITHOUT_NEXT_UPDATE
+                verdict = replace(verdict, cache_until=until)
+            if key not in _CRLS:
+                _CRLS.put(key, loaded, loaded.size, until)
         verdicts.append(replace(verdict, detail=f"{url}: {verdict.detail}" if verdict.detail else url))
     if not verdicts:
         return _unknown("no_responder", "no http:// CRL distribution point and no configured CRL file "
@@ -707,36 +882,31 @@ async def check(
 async def _run_fetches(pending: dict[tuple[str, str], Any], budget: float, crl_files: CRLFiles | None,
                        proxy: str | None, policy: Policy | None = None) -> dict[tuple[str, str], Verdict]:
     """Run the network checks concurrently; what is not done within ``budget`` is a timeout."""
-    import aiohttp
-
     timed_out = _unknown("timeout", f"no answer within the probe's deadline ({max(budget, 0):.2f}s left)")
     if budget <= 0:
         return dict.fromkeys(pending, timed_out)
     results: dict[tuple[str, str], Verdict] = {}
-    connector = aiohttp.TCPConnector(limit=16, force_close=True, use_dns_cache=True)
-    async with aiohttp.ClientSession(connector=connector, trust_env=False,
-                                     timeout=aiohttp.ClientTimeout(total=None)) as session:
-        tasks = {}
-        for job, (_key, subject, method) in pending.items():
-            coro = (_ask_ocsp(subject, session, proxy, policy) if method == "ocsp"
-                    else _ask_crl(subject, session, proxy, crl_files, policy))
-            tasks[job] = asyncio.ensure_future(coro)
-        try:
-            await asyncio.wait(tasks.values(), timeout=budget)
-        finally:  # also when the probe itself is cancelled
-            for task in tasks.values():
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
-        for job, task in tasks.items():
-            if task.cancelled():
-                results[job] = timed_out
-            elif task.exception() is not None:
-                exc = task.exception()
-                log.error("revocation check crashed", exc_info=exc)
-                results[job] = _unknown("internal_error", f"{type(exc).__name__}: {exc}")
-            else:
-                results[job] = task.result()
+    tasks = {}
+    for job, (_key, subject, method) in pending.items():
+        coro = (_ask_ocsp(subject, proxy, policy, budget) if method == "ocsp"
+                else _ask_crl(subject, proxy, crl_files, policy, budget))
+        tasks[job] = asyncio.ensure_future(coro)
+    try:
+        await asyncio.wait(tasks.values(), timeout=budget)
+    finally:  # also when the probe itself is cancelled
+        for task in tasks.values():
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+    for job, task in tasks.items():
+        if task.cancelled() or isinstance(task.exception(), TimeoutError):  # a shared fetch's own bound
+            results[job] = timed_out
+        elif task.exception() is not None:
+            exc = task.exception()
+            log.error("revocation check crashed", exc_info=exc)
+            results[job] = _unknown("internal_error", f"{type(exc).__name__}: {exc}")
+        else:
+            results[job] = task.result()
     return results
 
 

@@ -8,9 +8,11 @@ Before a probe runs: 400 for bad input, 403 for a target the ``target_policy`` r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -142,6 +144,10 @@ class Exporter:
                                 "Probes rejected because --probe.max-concurrent were in flight (HTTP 503).",
                                 ["module"], registry=self.registry)
         self.registry.register(ReadPoolCollector())  # ssl_exporter_read_threads_stuck
+        # Reloads (docs/configuration.md): the one running, and the one that requests arriving
+        # meanwhile wait for (it starts when the running one ends).
+        self._running_reload: asyncio.Task[str | None] | None = None
+        self._next_reload: asyncio.Task[str | None] | None = None
         self._use(self._load())  # raises ConfigError at start-up
 
     def _load(self) -> config.Config:
@@ -156,17 +162,41 @@ class Exporter:
         self.reload_ok.set(1)
         self.reload_time.set(time.time())
 
-    def reload(self) -> str | None:
-        """Load the config again; on failure keep the old one and return the error."""
+    async def reload(self, via: str = "http") -> str | None:
+        """Load the config again and use it; on failure keep the old one and return the error.
+
+        The load runs in a thread of its own, so the event loop keeps answering (a load reads
+        files and trust stores, and one file may be slow). Requests are coalesced: one that
+        arrives while a load runs waits for the next load, which starts when the running one
+        ends and serves every request that arrived meanwhile. Each request is thus answered by
+        a load that read the file after it arrived, and requests arriving during one load
+        (200 POST /-/reload, a storm of SIGHUPs) make one more load, not one each.
+        """
+        log.debug("config reload requested", extra={"fields": {"via": via}})
+        if self._next_reload is None:
+            self._next_reload = asyncio.ensure_future(self._reload_after(self._running_reload))
+        # Shielded: a client that hangs up must not cancel the load the others wait for.
+        return await asyncio.shield(self._next_reload)
+
+    async def _reload_after(self, previous: asyncio.Task[str | None] | None) -> str | None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        # This load starts now: a request from here on needs a load that starts after it.
+        self._running_reload, self._next_reload = self._next_reload, None
         try:
-            new = self._load()
+            new = await _in_thread(self._load)
         except config.ConfigError as exc:
-            self.reload_ok.set(0)
-            log.error("config reload failed, keeping the previous config", extra={"fields": {"err": str(exc)}})
-            return str(exc)
-        self._use(new)
-        log.info("config reloaded", extra={"fields": {"source": new.source, "modules": len(new.modules)}})
-        return None
+            error = str(exc)
+        except Exception as exc:  # a bug must not leave the gauge at 1, nor escape as a 500 page
+            log.exception("config reload crashed")
+            error = f"internal error: {type(exc).__name__}: {config.clip(str(exc))}"
+        else:
+            self._use(new)
+            log.info("config reloaded", extra={"fields": {"source": new.source, "modules": len(new.modules)}})
+            return None
+        self.reload_ok.set(0)
+        log.error("config reload failed, keeping the previous config", extra={"fields": {"err": error}})
+        return error
 
     def probe_timeout(self, module: config.Module, header: str | None) -> float:
         """min(module timeout, scrape timeout - offset); the module's alone without header."""
@@ -212,6 +242,35 @@ class Exporter:
         return record
 
 
+async def _in_thread(work: Callable[[], config.Config]) -> config.Config:
+    """``work()`` in a daemon thread: one that never ends (a FIFO nobody writes to) must not
+    keep the process from exiting, as a thread of an executor would."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[config.Config] = loop.create_future()
+
+    def settle(result: config.Config | None, error: BaseException | None) -> None:
+        if future.done():  # the reload was cancelled meanwhile (shutdown)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="config-load", daemon=True).start()
+    return await future
+
+
 def log_failure(record: ProbeRecord) -> None:
     """One line per failed probe: where it failed, why, and OpenSSL's (or the OS's) words."""
     errors = record.result.errors
@@ -235,7 +294,7 @@ def log_failure(record: ProbeRecord) -> None:
 
 
 def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
-             web_config: WebConfig | None = None) -> web.Application:
+             web_config: WebConfig | None = None, enable_lifecycle: bool = False) -> web.Application:
     app = web.Application(middlewares=_access_middlewares(web_config))
     app[EXPORTER] = exporter
 
@@ -291,7 +350,10 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
         return web.Response(text="Ready\n")
 
     async def reload(request: web.Request) -> web.Response:
-        error = exporter.reload()
+        if not enable_lifecycle:  # as Prometheus does: the endpoint is off unless asked for
+            return web.Response(status=403, text="the lifecycle API is not enabled: start the exporter with "
+                                                 "--web.enable-lifecycle to reload over HTTP, or send SIGHUP\n")
+        error = await exporter.reload()
         if error is not None:
             return web.Response(status=500, text=f"failed to reload config: {error}\n")
         return web.Response(text="config reloaded\n")

@@ -33,8 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from ssl_exporter import config as config_rules
 from ssl_exporter.config import TLS_VERSIONS, _type_name
 
@@ -129,13 +127,8 @@ def load(path: str) -> WebConfig:
 
 
 def _parse(text: str, base_dir: str, source: str) -> WebConfig:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # Only the problem and its place: YAML's own message quotes the file, hashes included.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise WebConfigError(f"{getattr(exc, 'problem', None) or 'invalid YAML'}{where}") from None
+    # Only the problem and its place: YAML's own message quotes the file, hashes included.
+    raw = config_rules.load_yaml(text, "", WebConfigError)  # bounded: no alias bombs, no deep nesting
     raw = {} if raw is None else raw
     _expect_mapping(raw, "web config")
     _check_keys(raw, TOP_KEYS, "")

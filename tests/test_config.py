@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,87 @@ def test_an_unforeseen_error_while_loading_is_a_config_error(monkeypatch) -> Non
     with pytest.raises(config.ConfigError) as caught:
         config.load_text("modules:\n  web: {}\n", source="test")
     assert str(caught.value) == "modules.web: cannot load: RuntimeError: boom"
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ssl_exporter", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["config.check", "start-up"])
+def test_deep_nesting_is_one_line_not_a_traceback(tmp_path: Path, check: bool) -> None:
+    """5,000 levels made yaml's composer raise RecursionError: a traceback, not a message."""
+    path = tmp_path / "deep.yml"
+    path.write_text("modules:\n  web:\n    timeout: " + "[" * 5000 + "]" * 5000 + "\n")
+    run = _run_cli(f"--config.file={path}", "--web.listen-address=127.0.0.1:0", *(["--config.check"] if check else []))
+    assert run.returncode == 1
+    assert run.stderr == (f"ssl-exporter: invalid configuration: {path}: nested deeper than 64 levels "
+                          f"(line 3, column 75)\n")
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    """The issue's bomb in default_module: a 102 MB message and 40 s of --config.check before."""
+    bomb = TESTDATA / "invalid-yaml-alias-bomb-default-module.yml"
+    run = _run_cli("--config.check", f"--config.file={bomb}")
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"ssl-exporter: invalid configuration: {expected_message(bomb)}"
+
+
+def test_aliases_within_the_bound_still_work() -> None:
+    """Anchors for shared settings are a fair use of YAML: they keep working."""
+    cfg = config.load_text(
+        "modules:\n"
+        "  a: {timeout: 3s, tls_config: &tls {min_version: TLS12, server_name: shared.example}}\n"
+        "  b: {timeout: 4s, tls_config: *tls}\n"
+        "  c: &c {timeout: 5s}\n"
+        "  d: {<<: *c, prober: tcp}\n", source="test")
+    assert cfg.modules["b"].tls_config == cfg.modules["a"].tls_config
+    assert cfg.modules["b"].tls_config.server_name == "shared.example"
+    assert cfg.modules["d"].timeout == 5.0
+
+
+def test_a_merge_key_chain_is_bounded_too() -> None:
+    """Merge keys copy mappings into mappings: counted like the aliases they are."""
+    lines = ["modules:", "  web: {}", "x0: &x0 {k0: 1, k1: 2, k2: 3, k3: 4, k4: 5, k5: 6, k6: 7, k7: 8, k8: 9, k9: 0}"]
+    lines += [f"x{i}: &x{i} {{<<: [{', '.join([f'*x{i - 1}'] * 10)}]}}" for i in range(1, 8)]
+    with pytest.raises(config.ConfigError) as caught:
+        config.load_text("\n".join(lines) + "\n", source="merge.yml")
+    assert str(caught.value) == "merge.yml: aliases expand to more than 100000 nodes (line 7, column 30)"
+
+
+def test_the_web_config_is_bounded_alike(tmp_path: Path) -> None:
+    from ssl_exporter import webconfig
+
+    path = tmp_path / "web.yml"
+    path.write_text("basic_auth_users: " + "{a: " * 100 + "b" + "}" * 100 + "\n")
+    with pytest.raises(webconfig.WebConfigError) as caught:
+        webconfig.load(str(path))
+    assert str(caught.value) == f"{path}: nested deeper than 64 levels (line 1, column 268)"
+
+
+def test_modules_with_the_same_trust_settings_share_one_context(tmp_path: Path) -> None:
+    """Each tcp module parsed the system trust store again: 19 times for the default config."""
+    default = config.load_default()
+    assert len(default.modules) == 20
+    assert len({id(m.ssl_context) for m in default.modules.values() if m.prober == "tcp"}) == 1
+    from tests.pki import make_root
+
+    (tmp_path / "root.pem").write_bytes(make_root("Shared Root").pem)
+    cfg = config.load_text(
+        "modules:\n"
+        "  a: {tls_config: {ca_file: root.pem}}\n"
+        "  b: {tls_config: {ca_file: root.pem, server_name: b.example, insecure_skip_verify: true}}\n"
+        "  c: {tls_config: {ca_file: root.pem, min_version: TLS13}}\n"
+        "  d: {}\n"
+        "  e: {revocation: {methods: [stapling]}}\n"
+        "  f: {revocation: {methods: [stapling]}, tls_config: {server_name: f.example}}\n",
+        source="test", base_dir=str(tmp_path))
+    m = cfg.modules
+    assert m["a"].ssl_context is m["b"].ssl_context  # server name and skip-verify apply per probe
+    assert m["c"].ssl_context is not m["a"].ssl_context  # other versions: a context of its own
+    assert m["c"].ssl_context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert m["a"].ssl_context.cert_store_stats()["x509_ca"] == 1
+    assert m["d"].ssl_context is m["e"].ssl_context is not m["a"].ssl_context  # the system store
+    assert m["e"].stapling_context is m["f"].stapling_context is not None
+    # A new load builds its own: a changed CA file or system store is picked up by a reload.
+    again = config.load_text("modules:\n  a: {tls_config: {ca_file: root.pem}}\n", "test", str(tmp_path))
+    assert again.modules["a"].ssl_context is not m["a"].ssl_context

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from tests.conftest import Samples
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ssl_exporter import cli
+from ssl_exporter.server import Exporter, make_app
+from tests.conftest import PKI, Samples
 from tests.servers import pytls
 from tests.test_server import ExporterProcess
 
@@ -119,7 +126,7 @@ def _post(exporter: ExporterProcess, path: str) -> int:
 
 def test_a_reload_under_load_loses_no_probe_and_each_keeps_its_config(tmp_path: Path) -> None:
     path = config(tmp_path, "1.5s")
-    exporter = ExporterProcess(f"--config.file={path}")
+    exporter = ExporterProcess(f"--config.file={path}", "--web.enable-lifecycle")
     try:
         with pytls.serve(pytls.silent) as port, ThreadPoolExecutor(20) as pool:
             futures = start_probes(pool, exporter, 20, f"/probe?module=slow&target=127.0.0.1:{port}")
@@ -140,3 +147,213 @@ def test_a_reload_under_load_loses_no_probe_and_each_keeps_its_config(tmp_path: 
         assert own.get("ssl_exporter_probes_in_flight") == 0
     finally:
         assert exporter.stop() == 0
+
+
+# --- reload: off the event loop, coalesced, and only with --web.enable-lifecycle ---------------
+
+
+class LogLines(threading.Thread):
+    """Collects the exporter's log lines as they come, for counting."""
+
+    def __init__(self, exporter: ExporterProcess) -> None:
+        super().__init__(daemon=True)
+        assert exporter.process.stderr is not None
+        self.stream = exporter.process.stderr
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.start()
+
+    def run(self) -> None:
+        for line in self.stream:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+
+    def close(self) -> None:
+        """After the process exited: the stream has ended."""
+        self.join(timeout=10)
+        self.stream.close()
+
+    def count(self, needle: str) -> int:
+        with self.changed:
+            return sum(needle in line for line in self.lines)
+
+    def wait_for(self, needle: str, count: int, limit: float = 30.0) -> None:
+        with self.changed:
+            if not self.changed.wait_for(lambda: sum(needle in line for line in self.lines) >= count, limit):
+                raise AssertionError(f"timed out waiting for {count} lines with {needle!r}")
+
+
+class FifoFeeder:
+    """A file that is slow to read, for exactly as long as the test wants: a FIFO whose data
+    comes when :meth:`feed` is called. Used for the configuration file itself: files the
+    configuration names must be regular files (a FIFO there is refused at once)."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        os.mkfifo(path)
+        self.path, self.data = path, data
+        self.threads: list[threading.Thread] = []
+
+    def feed(self) -> None:
+        """Serve the next reader that opens the FIFO (now or later) with the data."""
+
+        def write() -> None:
+            with open(self.path, "wb") as fifo:  # blocks until a reader opens it
+                fifo.write(self.data)
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def close(self) -> None:
+        """Release a writer still waiting for a reader (a test that failed early)."""
+        for thread in self.threads:
+            if thread.is_alive():
+                os.close(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK))
+            thread.join(timeout=10)
+
+
+def _healthy_latency(exporter: ExporterProcess) -> float:
+    begin = time.monotonic()
+    assert exporter.get("/-/healthy") == (200, "Healthy\n")
+    return time.monotonic() - begin
+
+
+def _config_on_fifo(path: Path, pki: PKI) -> FifoFeeder:
+    """Put a FIFO in place of the configuration file: the next load waits for :meth:`feed`."""
+    path.unlink()
+    return FifoFeeder(path, f"modules:\n  slow: {{prober: tcp, tls_config: {{ca_file: {pki.root_file}}}}}\n".encode())
+
+
+def test_200_concurrent_reloads_make_two_loads_while_health_answers(tmp_path: Path, pki: PKI) -> None:
+    """Reload ran on the event loop, one load per request: 200 POSTs took 76 s and stalled
+    /-/healthy for up to 19 s. Now the load runs in a thread, and requests arriving while one
+    runs share the next: the first load, held on a FIFO, and one more for the other 199."""
+    path = config(tmp_path, "2s")
+    exporter = ExporterProcess(f"--config.file={path}", "--web.enable-lifecycle", "--log.level=debug")
+    logs = LogLines(exporter)
+    fifo = _config_on_fifo(path, pki)
+    try:
+        with ThreadPoolExecutor(200) as pool:
+            answers = [pool.submit(_post, exporter, "/-/reload") for _ in range(200)]
+            latencies = []
+            while logs.count("config reload requested") < 200:  # the first load waits on the FIFO
+                latencies.append(_healthy_latency(exporter))
+            assert logs.count('msg="config reloaded"') == 0
+            latencies += [_healthy_latency(exporter) for _ in range(5)]
+            assert max(latencies) < 1.0, latencies
+            fifo.feed()  # the first load ends; the second, for the 199 others, reads the file anew
+            logs.wait_for('msg="config reloaded"', 1)
+            fifo.feed()
+            assert [a.result(timeout=30) for a in answers] == [200] * 200
+        assert logs.count('msg="config reloaded"') == 2
+        assert "  slow:\n" in exporter.get("/config")[1]
+        assert Samples(exporter.get("/metrics")[1]).get("ssl_exporter_config_last_reload_successful") == 1
+    finally:
+        fifo.close()
+        exporter.process.send_signal(signal.SIGTERM)
+        assert exporter.process.wait(timeout=10) == 0
+        logs.close()
+
+
+def test_a_slow_sighup_reload_does_not_block_the_exporter(tmp_path: Path, pki: PKI) -> None:
+    path = config(tmp_path, "2s")
+    exporter = ExporterProcess(f"--config.file={path}", "--log.level=debug")
+    logs = LogLines(exporter)
+    fifo = _config_on_fifo(path, pki)
+    try:
+        exporter.process.send_signal(signal.SIGHUP)
+        logs.wait_for("config reload requested", 1)
+        assert max(_healthy_latency(exporter) for _ in range(10)) < 1.0
+        with pytls.refused_port() as port:  # probes run meanwhile, with the config they had
+            status, text = exporter.get(f"/probe?module=slow&target=127.0.0.1:{port}")
+        assert status == 200 and Samples(text).errors() == {("connect", "refused")}
+        assert logs.count('msg="config reloaded"') == 0
+        fifo.feed()
+        logs.wait_for('msg="config reloaded"', 1)
+        assert "  slow:\n" in exporter.get("/config")[1]
+    finally:
+        fifo.close()
+        exporter.process.send_signal(signal.SIGTERM)
+        assert exporter.process.wait(timeout=10) == 0
+        logs.close()
+
+
+def test_a_load_that_never_ends_does_not_keep_the_process_from_exiting(tmp_path: Path) -> None:
+    path = config(tmp_path, "2s")
+    exporter = ExporterProcess(f"--config.file={path}", "--log.level=debug")
+    logs = LogLines(exporter)
+    path.unlink()
+    FifoFeeder(path, b"")  # nobody ever writes to it
+    exporter.process.send_signal(signal.SIGHUP)
+    logs.wait_for("config reload requested", 1)
+    exporter.process.send_signal(signal.SIGTERM)
+    assert exporter.process.wait(timeout=10) == 0
+    logs.close()
+
+
+async def test_http_reload_is_off_without_the_lifecycle_flag(tmp_path: Path) -> None:
+    """POST /-/reload needs no authentication without a web config: like Prometheus, it is
+    off unless --web.enable-lifecycle turns it on."""
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  first: {}\n")
+    exporter = Exporter(str(path))
+    path.write_text("modules:\n  second: {}\n")
+    async with TestClient(TestServer(make_app(exporter))) as c:
+        response = await c.post("/-/reload")
+        assert response.status == 403
+        assert await response.text() == ("the lifecycle API is not enabled: start the exporter with "
+                                         "--web.enable-lifecycle to reload over HTTP, or send SIGHUP\n")
+        assert list(exporter.config.modules) == ["first"]
+    async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as c:
+        assert (await c.post("/-/reload")).status == 200
+        assert list(exporter.config.modules) == ["second"]
+
+
+def test_the_lifecycle_flag_is_off_by_default() -> None:
+    assert cli.parse_args([]).enable_lifecycle is False
+    assert cli.parse_args(["--web.enable-lifecycle"]).enable_lifecycle is True
+
+
+@pytest.mark.parametrize("text", [
+    "modules:\n  web:\n    timeout: " + "[" * 5000 + "]" * 5000 + "\n",
+    "modules:\n  web:\n    timeout: [&a [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
+        f"&a{i} [{', '.join(['*a' if i == 1 else f'*a{i - 1}'] * 10)}]" for i in range(1, 10)) + "]\n",
+], ids=["deep", "alias-bomb"])
+async def test_a_hostile_config_fails_the_reload_in_one_line(tmp_path: Path, text: str) -> None:
+    """Deep nesting answered "500 Server got itself in trouble" and left the gauge at 1."""
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  first: {}\n")
+    exporter = Exporter(str(path))
+    path.write_text(text)
+    async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as c:
+        response = await c.post("/-/reload")
+        body = await response.text()
+        assert response.status == 500
+        assert body.startswith(f"failed to reload config: {path}: ")
+        assert body.endswith(" levels (line 3, column 75)\n" if "[[[" in text else " nodes (line 3, column 248)\n")
+        own = Samples(await (await c.get("/metrics")).text())
+        assert own.get("ssl_exporter_config_last_reload_successful") == 0
+        assert list(exporter.config.modules) == ["first"]
+
+
+async def test_a_crash_while_loading_fails_the_reload_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """Anything but a ConfigError escaped as aiohttp's 500 page with the gauge still at 1."""
+    from ssl_exporter import config as config_module
+
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  first: {}\n")
+    exporter = Exporter(str(path))
+
+    def crash(_path: str) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(config_module, "load_file", crash)
+    async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as c:
+        response = await c.post("/-/reload")
+        assert (response.status, await response.text()) == (
+            500, "failed to reload config: internal error: RecursionError: maximum recursion depth exceeded\n")
+        own = Samples(await (await c.get("/metrics")).text())
+        assert own.get("ssl_exporter_config_last_reload_successful") == 0
+        assert list(exporter.config.modules) == ["first"]

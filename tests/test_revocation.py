@@ -531,14 +531,16 @@ def test_ocsp_answer_within_clock_skew_is_fresh(rpki: RevPKI) -> None:
     assert revocation.evaluate_ocsp(der, leaf.cert, rpki.inter.cert, now).reason == "bad_response"
 
 
-def test_cache_is_bounded_and_expires() -> None:
-    cache = revocation._ExpiringLRU(2)
-    cache.put("a", 1, expires=100)
-    cache.put("b", 2, expires=100)
-    assert cache.get("a", now=50) == 1
-    cache.put("c", 3, expires=100)  # evicts b, the least recently used
-    assert cache.get("b", now=50) is None and len(cache) == 2
-    assert cache.get("a", now=100) is None  # expired at its nextUpdate
+def test_caches_are_bounded_in_bytes_and_expire() -> None:
+    """One shared LRU helper (ssl_exporter.lru), bounded in bytes as well as entries."""
+    assert (revocation._RESULTS.max_bytes, revocation._RESULTS.max_entries) == (16 * 2**20, 10_000)
+    assert (revocation._CRLS.max_bytes, revocation._CRLS.max_entries) == (64 * 2**20, 32)
+    verdict = revocation.Verdict("good", next_update=100.0)
+    revocation._cache_result(("k", 1, "ocsp"), verdict, now=50.0)
+    assert revocation._RESULTS.get(("k", 1, "ocsp"), now=99.0) == verdict
+    assert revocation._RESULTS.get(("k", 1, "ocsp"), now=100.0) is None  # expired at its nextUpdate
+    revocation._cache_result(("k", 2, "ocsp"), revocation.Verdict("good"), now=50.0)
+    assert ("k", 2, "ocsp") not in revocation._RESULTS  # no nextUpdate, no cache_until: asked again
 
 
 def test_module_without_revocation_is_unchanged() -> None:
@@ -557,3 +559,175 @@ def test_revocation_config_defaults_and_redaction(tmp_path: Path) -> None:
     assert config.module_dict(cfg.modules["m"])["revocation"] == {"methods": ["ocsp", "crl"], "enforce": True}
     staple = config.load_text("modules:\n  m: {revocation: {methods: [stapling], enforce: false}}\n", source="t")
     assert staple.modules["m"].stapling_context is not None
+
+
+# --- shared, bounded CRL downloads (issue 20 item 5) ------------------------------------------
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _children(der: bytes) -> list[bytes]:
+    """The DER elements inside one SEQUENCE, each with its header."""
+    _, body, _ = revocation._tlv(der)
+    out = []
+    while body:
+        _, _, rest = revocation._tlv(body)
+        out.append(body[: len(body) - len(rest)])
+        body = rest
+    return out
+
+
+def crl_without_next_update(issuer: Cert, revoked: list[tuple[Cert, dt.datetime, Any]] = ()) -> bytes:  # type: ignore[assignment]
+    """A CRL that omits nextUpdate (cryptography will not build one): a normal one, with the
+    field cut out of its signed part and the part signed again."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    outer = _children(rev.crl(issuer, revoked))
+    tbs = _children(outer[0])
+    # version, signature, issuer, thisUpdate, nextUpdate, ...: drop nextUpdate (a UTCTime)
+    assert tbs[4][0] == 0x17
+    signed = _der(0x30, b"".join(tbs[:4] + tbs[5:]))
+    signature = issuer.key.sign(signed, ec.ECDSA(hashes.SHA256()))
+    der = _der(0x30, signed + outer[1] + _der(0x03, b"\x00" + signature))
+    assert x509.load_der_x509_crl(der).next_update_utc is None
+    return der
+
+
+async def test_concurrent_probes_share_one_crl_download(tmp_path: Path, rpki: RevPKI) -> None:
+    """40 probes needing the same slow CRL made 40 parallel downloads; now one, shared."""
+    release = __import__("threading").Event()
+    with rev.http_server() as server:
+        # Forty names: identical probes are shared already (probers.base), these are not.
+        leaf = rev.issue(rpki.inter, HOST, dns=("*.example.test",), crl_url=server.url("/slow.crl"))
+        body = rev.crl(rpki.inter, next_update=NOW + DAY)
+
+        def slow(_request: bytes) -> bytes:
+            release.wait(20)
+            return body
+
+        server.routes["/slow.crl"] = slow
+        cert_path, key_path = leaf.write(tmp_path, "leaf", (rpki.inter,))
+        async with exporter_client(tmp_path, {"m": module(rpki, "10s", revocation={"methods": ["crl"]})}) as client:
+            with pytls.tls_server(cert_path, key_path) as (port, tls_server):
+                probes = [asyncio.ensure_future(probe(client, f"127.0.0.1:{port}", hostname=f"n{i}.example.test",
+                                                      module="m")) for i in range(40)]
+                deadline = time.monotonic() + 20
+                while not (len(tls_server.peers) == 40 and server.requests):  # all handshakes, a download
+                    assert time.monotonic() < deadline, (len(tls_server.peers), server.requests)
+                    await asyncio.sleep(0.01)
+                # Each probe would now send its own request; with sharing, none but the first comes.
+                # Give the 39 others a bounded while to show up (they did, before).
+                deadline = time.monotonic() + 2
+                while len(server.requests) < 40 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                release.set()
+                results = await asyncio.gather(*probes)
+    assert server.requests == ["/slow.crl"]
+    for s in results:
+        assert s.get("ssl_probe_success") == 1
+        assert status(s, "0", "crl") == ("good", "")
+        assert s.get("ssl_crl_next_update_timestamp_seconds", position="0") == (NOW + DAY).timestamp()
+
+
+async def test_a_crl_without_next_update_is_kept_for_a_documented_time(tmp_path: Path, rpki: RevPKI) -> None:
+    """It was downloaded and verified again on every probe."""
+    with rev.http_server() as server:
+        url = server.url("/no-next-update.crl")
+        leaves = [rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=url) for _ in range(3)]
+        server.routes["/no-next-update.crl"] = crl_without_next_update(rpki.inter, [(leaves[2], NOW - DAY, None)])
+        m = module(rpki, revocation={"methods": ["crl"]})
+        before = time.time()
+        results = [(await probe_chain(tmp_path, rpki, leaf, m=m))["m"] for leaf in leaves]
+    assert server.requests == ["/no-next-update.crl"]  # one download for three certificates
+    assert [status(s, "0", "crl") for s in results] == [("good", ""), ("good", ""), ("revoked", "")]
+    assert results[0].get("ssl_crl_next_update_timestamp_seconds", position="0") is None
+    key = (url, None, None)
+    ttl = revocation.CRL_TTL_WITHOUT_NEXT_UPDATE
+    assert ttl == 900
+    assert revocation._CRLS.get(key, now=before + ttl - 60) is not None
+    assert revocation._CRLS.get(key, now=time.time() + ttl + 1) is None
+
+
+async def test_crls_held_are_bounded_in_bytes(tmp_path: Path, rpki: RevPKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssl_exporter.lru import ByteLRU
+
+    with rev.http_server() as server:
+        leaves = [rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=server.url(f"/{i}.crl")) for i in range(3)]
+        for i in range(3):
+            server.routes[f"/{i}.crl"] = rev.crl(rpki.inter, next_update=NOW + DAY)
+        size = 2 * len(server.routes["/0.crl"])  # type: ignore[arg-type]
+        budget = ByteLRU(2 * size + size // 2)  # room for two
+        monkeypatch.setattr(revocation, "_CRLS", budget)
+        m = module(rpki, revocation={"methods": ["crl"]})
+        for leaf in leaves:
+            assert status((await probe_chain(tmp_path, rpki, leaf, m=m))["m"], "0", "crl") == ("good", "")
+    held = [path for path in ("/0.crl", "/1.crl", "/2.crl") if (server.url(path), None, None) in budget]
+    assert held == ["/1.crl", "/2.crl"]  # the least recently used went first
+    assert budget.bytes == sum(2 * len(server.routes[path]) for path in held) <= budget.max_bytes  # type: ignore[arg-type]
+
+
+async def test_revocation_urls_given_by_name_are_checked_on_their_addresses(tmp_path: Path, rpki: RevPKI) -> None:
+    """A name that resolves into a denied range was fetched: only names and literal addresses
+    were checked. Now every resolved address is, before connecting."""
+    with rev.http_server() as server:
+        port = server.base.rpartition(":")[2]
+        urls = [f"http://localhost:{port}/a.crl", f"http://0x7f000001:{port}/b.crl"]  # written two ways
+        ocsp_url = f"http://localhost:{port}/ocsp"
+        leaves = [rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=url, ocsp_url=ocsp_url) for url in urls]
+        for path in ("/a.crl", "/b.crl"):
+            server.routes[path] = rev.crl(rpki.inter, next_update=NOW + DAY)
+        denied = module(rpki, target_policy={"deny_cidrs": ["127.0.0.0/8"]}, revocation={"methods": ["crl", "ocsp"]})
+        allowed = module(rpki, revocation={"methods": ["crl"]})
+        for url, leaf in zip(urls, leaves, strict=True):
+            cert_path, key_path = leaf.write(tmp_path, "leaf", (rpki.inter,))
+            tls_server = pytls.TLSServer(cert_path, key_path)
+            async with exporter_client(tmp_path, {"denied": denied, "allowed": allowed}) as client:
+                with pytls.serve(tls_server.handle, host="::1") as tls_port:  # the probe itself is allowed
+                    s = await probe(client, f"[::1]:{tls_port}", hostname=HOST, module="denied")
+                    assert status(s, "0", "crl") == ("unknown", "refused_by_policy")
+                    assert status(s, "0", "ocsp") == ("unknown", "refused_by_policy")
+                    debug = await (await client.get("/probe", params={
+                        "target": f"[::1]:{tls_port}", "hostname": HOST, "module": "denied", "debug": "true"})).text()
+                    assert "resolves to an address that is in modules.denied.target_policy.deny_cidrs" in debug
+                    # A resolved address is not shown; a literal one (0x7f000001 is read as
+                    # 127.0.0.1, targets.py) is, as for any target written as an address.
+                    assert ("target 127.0.0.1 is in" in debug) == ("0x7f000001" in url)
+                    assert s.get("ssl_probe_success") == 1
+                    assert server.requests == []  # refused before connecting
+                    s = await probe(client, f"[::1]:{tls_port}", hostname=HOST, module="allowed")
+                    assert status(s, "0", "crl") == ("good", "")  # the same URL, without the policy
+                    server.requests.clear()
+
+
+async def test_a_configured_crl_file_is_verified_once_not_on_every_probe(
+        tmp_path: Path, rpki: RevPKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each probe checked the file's signature again on the event loop (0.27 s for 8 MB)."""
+    verified: list[str] = []
+    real = revocation.LoadedCRL._verify
+
+    def counted(self: revocation.LoadedCRL, issuer: x509.Certificate) -> bool:
+        verified.append(issuer.subject.rfc4514_string())
+        return real(self, issuer)
+
+    monkeypatch.setattr(revocation.LoadedCRL, "_verify", counted)
+    leaves = [rev.issue(rpki.inter, HOST, dns=(HOST,)) for _ in range(3)]
+    crl_path = tmp_path / "inter.crl"
+    crl_path.write_bytes(rev.crl(rpki.inter, [(leaves[2], NOW - DAY, None)]))
+    m = module(rpki, revocation={"methods": ["crl"], "crl_files": [str(crl_path)]})
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump({"modules": {"m": m}}))
+    async with serve_exporter(path) as client:
+        results = []
+        for i, leaf in enumerate(leaves):
+            cert_path, key_path = leaf.write(tmp_path, f"leaf{i}", (rpki.inter,))
+            with pytls.tls_server(cert_path, key_path) as (port, _):
+                results.append(await probe(client, f"127.0.0.1:{port}", hostname=HOST, module="m"))
+    assert [status(s, "0", "crl") for s in results] == [("good", ""), ("good", ""), ("revoked", "")]
+    assert verified == ["CN=Revocation Intermediate"]

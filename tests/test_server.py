@@ -132,7 +132,7 @@ async def test_failed_reload_keeps_the_old_config(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     path.write_text("modules:\n  first: {timeout: 2s}\n")
     exporter = Exporter(str(path))
-    async with TestClient(TestServer(make_app(exporter))) as c:
+    async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as c:
         path.write_text("modules:\n  first: {timeout: never}\n")
         response = await c.post("/-/reload")
         assert response.status == 500
@@ -423,7 +423,7 @@ async def test_a_kubeconfig_cluster_url_with_credentials_is_redacted_in_reload_e
     }))
     exporter = Exporter(str(config_path))
     answers = []
-    async with TestClient(TestServer(make_app(exporter))) as c:
+    async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as c:
         for server in ("http://admin:s3cretPass@127.0.0.1:6443", "http://s3cretToken@127.0.0.1:6443"):
             kubeconfig.write_text(kubeconfig.read_text().replace("https://127.0.0.1:6443", server))
             response = await c.post("/-/reload")

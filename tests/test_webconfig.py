@@ -94,7 +94,7 @@ def test_tls_basic_auth_and_headers_on_every_endpoint(pki: PKI, tmp_path: Path) 
         basic_auth_users:
           alice: {HASH}
         """)
-    exporter = ExporterProcess(f"--web.config.file={web}")
+    exporter = ExporterProcess(f"--web.config.file={web}", "--web.enable-lifecycle")
     context = client_context(pki)
     try:
         for path in ENDPOINTS:
