@@ -22,7 +22,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import access, starttls, tls
+from ssl_exporter import access, ari, starttls, tls
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.result import CertInfo
 
@@ -152,6 +152,8 @@ class Module:
     # policy probes enforce (the global block and this one; None when neither is set).
     target_policy: access.TargetPolicy | None = None
     policy: access.Policy | None = field(default=None, compare=False, repr=False)
+    # ACME Renewal Information (docs/renewal.md): an ari.AriConfig, None when off.
+    ari: Any = None
 
     @property
     def default_port(self) -> int:
@@ -182,6 +184,8 @@ class Config:
 def module_dict(module: Module) -> dict[str, Any]:
     """The module as configuration, secrets replaced by <secret>; only its prober's keys."""
     out: dict[str, Any] = {"prober": module.prober, "timeout": format_duration(module.timeout)}
+    if module.ari is not None:
+        out["ari"] = ari.as_dict(module.ari)
     if module.prober == "file":
         password = "<secret>" if module.file.pkcs12_password and not module.file.pkcs12_password_env else None
         out["file"] = _drop_none({"pkcs12_password": password,
@@ -293,6 +297,9 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
         if modules[name].prober == "tcp":  # target_policy governs where tcp probes connect
             policy = access.combine(global_policy, modules[name].target_policy)
             modules[name] = dataclasses.replace(modules[name], policy=policy)
+        if "ari" in body:
+            modules[name] = _with_ari(modules[name], body["ari"], global_policy, f"modules.{name}.ari",
+                                      base_dir or os.getcwd())
     if not modules:
         raise ConfigError("modules: at least one module is required")
     default = raw.get("default_module", "tcp" if "tcp" in modules else next(iter(modules)))
@@ -318,6 +325,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     own_block = {"tcp": {"tls_config", "tcp", "revocation", "legacy_versions", "target_policy"}, "file": {"file"},
                  "kubeconfig": set(),
                  "kubernetes": {"kubernetes"}}[prober]
+    if prober in ARI_PROBERS:
+        own_block = own_block | {"ari"}
     _reject_unknown(raw, {"prober", "timeout"} | own_block, path, f"for prober {prober}")
     timeout = _parse_timeout(raw.get("timeout", "10s"), f"{path}.timeout")
     if prober == "file":
@@ -350,6 +359,24 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str) -> Module:
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
                   client_cert=client_cert, revocation=revocation, stapling_context=stapling_context,
                   legacy_versions=legacy, target_policy=target_policy)
+
+
+# Probers whose certificates ``ari:`` asks the CA about (served leaves, certificates at rest).
+ARI_PROBERS = ("tcp", "file", "kubernetes")
+
+
+def _with_ari(module: Module, raw: Any, global_policy: access.TargetPolicy | None, path: str,
+              base_dir: str) -> Module:
+    """The module with its ``ari:`` block; requests to the CA obey the module's target_policy."""
+    try:
+        config = ari.parse_config(raw, path, base_dir)
+    except ari.AriConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    proxy = config.proxy_url
+    if proxy is not None:
+        _check_proxy_url(proxy, f"{path}.proxy_url")
+    policy = module.policy if module.prober == "tcp" else access.combine(global_policy)
+    return dataclasses.replace(module, ari=dataclasses.replace(config, policy=policy))
 
 
 def _parse_revocation(raw: Any, path: str, base_dir: str) -> RevocationConfig:

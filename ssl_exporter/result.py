@@ -86,6 +86,23 @@ class RevocationCheck:
 
 
 @dataclass(frozen=True)
+class AriCheck:
+    """The renewal window the CA suggests for one certificate (RFC 9773, ``ari:`` modules).
+
+    ``status`` is ok or unknown; unknown carries a ``reason`` from
+    :data:`ssl_exporter.ari.REASONS` and no window.
+    """
+
+    position: str
+    cert: CertInfo  # whose labels the ARI series carry
+    status: str  # ok | unknown
+    reason: str = ""
+    window_start: float | None = None
+    window_end: float | None = None
+    detail: str = ""  # free text for logs and debug output, never a label
+
+
+@dataclass(frozen=True)
 class CertLint:
     """Certificate-depth facts computed from DER (:mod:`ssl_exporter.lint`)."""
 
@@ -125,6 +142,8 @@ class ProbeResult:
     ocsp_stapled: bool | None = None
     # Legacy TLS versions checked (modules with ``legacy_versions:``): "TLS 1.0" -> accepted.
     legacy_versions: Mapping[str, bool] = field(default_factory=dict)
+    # ACME renewal windows (modules with ``ari:``): one entry per end-entity certificate.
+    ari: tuple[AriCheck, ...] = ()
 
     def placed_certs(self) -> list[tuple[str, CertInfo]]:
         """Each certificate with its position label, as the metrics export it."""

@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ssl_exporter import ari
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
-from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
+from ssl_exporter.result import AriCheck, CertInfo, ProbeError, ProbeResult, ReadError, RevocationCheck, TLSInfo
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ProbeRecorder:
         self.revocation: tuple[RevocationCheck, ...] = ()
         self.ocsp_stapled: bool | None = None
         self.legacy_versions: dict[str, bool] = {}
+        self.ari: tuple[AriCheck, ...] = ()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -88,6 +90,7 @@ class ProbeRecorder:
             revocation=self.revocation,
             ocsp_stapled=self.ocsp_stapled,
             legacy_versions=dict(self.legacy_versions),
+            ari=self.ari,
         )
 
     def _enforced_errors(self) -> bool:
@@ -160,4 +163,7 @@ async def _run_probe(
     except Exception as exc:  # a bug must cost one probe, not the exporter
         log.exception("probe crashed", extra={"fields": {"target": str(target), "module": module.name}})
         recorder.fail(recorder.stage, "internal_error", f"{type(exc).__name__}: {exc}")
+    # ARI (docs/renewal.md), for every prober in this one place: within what is left of the
+    # deadline, from cache otherwise; it never fails the probe.
+    await ari.apply(recorder, module.ari, served=module.prober == "tcp", proxy=module.tcp.proxy_url)
     return recorder.result()
