@@ -267,7 +267,8 @@ async def test_file_source_asks_about_each_end_entity_certificate(tmp_path: Path
     ({"cas": [{"directory": "http://acme.test/dir", "key_ids": ["01"]}]},
      "modules.m.ari.cas[0].directory: expected an https:// ACME directory URL"),
     ({"cas": [{"directory": "https://acme.test/dir"}]}, "modules.m.ari.cas[0]: give ca_issuers_hosts or key_ids"),
-    ({"cas": [{"directory": "https://acme.test/dir", "key_ids": ["zz"]}]}, "modules.m.ari.cas[0].key_ids: 'zz' is not hex"),
+    ({"cas": [{"directory": "https://acme.test/dir", "key_ids": ["zz"]}]},
+     "modules.m.ari.cas[0].key_ids: 'zz' is not hex"),
     ({"proxy_url": "socks5://127.0.0.1:1"}, "modules.m.ari.proxy_url: scheme 'socks5' is not supported"),
     ({"ca_file": "/nonexistent/ca.pem"}, "modules.m.ari.ca_file: cannot load /nonexistent/ca.pem"),
 ])

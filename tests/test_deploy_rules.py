@@ -218,7 +218,8 @@ MUTATIONS.update({
     "renewal joined on the subject CN instead of the name set": (
         "< on (names_digest) group_left", "< on (subject_cn) group_left"),
     "renewal regardless of not-before": (
-        "ssl:served_leaf_not_before_timestamp_seconds:by_names\n          < on", "ssl:served_leaf_not_before_timestamp_seconds:by_names\n          != on"),
+        "ssl:served_leaf_not_before_timestamp_seconds:by_names\n          < on",
+        "ssl:served_leaf_not_before_timestamp_seconds:by_names\n          != on"),
     "ARI late without the day's grace": ("> 86400", "> 0"),
 })
 
