@@ -40,6 +40,7 @@ from tests.servers.promstack import (
     wait_until,
     webhook_receiver,
 )
+from tests.test_deploy_manifests import panels, substitute
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_RULES = ROOT / "deploy" / "prometheus" / "rules" / "ssl_exporter.rules.yml"
@@ -82,6 +83,21 @@ def _alert_posted(webhook: Webhook, path: str, alertname: str, status: str, seri
 
     _, body = webhook.wait_for(match, f"{alertname} {status} (serial {serial}) on {path}", timeout=40, details=logs)
     return next(a for a in body["alerts"] if a["labels"]["alertname"] == alertname and a["status"] == status)
+
+
+def _renewal_panels(prometheus: Daemon) -> dict[str, list[dict[str, Any]]]:
+    """The first query of each panel of the dashboard's Renewal row, as Prometheus answers it."""
+    row = [p for p in panels() if p["type"] != "row" and p["gridPos"]["y"] > _renewal_row_y()]
+    out = {}
+    for panel in row:
+        status, body = prometheus.get("/api/v1/query", query=substitute(panel["targets"][0]["expr"]))
+        assert status == 200 and body["status"] == "success", body
+        out[panel["title"]] = body["data"]["result"]
+    return out
+
+
+def _renewal_row_y() -> int:
+    return next(p["gridPos"]["y"] for p in panels() if p["type"] == "row" and p["title"] == "Renewal")
 
 
 def test_renewal_watch_with_pebble_certbot_nginx_prometheus_and_alertmanager(pki: PKI, tmp_path: Path) -> None:
@@ -154,6 +170,13 @@ def test_renewal_watch_with_pebble_certbot_nginx_prometheus_and_alertmanager(pki
                     assert not_deployed["labels"]["job"] == "ssl"
                     assert not_deployed["labels"]["severity"] == "warning"
                     assert str(live / "cert.pem") in not_deployed["annotations"]["description"]
+                    # The dashboard's renewal row shows the pair and the window.
+                    shown = _renewal_panels(prometheus)
+                    assert [r["metric"]["serial"] for r in shown["Served certificates renewed at rest"]] == [serial]
+                    assert shown["Renewed, not deployed"][0]["value"][1] == "1"
+                    assert shown["Renewal window passed"][0]["value"][1] in ("1", "2")  # served, and at rest
+                    windows = {(r["metric"]["job"], r["metric"]["serial"]) for r in shown["Renewal windows (ARI)"]}
+                    assert ("ssl", serial) in windows
 
                     # 3. nginx reloads the lineage: the alert resolves.
                     subprocess.run([NGINX, "-p", str(tmp_path / "nginx"), "-c", str(tmp_path / "nginx" / "nginx.conf"),
