@@ -6,6 +6,7 @@ certificate ID and the name-set digest that joins renewed certificates with serv
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -211,6 +212,9 @@ async def test_a_slow_ca_costs_no_more_than_the_deadline_and_is_asked_again(tmp_
             assert s.get("ssl_cert_not_after_timestamp_seconds", position="0") == leaf.not_after
             await probe(client, f"127.0.0.1:{port}", module="ari")  # a timeout is not cached
             assert acme.count("renewal-info") == 2
+    # The connections cut at the deadline are closed, not left to a CA that never answers:
+    # an unclosed socket would be a ResourceWarning, an error in this suite.
+    gc.collect()
 
 
 # ---- proxy and target_policy ----------------------------------------------------------
@@ -321,3 +325,40 @@ def test_every_ari_reason_is_documented() -> None:
     section = text.split("### ACME renewal information", 1)[1]
     documented = dict(re.findall(r"^- `([a-z_]+)`: (.+)$", section, re.MULTILINE))
     assert documented == ari.REASONS
+
+
+async def test_kubernetes_secret_windows_and_the_join_label_across_sources(tmp_path: Path, pki: PKI,
+                                                                        acme: AriServer) -> None:
+    """A Secret cert-manager renewed and the old certificate a server still presents: both
+    carry the same names_digest, and ARI answers for the Secret's certificate."""
+    import base64
+
+    from tests.servers import kubeapi
+
+    served = pki.inter.issue("shop.test", dns=("shop.test", "www.shop.test"), ips=("127.0.0.1",))
+    renewed = pki.inter.issue("shop.test", dns=("www.shop.test", "shop.test"), ips=("127.0.0.1",))
+    acme.set(renewed.cert, window(NOW + 30 * DAY, NOW + 32 * DAY))
+    api = kubeapi.FakeAPI([kubeapi.secret("prod", "shop-tls", {"tls.crt": renewed.pem + pki.inter.pem})], "t0ken")
+    api_cert, api_key = pki.inter.issue("kubernetes", ips=("127.0.0.1",)).write(tmp_path, "api", (pki.inter,))
+    async with kubeapi.serve(api, str(api_cert), str(api_key)) as port:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "t",
+            "clusters": [{"name": "t", "cluster": {
+                "server": f"https://127.0.0.1:{port}",
+                "certificate-authority-data": base64.b64encode(pki.root.pem).decode()}}],
+            "users": [{"name": "u", "user": {"token": "t0ken"}}],
+            "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}]}))
+        modules = {"secrets": {"prober": "kubernetes", "kubernetes": {"kubeconfig": str(kubeconfig)},
+                               "ari": ari_block(pki, acme)},
+                   "ari": tcp_module(pki, None)}
+        cert, key = served.write(tmp_path, "served", (pki.inter,))
+        with pytls.tls_server(cert, key) as (tls_port, _):
+            async with exporter(tmp_path, modules) as client:
+                at_rest = await probe(client, "prod/shop-tls", module="secrets")
+                on_wire = await probe(client, f"127.0.0.1:{tls_port}", module="ari")
+    secret = {"namespace": "prod", "secret": "shop-tls", "key": "tls.crt", "position": "0"}
+    assert at_rest.get("ssl_cert_ari_window_end_timestamp_seconds", **secret) == (NOW + 32 * DAY).timestamp()
+    stored_digest = at_rest.series("ssl_cert_info")[0]["names_digest"]
+    served_digest = next(s for s in on_wire.series("ssl_cert_info") if s["position"] == "0")["names_digest"]
+    assert stored_digest == served_digest == names_digest(parse_der(served.der)) != ""
