@@ -6,7 +6,7 @@ certificate ID and the name-set digest that joins renewed certificates with serv
 
 from __future__ import annotations
 
-import gc
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -212,9 +212,27 @@ async def test_a_slow_ca_costs_no_more_than_the_deadline_and_is_asked_again(tmp_
             assert s.get("ssl_cert_not_after_timestamp_seconds", position="0") == leaf.not_after
             await probe(client, f"127.0.0.1:{port}", module="ari")  # a timeout is not cached
             assert acme.count("renewal-info") == 2
-    # The connections cut at the deadline are closed, not left to a CA that never answers:
-    # an unclosed socket would be a ResourceWarning, an error in this suite.
-    gc.collect()
+            # The connections cut at the deadline are closed at once, not left waiting for
+            # a close_notify from a CA that never answers.
+            assert _sockets_to(acme.port) == []
+
+
+def _sockets_to(port: int) -> list[str]:
+    """This process's TCP sockets whose remote port is ``port`` (from /proc), as hex states."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    states = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+            states.append(fields[3])
+    return states
 
 
 # ---- proxy and target_policy ----------------------------------------------------------
