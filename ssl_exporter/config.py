@@ -24,7 +24,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import access, caa, resolve, starttls, tls
+from ssl_exporter import access, ari, caa, resolve, starttls, tls
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.redact import redact_urls
 from ssl_exporter.result import CertInfo
@@ -183,6 +183,8 @@ class Module:
     rdap: Any = None
     # CAA check of the leaf's issuer (ssl_exporter.caa); None: no CAA lookups.
     caa: caa.CAAConfig | None = None
+    # ACME Renewal Information (docs/renewal.md): an ari.AriConfig, None when off.
+    ari: Any = None
 
     @property
     def default_port(self) -> int:
@@ -213,6 +215,8 @@ class Config:
 def module_dict(module: Module) -> dict[str, Any]:
     """The module as configuration, secrets replaced by <secret>; only its prober's keys."""
     out: dict[str, Any] = {"prober": module.prober, "timeout": format_duration(module.timeout)}
+    if module.ari is not None:
+        out["ari"] = ari.as_dict(module.ari)
     if module.prober == "file":
         password = "<secret>" if module.file.pkcs12_password and not module.file.pkcs12_password_env else None
         out["file"] = _drop_none({"pkcs12_password": password,
@@ -325,6 +329,9 @@ def load_text(text: str, source: str, base_dir: str | None = None) -> Config:
         if modules[name].prober in ("tcp", "rdap"):  # target_policy governs where probes connect
             policy = access.combine(global_policy, modules[name].target_policy)
             modules[name] = dataclasses.replace(modules[name], policy=policy)
+        if "ari" in body:
+            modules[name] = _with_ari(modules[name], body["ari"], global_policy, f"modules.{name}.ari",
+                                      base_dir or os.getcwd())
     if not modules:
         raise ConfigError("modules: at least one module is required")
     default = raw.get("default_module", "tcp" if "tcp" in modules else next(iter(modules)))
@@ -384,6 +391,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str, contexts: _Cont
                  "kubeconfig": set(),
                  "kubernetes": {"kubernetes"},
                  "rdap": {"rdap", "tls_config", "target_policy"}}[prober]
+    if prober in ARI_PROBERS:
+        own_block = own_block | {"ari"}
     _reject_unknown(raw, {"prober", "timeout"} | own_block, path, f"for prober {prober}")
     timeout = _parse_timeout(raw.get("timeout", "10s"), f"{path}.timeout")
     if prober == "file":
@@ -452,6 +461,24 @@ def _parse_rdap_module(name: str, raw: Mapping[str, Any], path: str, base_dir: s
     target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
     return Module(name, "rdap", timeout, tls_config=tls_config, ssl_context=context,
                   rdap=rdap.parse_config(raw.get("rdap"), f"{path}.rdap", base_dir), target_policy=target_policy)
+
+
+# Probers whose certificates ``ari:`` asks the CA about (served leaves, certificates at rest).
+ARI_PROBERS = ("tcp", "file", "kubernetes")
+
+
+def _with_ari(module: Module, raw: Any, global_policy: access.TargetPolicy | None, path: str,
+              base_dir: str) -> Module:
+    """The module with its ``ari:`` block; requests to the CA obey the module's target_policy."""
+    try:
+        config = ari.parse_config(raw, path, base_dir)
+    except ari.AriConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    proxy = config.proxy_url
+    if proxy is not None:
+        _check_proxy_url(proxy, f"{path}.proxy_url")
+    policy = module.policy if module.prober == "tcp" else access.combine(global_policy)
+    return dataclasses.replace(module, ari=dataclasses.replace(config, policy=policy))
 
 
 def _parse_revocation(raw: Any, path: str, base_dir: str) -> RevocationConfig:

@@ -7,6 +7,7 @@ handshake, no verified chain) is left out rather than reported as 0 or 1.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -30,6 +31,9 @@ CERT_INFO_LABELS = (
     "sct_count",
     "must_staple",
     "self_signed",
+    # A digest of the end-entity certificate's sorted name set (names_digest()), to join a
+    # served certificate with a renewed one at rest (SSLCertificateNotDeployed).
+    "names_digest",
 )
 # A certificate with thousands of SANs must not make a megabyte label.
 MAX_SANS_LABEL = 1024
@@ -88,6 +92,7 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
     families.extend(revocation_families(result))
     if result.domain is not None:
         families.extend(domain_families(result.domain))
+    families.extend(ari_families(result))
     if result.legacy_versions:
         legacy = GaugeFamily("ssl_tls_legacy_version_accepted",
                                    "1 when the server completes a handshake restricted to this legacy TLS version.",
@@ -269,7 +274,8 @@ def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> 
     labels = (*CERT_LABELS, *source_keys)
     facts = lint.facts(cert.der)
     info_values = (*values, cert.subject, cert.issuer, _sans_label(cert), cert.fingerprint_sha256,
-                   cert.key_algorithm, str(cert.key_bits), cert.signature_algorithm, *_lint_labels(facts))
+                   cert.key_algorithm, str(cert.key_bits), cert.signature_algorithm, *_lint_labels(facts),
+                   names_digest(cert))
     lines = (
         sample_line("ssl_cert_not_after_timestamp_seconds", labels, values, cert.not_after),
         sample_line("ssl_cert_not_before_timestamp_seconds", labels, values, cert.not_before),
@@ -302,6 +308,45 @@ def read_error_family(errors: Iterable[ReadError]) -> GaugeFamily:
     for error in errors:
         family.add([*(error.source.get(key, "") for key in source_keys), error.reason], 1.0)
     return family
+
+
+def names_digest(cert: CertInfo) -> str:
+    """16 hex digits of SHA-256 over the sorted, lower-cased, distinct SAN names and
+    addresses, one per line; "" for a CA certificate or one without SANs.
+
+    Equal for every certificate of one name set whatever its order or source, so rules can
+    join a served certificate with its renewal at rest exactly (docs/renewal.md).
+    """
+    if cert.is_ca:
+        return ""
+    names = sorted({*(n.lower() for n in cert.dns_names), *cert.ip_addresses})
+    if not names:
+        return ""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+def ari_families(result: ProbeResult) -> list[GaugeFamily]:
+    """ACME renewal windows (modules with ``ari:``), with the certificate's labels."""
+    if not result.ari:
+        return []
+    source_keys = tuple(sorted({key for check in result.ari for key in check.cert.source}))
+    labels = [*CERT_LABELS, *source_keys]
+    start = GaugeFamily("ssl_cert_ari_window_start_timestamp_seconds",
+                        "Start of the renewal window the CA suggests (RFC 9773), as a Unix timestamp.", labels)
+    end = GaugeFamily("ssl_cert_ari_window_end_timestamp_seconds",
+                      "End of the renewal window the CA suggests (RFC 9773), as a Unix timestamp.", labels)
+    status = GaugeFamily("ssl_cert_ari_status_info",
+                         "1 per certificate asked about: ok, or unknown with a documented reason.",
+                         [*labels, "status", "reason"])
+    for check in result.ari:
+        cert = check.cert
+        values = [check.position, cert.subject_cn, cert.issuer_cn, cert.serial,
+                  *(cert.source.get(k, "") for k in source_keys)]
+        status.add([*values, check.status, check.reason], 1.0)
+        if check.window_start is not None and check.window_end is not None:
+            start.add(values, check.window_start)
+            end.add(values, check.window_end)
+    return [f for f in (start, end, status) if f.lines]
 
 
 def _sans_label(cert: CertInfo) -> str:

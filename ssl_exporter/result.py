@@ -108,6 +108,23 @@ class CAAResult:
 
 
 @dataclass(frozen=True)
+class AriCheck:
+    """The renewal window the CA suggests for one certificate (RFC 9773, ``ari:`` modules).
+
+    ``status`` is ok or unknown; unknown carries a ``reason`` from
+    :data:`ssl_exporter.ari.REASONS` and no window.
+    """
+
+    position: str
+    cert: CertInfo  # whose labels the ARI series carry
+    status: str  # ok | unknown
+    reason: str = ""
+    window_start: float | None = None
+    window_end: float | None = None
+    detail: str = ""  # free text for logs and debug output, never a label
+
+
+@dataclass(frozen=True)
 class CertLint:
     """Certificate-depth facts computed from DER (:mod:`ssl_exporter.lint`)."""
 
@@ -174,6 +191,8 @@ class ProbeResult:
     addresses_resolved: int = 0  # how many addresses the name had (more than probed when capped)
     # Modules with caa: whether the leaf's issuer may issue again (RFC 8659).
     caa: CAAResult | None = None
+    # ACME renewal windows (modules with ``ari:``): one entry per end-entity certificate.
+    ari: tuple[AriCheck, ...] = ()
 
     def placed_certs(self) -> list[tuple[str, CertInfo]]:
         """Each certificate with its position label, as the metrics export it."""

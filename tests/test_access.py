@@ -232,7 +232,7 @@ def test_policy_layers_unit() -> None:
         ("modules: {t: {target_policy: {deny_link_local: 'yes'}}}",
          "modules.t.target_policy.deny_link_local: expected bool, got string"),
         ("modules: {f: {prober: file, target_policy: {}}}",
-         "modules.f.target_policy: unknown key for prober file (expected one of file, prober, timeout)"),
+         "modules.f.target_policy: unknown key for prober file (expected one of ari, file, prober, timeout)"),
     ],
 )
 def test_bad_policies_are_config_errors(text: str, message: str) -> None:

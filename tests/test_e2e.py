@@ -290,6 +290,11 @@ def _wait_for_scrapes(stack: Stack, scrapes: int = 3) -> None:
                details=stack.logs)
 
 
+# Renewal tables (docs/renewal.md) list certificates of ari: modules and renewals at rest, which
+# this stack has none of; tests/test_e2e_renewal.py checks that they return data.
+EMPTY_HERE = {"Renewal windows (ARI)", "Served certificates renewed at rest"}
+
+
 def test_every_dashboard_query_parses_and_returns_data(stack: Stack) -> None:
     _wait_for_scrapes(stack)
     problems = []
@@ -298,7 +303,7 @@ def test_every_dashboard_query_parses_and_returns_data(stack: Stack) -> None:
         status, body = stack.query(query)
         if status != 200 or body.get("status") != "success":
             problems.append(f"{where}: HTTP {status} {body}\n  {query}")
-        elif not body["data"]["result"]:
+        elif not body["data"]["result"] and where.rsplit(" / ", 1)[0] not in EMPTY_HERE:
             problems.append(f"{where}: no data\n  {query}")
     assert not problems, "\n".join(problems)
 

@@ -18,11 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ssl_exporter import ari
 from ssl_exporter.config import Module
 from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
 from ssl_exporter.redact import redact_urls
 from ssl_exporter.result import (
     AddressResult,
+    AriCheck,
     CAAResult,
     CertInfo,
     DomainInfo,
@@ -69,6 +71,7 @@ class ProbeRecorder:
         self.addresses: tuple[AddressResult, ...] | None = None
         self.addresses_resolved = 0
         self.caa: CAAResult | None = None  # modules with caa: (ssl_exporter.caa)
+        self.ari: tuple[AriCheck, ...] = ()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -116,6 +119,7 @@ class ProbeRecorder:
             addresses=self.addresses,
             addresses_resolved=self.addresses_resolved,
             caa=self.caa,
+            ari=self.ari,
         )
 
     def _enforced_errors(self) -> bool:
@@ -189,6 +193,9 @@ async def _run_probe(
     except Exception as exc:  # a bug must cost one probe, not the exporter
         log.exception("probe crashed", extra={"fields": {"target": str(target), "module": module.name}})
         recorder.fail(recorder.stage, "internal_error", f"{type(exc).__name__}: {exc}")
+    # ARI (docs/renewal.md), for every prober in this one place: within what is left of the
+    # deadline, from cache otherwise; it never fails the probe.
+    await ari.apply(recorder, module.ari, served=module.prober == "tcp", proxy=module.tcp.proxy_url)
     return recorder.result()
 
 

@@ -1,0 +1,503 @@
+"""ACME Renewal Information (RFC 9773): the renewal window a CA suggests for a certificate.
+
+Modules with ``ari:`` ask the CA that issued each end-entity certificate of a probe (the
+served leaf, or each certificate at rest) when it wants the certificate renewed. A CA moves
+the window into the past when it plans to revoke early, so an alert on the window sees a
+mass revocation days before the expiry alerts would (docs/renewal.md).
+
+The steps, per certificate:
+
+1. Which CA: the configured ``ari.cas`` entries first, then :data:`BUILTIN_CAS`; each entry
+   matches on something stable in the certificate (the host of its AIA caIssuers URL, or its
+   authority key identifier) and names the CA's ACME directory URL.
+2. The directory (a JSON object) gives the ``renewalInfo`` URL.
+3. GET ``renewalInfo/<certID>`` without authentication, where certID is base64url(AKI
+   keyIdentifier) "." base64url(the serial's DER integer bytes).
+
+Nothing but that certificate ID goes to the CA. Answers are cached per certificate for as
+long as ``Retry-After`` says (:data:`DEFAULT_RETRY`) within a byte budget; a fetch runs only
+within the probe's deadline, and a failure never fails the probe: the check is ``unknown``
+with a reason from :data:`REASONS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import email.utils
+import fnmatch
+import json
+import logging
+import math
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from ssl_exporter.lru import ByteLRU, text_size
+from ssl_exporter.result import AriCheck, CertInfo, placed
+
+if TYPE_CHECKING:
+    from ssl_exporter.access import Policy
+    from ssl_exporter.probers.base import ProbeRecorder
+
+log = logging.getLogger(__name__)
+
+# Why a window is unknown: the ``reason`` label of ssl_cert_ari_status_info (docs/metrics.md).
+REASONS = {
+    "no_ca": "no built-in or configured ACME CA matches the certificate's issuer",
+    "no_key_id": "the certificate has no authority key identifier, so no ARI certificate ID can be built",
+    "refused_by_policy": "the ACME server's host is refused by the module's target_policy",
+    "no_renewal_info": "the CA's ACME directory names no renewalInfo URL (the CA does not offer ARI)",
+    "not_found": "the CA answered 404: it does not know the certificate",
+    "fetch_failed": "the ACME server could not be reached, answered with another HTTP error, "
+    "or sent more than the exporter reads",
+    "timeout": "the probe's deadline came before the answer",
+    "bad_response": "the directory or the renewalInfo answer is not the JSON RFC 9773 describes, "
+    "or its window ends before it starts",
+    "internal_error": "a bug in the exporter; the log has the traceback",
+}
+
+DEFAULT_RETRY = 6 * 3600.0  # seconds an answer is kept when the CA sends no Retry-After
+MIN_RETRY = 60.0  # RFC 9773 4.3: clients clamp Retry-After to a reasonable range
+MAX_RETRY = 24 * 3600.0
+ERROR_RETRY = 15 * 60.0  # a failed answer (404, malformed, unreachable) is asked again after this
+MAX_DIRECTORY_BYTES = 64 * 1024
+MAX_RENEWAL_INFO_BYTES = 16 * 1024
+CACHE_BYTES = 16 * 1024 * 1024  # a few hundred bytes an entry: ~50,000 certificates
+DEADLINE_MARGIN = 0.1  # seconds kept from the probe's deadline to build its answer
+
+
+@dataclass(frozen=True)
+class CAEntry:
+    """One CA: what in a certificate identifies it, and its ACME directory URL."""
+
+    directory: str
+    ca_issuers_hosts: tuple[str, ...] = ()  # globs on the AIA caIssuers URL's host
+    key_ids: tuple[bytes, ...] = ()  # authority key identifiers (the issuing CA keys)
+
+    def matches(self, facts: _Facts) -> bool:
+        if facts.key_id is not None and facts.key_id in self.key_ids:
+            return True
+        return any(fnmatch.fnmatchcase(host, glob) for host in facts.ca_issuers_hosts for glob in self.ca_issuers_hosts)
+
+
+# The big public ACME CAs that answer renewalInfo, matched on the host of the AIA caIssuers
+# URL of the certificates they issue. Only entries whose directory and hosts are certain:
+# Let's Encrypt's production intermediates (R3, R10, R11, E5, E6, ...) are published under
+# http://<name>.i.lencr.org/. Staging ("stg-...") certificates do not match on purpose.
+BUILTIN_CAS = (
+    CAEntry(directory="https://acme-v02.api.letsencrypt.org/directory",
+            ca_issuers_hosts=("r*.i.lencr.org", "e*.i.lencr.org")),
+)
+
+
+@dataclass(frozen=True)
+class AriConfig:
+    """``ari:`` of a module (docs/configuration.md); absent means no ARI requests."""
+
+    cas: tuple[CAEntry, ...] = ()  # configured entries, tried before the built-in ones
+    builtin: bool = True  # use BUILTIN_CAS too
+    ca_file: str | None = None  # trust for the ACME servers' HTTPS; None: the system's
+    proxy_url: str | None = None  # None: the module's tcp.proxy_url, if any
+    # Built at load: the HTTPS context and the target policy of the module (global included).
+    ssl_context: Any = field(default=None, compare=False, repr=False)
+    policy: Any = field(default=None, compare=False, repr=False)
+
+    def find(self, facts: _Facts) -> CAEntry | None:
+        for entry in (*self.cas, *(BUILTIN_CAS if self.builtin else ())):
+            if entry.matches(facts):
+                return entry
+        return None
+
+
+class AriConfigError(ValueError):
+    """An ``ari:`` block that cannot be used; the message starts with its key path."""
+
+
+def parse_config(raw: Any, path: str, base_dir: str) -> AriConfig:
+    """Parse ``ari:`` (``ari: {}`` or ``ari:`` alone enables it with the built-in CAs)."""
+    import os
+
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise AriConfigError(f"{path}: expected a mapping")
+    known = {"cas", "builtin_cas", "ca_file", "proxy_url"}
+    for key in raw:
+        if key not in known:
+            raise AriConfigError(f"{path}.{key}: unknown key (expected one of {', '.join(sorted(known))})")
+    builtin = raw.get("builtin_cas", True)
+    if not isinstance(builtin, bool):
+        raise AriConfigError(f"{path}.builtin_cas: expected bool")
+    cas_raw = raw.get("cas") or []
+    if not isinstance(cas_raw, list):
+        raise AriConfigError(f"{path}.cas: expected a list")
+    cas = tuple(_parse_ca(item, f"{path}.cas[{i}]") for i, item in enumerate(cas_raw))
+    ca_file = raw.get("ca_file")
+    context = None
+    if ca_file is not None:
+        if not isinstance(ca_file, str):
+            raise AriConfigError(f"{path}.ca_file: expected string")
+        ca_file = os.path.join(base_dir, ca_file)
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise AriConfigError(f"{path}.ca_file: cannot load {ca_file}: {exc}") from None
+    proxy_url = raw.get("proxy_url")
+    if proxy_url is not None and not isinstance(proxy_url, str):
+        raise AriConfigError(f"{path}.proxy_url: expected string")
+    return AriConfig(cas=cas, builtin=builtin, ca_file=ca_file, proxy_url=proxy_url, ssl_context=context)
+
+
+def _parse_ca(raw: Any, path: str) -> CAEntry:
+    if not isinstance(raw, Mapping):
+        raise AriConfigError(f"{path}: expected a mapping")
+    known = {"directory", "ca_issuers_hosts", "key_ids"}
+    for key in raw:
+        if key not in known:
+            raise AriConfigError(f"{path}.{key}: unknown key (expected one of {', '.join(sorted(known))})")
+    directory = raw.get("directory")
+    if not isinstance(directory, str) or urlsplit(directory).scheme != "https" or not urlsplit(directory).hostname:
+        raise AriConfigError(f"{path}.directory: expected an https:// ACME directory URL")
+    hosts = raw.get("ca_issuers_hosts") or []
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+        raise AriConfigError(f"{path}.ca_issuers_hosts: expected a list of host name patterns")
+    ids_raw = raw.get("key_ids") or []
+    if not isinstance(ids_raw, list) or not all(isinstance(k, str) for k in ids_raw):
+        raise AriConfigError(f"{path}.key_ids: expected a list of hex key identifiers")
+    key_ids = []
+    for text in ids_raw:
+        try:
+            key_ids.append(bytes.fromhex(text.replace(":", "")))
+        except ValueError:
+            raise AriConfigError(f"{path}.key_ids: {text!r} is not hex (like 'a1:b2:...' or 'a1b2...')") from None
+    if not hosts and not key_ids:
+        raise AriConfigError(f"{path}: give ca_issuers_hosts or key_ids, or the entry matches nothing")
+    return CAEntry(directory=directory, ca_issuers_hosts=tuple(h.lower() for h in hosts), key_ids=tuple(key_ids))
+
+
+def as_dict(config: AriConfig) -> dict[str, Any]:
+    """The block as configuration, for /config."""
+    from ssl_exporter.config import redact_url
+
+    out: dict[str, Any] = {"builtin_cas": config.builtin}
+    if config.cas:
+        out["cas"] = [{"directory": c.directory,
+                       **({"ca_issuers_hosts": list(c.ca_issuers_hosts)} if c.ca_issuers_hosts else {}),
+                       **({"key_ids": [k.hex(":") for k in c.key_ids]} if c.key_ids else {})} for c in config.cas]
+    if config.ca_file:
+        out["ca_file"] = config.ca_file
+    if config.proxy_url:
+        out["proxy_url"] = redact_url(config.proxy_url)
+    return out
+
+
+# --- the certificate's facts --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Facts:
+    key_id: bytes | None
+    serial: int
+    ca_issuers_hosts: tuple[str, ...]
+
+
+def _facts(der: bytes) -> _Facts | None:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        serial = cert.serial_number
+    except ValueError:
+        return None
+    key_id = None
+    try:
+        key_id = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    hosts = []
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        for desc in aia:
+            if desc.access_method == AuthorityInformationAccessOID.CA_ISSUERS and isinstance(
+                    desc.access_location, x509.UniformResourceIdentifier):
+                host = urlsplit(desc.access_location.value).hostname
+                if host:
+                    hosts.append(host.lower())
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    return _Facts(key_id or None, serial, tuple(hosts))
+
+
+def cert_id(key_id: bytes, serial: int) -> str:
+    """RFC 9773 4.1: base64url(AKI keyIdentifier) "." base64url(serial as DER INTEGER content)."""
+    # The DER content octets of a positive INTEGER: big-endian, with a leading zero byte
+    # when the top bit would otherwise make it negative.
+    serial_bytes = serial.to_bytes(serial.bit_length() // 8 + 1, "big")
+    return f"{_b64url(key_id)}.{_b64url(serial_bytes)}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# --- answers and their cache -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the CA said about one certificate (or why it is unknown)."""
+
+    reason: str = ""  # "" when the window is known
+    start: float | None = None
+    end: float | None = None
+    detail: str = ""
+
+
+_CACHE: ByteLRU[tuple[str, str, str]] = ByteLRU(CACHE_BYTES)  # (kind, directory, id) -> value
+_clock: Callable[[], float] = time.time  # replaced by tests that let an answer expire
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def retry_seconds(header: str | None, now: float, default: float = DEFAULT_RETRY) -> float:
+    """Seconds to keep an answer: Retry-After (delta-seconds or HTTP-date), clamped."""
+    seconds = default
+    if header:
+        text = header.strip()
+        if text.isdigit():
+            seconds = float(text)
+        else:
+            try:
+                seconds = email.utils.parsedate_to_datetime(text).timestamp() - now
+            except (TypeError, ValueError, IndexError):
+                seconds = default
+    return min(max(seconds, MIN_RETRY), MAX_RETRY)
+
+
+def parse_renewal_info(body: bytes) -> Answer:
+    """A renewalInfo body -> the window, or ``bad_response``."""
+    try:
+        data = json.loads(body)
+        window = data["suggestedWindow"]
+        start, end = _rfc3339(window["start"]), _rfc3339(window["end"])
+    except (ValueError, TypeError, KeyError) as exc:
+        return Answer("bad_response", detail=f"renewalInfo is not RFC 9773 JSON: {type(exc).__name__}: {exc}"[:300])
+    if end <= start:
+        return Answer("bad_response", detail="suggestedWindow ends before it starts")
+    return Answer(start=start, end=end)
+
+
+def _rfc3339(value: Any) -> float:
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("not an RFC 3339 timestamp")
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    stamp = parsed.timestamp()
+    if not math.isfinite(stamp):
+        raise ValueError(f"{value!r} is out of range")
+    return stamp
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, detail: str, retry_after: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+async def _get(session: Any, url: str, limit: int, proxy: str | None, context: Any) -> tuple[bytes, str | None]:
+    """GET ``url`` (no redirects, at most ``limit`` bytes) -> (body, Retry-After)."""
+    import aiohttp
+
+    try:
+        async with session.get(url, allow_redirects=False, proxy=proxy,
+                               ssl=context if context is not None else True) as response:
+            retry_after = response.headers.get("Retry-After")
+            if response.status == 404:
+                raise _Failed("not_found", f"{url} answered HTTP 404", retry_after)
+            if response.status != 200:
+                raise _Failed("fetch_failed", f"{url} answered HTTP {response.status}", retry_after)
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(16384):
+                data += chunk
+                if len(data) > limit:
+                    raise _Failed("fetch_failed", f"{url} sent more than {limit} bytes", retry_after)
+            return bytes(data), retry_after
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise _Failed("fetch_failed", f"{url}: {type(exc).__name__}: {' '.join(str(exc).split())}"[:300]) from None
+
+
+def _refusal(url: str, policy: Policy | None) -> str:
+    """Why the module's target_policy refuses the URL's host ("" when it does not)."""
+    if policy is None:
+        return ""
+    from ssl_exporter.access import TargetRefused
+    from ssl_exporter.targets import parse_target
+
+    try:
+        parts = urlsplit(url)
+        policy.check_target(parse_target(parts.hostname or "", parts.port or 443))
+    except TargetRefused as exc:
+        return f"{url}: {exc.detail}"
+    except ValueError as exc:
+        return f"{url}: {exc}"
+    return ""
+
+
+async def _renewal_info_url(session: Any, directory: str, proxy: str | None, context: Any) -> str:
+    now = _clock()
+    cached = _CACHE.get(("dir", directory, ""), now)
+    if isinstance(cached, str):
+        return cached
+    if isinstance(cached, Answer):
+        raise _Failed(cached.reason, cached.detail + " (cached)")
+    try:
+        body, retry_after = await _get(session, directory, MAX_DIRECTORY_BYTES, proxy, context)
+        try:
+            url = json.loads(body).get("renewalInfo")
+        except (ValueError, AttributeError):
+            raise _Failed("bad_response", f"{directory}: the directory is not a JSON object", retry_after) from None
+        if url is None:
+            raise _Failed("no_renewal_info", f"{directory} names no renewalInfo URL", retry_after)
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("https", "http") or len(url) > 2048:
+            raise _Failed("bad_response", f"{directory}: renewalInfo is not a URL", retry_after)
+    except _Failed as exc:
+        failed = Answer(exc.reason, detail=exc.detail)
+        _CACHE.put(("dir", directory, ""), failed, text_size(exc.detail) + 200,
+                   now + retry_seconds(exc.retry_after, now, ERROR_RETRY))
+        raise
+    _CACHE.put(("dir", directory, ""), url, text_size(url) + 200, now + retry_seconds(retry_after, now))
+    return url
+
+
+async def _ask(session: Any, entry: CAEntry, ident: str, config: AriConfig, proxy: str | None) -> Answer:
+    now = _clock()
+    try:
+        base = await _renewal_info_url(session, entry.directory, proxy, config.ssl_context)
+        refused = _refusal(base, config.policy)
+        if refused:
+            return Answer("refused_by_policy", detail=refused)
+        url = f"{base.rstrip('/')}/{ident}"
+        body, retry_after = await _get(session, url, MAX_RENEWAL_INFO_BYTES, proxy, config.ssl_context)
+    except _Failed as exc:
+        answer = Answer(exc.reason, detail=exc.detail)
+        if not exc.detail.endswith("(cached)"):
+            _CACHE.put(("info", entry.directory, ident), answer, text_size(exc.detail) + 200,
+                       now + retry_seconds(exc.retry_after, now, ERROR_RETRY))
+        return answer
+    answer = parse_renewal_info(body)
+    default = DEFAULT_RETRY if not answer.reason else ERROR_RETRY
+    answer = Answer(answer.reason, answer.start, answer.end, answer.detail or url)
+    _CACHE.put(("info", entry.directory, ident), answer, text_size(answer.detail) + 200,
+               now + retry_seconds(retry_after, now, default))
+    return answer
+
+
+# --- the probe's entry point --------------------------------------------------------------
+
+
+def _subjects(certs: Sequence[tuple[str, CertInfo]], served: bool) -> list[tuple[str, CertInfo]]:
+    """The certificates ARI is about: the leaf of a handshake, every end-entity one at rest."""
+    if served:
+        return [(p, c) for p, c in certs if p == "0" and not c.is_ca][:1]
+    return [(p, c) for p, c in certs if not c.is_ca]
+
+
+async def check(certs: Sequence[tuple[str, CertInfo]], config: AriConfig, deadline: float, *,
+                served: bool, proxy: str | None = None,
+                note: Callable[[str], None] = lambda _m: None) -> tuple[AriCheck, ...]:
+    """The ARI window of each certificate ARI is about, within ``deadline`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    results: dict[int, Answer] = {}
+    pending: dict[int, tuple[CAEntry, str]] = {}
+    subjects = _subjects(certs, served)
+    now = _clock()
+    for index, (_position, cert) in enumerate(subjects):
+        facts = _facts(cert.der)
+        entry = config.find(facts) if facts else None
+        if facts is None or entry is None:
+            results[index] = Answer("no_ca", detail="no configured or built-in ACME CA matches the issuer")
+            continue
+        if facts.key_id is None:
+            results[index] = Answer("no_key_id", detail="no authority key identifier")
+            continue
+        refused = _refusal(entry.directory, config.policy)
+        if refused:
+            results[index] = Answer("refused_by_policy", detail=refused)
+            continue
+        ident = cert_id(facts.key_id, facts.serial)
+        cached = _CACHE.get(("info", entry.directory, ident), now)
+        if isinstance(cached, Answer):
+            results[index] = Answer(cached.reason, cached.start, cached.end, f"{cached.detail} (from cache)")
+        else:
+            pending[index] = (entry, ident)
+    if pending:
+        budget = deadline - DEADLINE_MARGIN - loop.time()
+        results.update(await _run(pending, budget, config, proxy))
+    checks = []
+    for index, (position, cert) in enumerate(subjects):
+        answer = results[index]
+        status = "unknown" if answer.reason else "ok"
+        checks.append(AriCheck(position=position, cert=cert, status=status, reason=answer.reason,
+                               window_start=answer.start, window_end=answer.end, detail=answer.detail))
+        note(f"ari: position {position} {status}" + (f" ({answer.reason})" if answer.reason else "")
+             + (f": {answer.detail}" if answer.detail else ""))
+    return tuple(checks)
+
+
+async def _run(pending: dict[int, tuple[CAEntry, str]], budget: float, config: AriConfig,
+               proxy: str | None) -> dict[int, Answer]:
+    import aiohttp
+
+    timed_out = Answer("timeout", detail=f"no answer within the probe's deadline ({max(budget, 0):.2f}s left)")
+    if budget <= 0:
+        return dict.fromkeys(pending, timed_out)
+    results: dict[int, Answer] = {}
+    # A request cut at the deadline closes its TLS connection gracefully, waiting for a CA
+    # that may never answer; on the Pythons that need it (3.11, 3.12 < 3.12.8), cleanup_closed
+    # makes closing the session abort such connections instead of leaving their sockets open.
+    connector = aiohttp.TCPConnector(limit=8, force_close=True,
+                                     enable_cleanup_closed=getattr(aiohttp.connector, "NEEDS_CLEANUP_CLOSED", False))
+    async with aiohttp.ClientSession(connector=connector, trust_env=False,
+                                     timeout=aiohttp.ClientTimeout(total=None)) as session:
+        tasks = {index: asyncio.ensure_future(_ask(session, entry, ident, config, proxy))
+                 for index, (entry, ident) in pending.items()}
+        try:
+            await asyncio.wait(tasks.values(), timeout=budget)
+        finally:  # also when the probe itself is cancelled
+            for task in tasks.values():
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for index, task in tasks.items():
+            if task.cancelled():
+                results[index] = timed_out
+            elif task.exception() is not None:
+                exc = task.exception()
+                log.error("ARI request crashed", exc_info=exc)
+                results[index] = Answer("internal_error", detail=f"{type(exc).__name__}: {exc}")
+            else:
+                results[index] = task.result()
+    return results
+
+
+async def apply(rec: ProbeRecorder, config: AriConfig | None, served: bool, proxy: str | None) -> None:
+    """Record the ARI windows of a probe's certificates; never raises (a failure here must
+    not cost the certificate metrics already recorded)."""
+    if config is None or not rec.certs or rec.deadline is None:
+        return
+    try:
+        rec.ari = await check(placed(rec.certs, rec.positions), config, rec.deadline, served=served,
+                              proxy=config.proxy_url or proxy, note=rec.note)
+    except Exception as exc:
+        log.exception("ARI checks crashed")
+        rec.note(f"ari: checks crashed: {type(exc).__name__}: {exc}")
