@@ -1,0 +1,374 @@
+"""Bounded resources on the real process: memory per answer and in total, file descriptors,
+connections, shutdown (docs/robustness.md, "Resource limits")."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import itertools
+import os
+import resource
+import signal
+import socket
+import ssl
+import string
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ssl_exporter import metrics
+from ssl_exporter.exposition import encode
+from ssl_exporter.history import History
+from ssl_exporter.result import CertInfo, ProbeResult
+from tests.conftest import PKI, Samples
+from tests.servers import nginx, pytls
+
+MiB = 1024 * 1024
+
+
+class Exporter:
+    """``python -m ssl_exporter`` as a child with its log in a file (a pipe nobody reads
+    would fill up and block it), optionally under a limit of open files."""
+
+    def __init__(self, tmp_path: Path, *args: str, nofile: int | None = None) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.log_path = tmp_path / f"exporter-{self.port}.log"
+        self._log = self.log_path.open("w")
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ssl_exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args],
+            stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit)
+        try:
+            self.wait_for_log("listening")
+        except BaseException:
+            self.process.kill()
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for_log(self, needle: str, limit: float = 20.0) -> str:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            for line in self.log().splitlines():
+                if needle in line:
+                    return line
+            if self.process.poll() is not None:
+                raise AssertionError(f"exporter exited ({self.process.returncode}) before logging {needle!r}")
+            time.sleep(0.02)  # polling a file: there is no event to wait on
+        raise AssertionError(f"exporter did not log {needle!r} within {limit} s")
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            self._log.close()
+
+
+# --- memory: byte-bounded caches and capped labels ---------------------------------------
+
+
+class FreshLargeCertificates:
+    """A certificate of about 93 KB DER (17,000 three-letter SANs, a 4,000-character CN) that is
+    new on every connection: its serial changes, so every probe parses a certificate no cache
+    has seen. The signature no longer matches once the serial is patched; the probe reports
+    that, and the certificate's series all the same."""
+
+    SANS = 17_000
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        alphabet = string.ascii_lowercase + string.digits
+        names = ["".join(p) for p in itertools.islice(itertools.product(alphabet, repeat=3), self.SANS)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a CN over 64 characters, on purpose
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "c" * 4000, _validate=False)])
+        now = dt.datetime.now(dt.UTC)
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                .public_key(self.key.public_key()).serial_number(2**150 + 1)
+                .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+                .sign(self.key, hashes.SHA256()))
+        self.template = cert.public_bytes(serialization.Encoding.DER)
+        self.serial = (2**150 + 1).to_bytes(19, "big")
+        assert self.template.count(self.serial) == 1
+        (directory / "key.pem").write_bytes(self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        self.counter = itertools.count(2)
+        self.lock = threading.Lock()
+
+    def next_context(self) -> ssl.SSLContext:
+        with self.lock:
+            n = next(self.counter)
+        der = self.template.replace(self.serial, (2**150 + n).to_bytes(19, "big"))
+        pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
+        path = self.directory / f"cert-{threading.get_ident()}.pem"
+        path.write_bytes(pem)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(path, self.directory / "key.pem")
+        return context
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with self.next_context().wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)
+
+
+def _rss_config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text("modules:\n  big: {prober: tcp, timeout: 5s}\n")
+    return path
+
+
+async def _probe_many(url: str, count: int, concurrency: int, check_every: int,
+                      check: object) -> list[int]:
+    """``count`` probes of ``url``, ``concurrency`` at a time; ``check()`` every ``check_every``."""
+    sizes: list[int] = []
+    done = itertools.count(1)
+    async with aiohttp.ClientSession() as session:
+        async def worker(todo: Iterator[int]) -> None:
+            for _ in todo:
+                async with session.get(url) as response:
+                    body = await response.read()
+                    assert response.status == 200, body[:200]
+                sizes.append(len(body))
+                if next(done) % check_every == 0:
+                    check()  # type: ignore[operator]
+
+        todo = iter(range(count))
+        await asyncio.gather(*(worker(todo) for _ in range(concurrency)))
+    return sizes
+
+
+def test_fresh_large_certificates_keep_memory_within_the_cache_budget(tmp_path: Path) -> None:
+    """2,000 probes, each of a new 93 KB certificate that costs about 1.5 MB once parsed:
+    RSS stays within the cache budget plus a fixed margin (before the caches were bounded in
+    bytes, it grew by ~1.5 MB a probe), and each answer stays small (capped labels)."""
+    server = FreshLargeCertificates(tmp_path)
+    budget = 32 * MiB
+    exporter = Exporter(tmp_path, f"--config.file={_rss_config(tmp_path)}",
+                        f"--cache.max-bytes={budget}")
+    margin = 64 * MiB  # the interpreter's own growth: arenas, the parser's buffers, fragmentation
+    try:
+        with pytls.serve(server.handle) as port:
+            url = f"{exporter.url}/probe?module=big&target=127.0.0.1:{port}"
+            first = Samples(asyncio.run(_fetch(url)))
+            baseline = exporter.rss()
+            peak = [baseline]
+
+            def check() -> None:
+                rss = exporter.rss()
+                peak[0] = max(peak[0], rss)
+                assert rss < baseline + budget + margin, f"RSS {rss / MiB:.0f} MiB from {baseline / MiB:.0f} MiB"
+
+            sizes = asyncio.run(_probe_many(url, 2000, 4, 50, check))
+            check()
+            own = Samples(asyncio.run(_fetch(f"{exporter.url}/metrics")))
+    finally:
+        assert exporter.stop() == 0
+    print(f"RSS {baseline / MiB:.1f} MiB -> peak {peak[0] / MiB:.1f} MiB; answers {min(sizes)}-{max(sizes)} bytes")
+    # The labels are cut: the 4,000-character CN, the 17,000 names.
+    info = first.series("ssl_cert_info")[0]
+    assert info["subject_cn"] == "c" * 232 + "...(+3768 chars)"
+    assert info["subject"] == "CN=" + "c" * 485 + "...(+3515 chars)"
+    assert first.get("ssl_handshake_success") == 1 and first.get("ssl_chain_valid") == 0
+    assert max(sizes) < 8 * 1024, max(sizes)
+    held = sum(s.value for s in own.samples if s.name == "ssl_exporter_cache_bytes")
+    assert 0 < held <= budget
+    assert own.get("ssl_exporter_cache_budget_bytes", cache="certs") == int(budget * 0.15)
+
+
+async def _fetch(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()
+
+
+def _huge_cert(text: str, source: dict[str, str] | None = None) -> CertInfo:
+    """A CertInfo whose every text is ``text`` (already far over every cap)."""
+    return CertInfo(der=b"\x30" * 100, subject_cn=text, issuer_cn=text, subject=text, issuer=text, serial=text,
+                    not_before=0.0, not_after=1.0, dns_names=tuple(text[:50] + str(i) for i in range(2000)),
+                    ip_addresses=(), fingerprint_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                    key_algorithm=text, key_bits=4096,
+                    signature_algorithm=text, is_ca=False, self_issued=False, source=source or {})
+
+
+def test_every_label_from_a_certificate_or_source_is_capped() -> None:
+    # A 4-byte UTF-8 character, and characters the exposition escapes to two bytes: the worst.
+    caps = {"subject": metrics.MAX_DN_LABEL, "issuer": metrics.MAX_DN_LABEL,
+            "sans": metrics.MAX_SANS_LABEL + 20, "file": metrics.MAX_SOURCE_LABEL}
+    for char in ("\U0001f512", '"', "\\", "\n", "a"):
+        for source in ({}, {"file": "/" + char * 10_000}):
+            families = metrics.cert_families([("0", _huge_cert(char * 90_000, source))])
+            body, _ = encode(families, None)
+            for sample in Samples(body.decode()).samples:
+                for name, value in sample.labels.items():
+                    assert len(value) <= caps.get(name, metrics.MAX_NAME_LABEL), (name, len(value))
+            # The bounds docs/robustness.md states for one certificate's four series.
+            bound = PER_CERT_BYTES_ASCII if char == "a" else PER_CERT_BYTES_WORST
+            assert len(body) <= bound + (4 * 4 * metrics.MAX_SOURCE_LABEL if source else 0), len(body)
+    assert metrics.clip_label("x" * 300) == "x" * 232 + "...(+68 chars)"
+    assert metrics.clip_label("x" * 256) == "x" * 256
+
+
+# One certificate's four series, labels at their caps, without source labels: every
+# character a 4-byte UTF-8 one (or escaped), and plain ASCII. docs/robustness.md cites these.
+PER_CERT_BYTES_WORST = 20 * 1024
+PER_CERT_BYTES_ASCII = 6 * 1024
+
+
+def test_history_is_bounded_in_bytes_keeping_the_newest() -> None:
+    history = History(limit=100, failure_limit=100, max_bytes=4 * MiB)
+    big = _huge_cert("n" * 1000)
+    result = ProbeResult(success=False, duration=0.1, certs=(big,) * 5)
+    for i in range(60):
+        history.add("m", f"t{i}", "", {}, result)
+    kept = history.records()
+    assert history.bytes <= 4 * MiB and 0 < len(kept) < 60
+    assert kept[0].target == "t59" and history.get(kept[-1].id) is not None
+    assert history.get(1) is None  # the oldest went first
+
+
+# --- descriptors and connections ---------------------------------------------------------
+
+
+def _raise_own_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(hard, 8192):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+
+
+def _healthy_config(tmp_path: Path, pki: PKI) -> tuple[Path, Path, Path]:
+    leaf = pki.inter.issue("healthy", ips=("127.0.0.1",))
+    cert, key = pki.chain_files("healthy", leaf, pki.inter)
+    path = tmp_path / "config.yml"
+    path.write_text(f"modules:\n  ok: {{prober: tcp, timeout: 5s, tls_config: {{ca_file: {pki.root_file}}}}}\n")
+    return path, cert, key
+
+
+async def _timed_get(session: aiohttp.ClientSession, url: str) -> tuple[int, str, float]:
+    begin = time.monotonic()
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+        return response.status, await response.text(), time.monotonic() - begin
+
+
+def test_a_slowloris_of_1100_connections_under_1024_open_files_keeps_the_exporter_answering(
+        tmp_path: Path, pki: PKI) -> None:
+    _raise_own_open_files_limit()
+    config, cert, key = _healthy_config(tmp_path, pki)
+    exporter = Exporter(tmp_path, f"--config.file={config}", nofile=1024)
+    try:
+        limit_line = exporter.wait_for_log("listening")
+        assert "open_files_limit=1024" in limit_line
+        with pytls.tls_server(cert, key) as (port, _):
+            results = asyncio.run(_under_slowloris(exporter, port))
+        own = Samples(asyncio.run(_fetch(f"{exporter.url}/metrics")))
+        log = exporter.log()
+        fds = exporter.open_fds()
+    finally:
+        assert exporter.stop() == 0
+    healthy, probes, opened = results
+    latencies = [elapsed for status, _, elapsed in healthy]
+    print(f"slowloris: {opened} connections opened; /-/healthy {len(healthy)} times, "
+          f"max {max(latencies) * 1000:.0f} ms; connections limit {own.get('ssl_exporter_connections_limit')}")
+    assert opened >= 1100
+    assert all(status == 200 for status, _, _ in healthy) and max(latencies) < 1.0
+    assert all(status == 200 and Samples(text).get("ssl_probe_success") == 1 for status, text, _ in probes)
+    assert own.get("ssl_exporter_connections_closed_early_total", reason="limit") > 0
+    assert own.get("ssl_exporter_connections_open") <= own.get("ssl_exporter_connections_limit") < 1024 - 64
+    assert "Too many open files" not in log and "Traceback" not in log
+    assert fds < 1024
+
+
+async def _under_slowloris(exporter: Exporter, target_port: int
+                           ) -> tuple[list[tuple[int, str, float]], list[tuple[int, str, float]], int]:
+    attacker = subprocess.Popen([sys.executable, "-m", "tests.servers.slowloris", str(exporter.port), "1100"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert attacker.stdout is not None
+        opened = int(attacker.stdout.readline().split()[1])  # blocks until 1,100 were opened
+        healthy: list[tuple[int, str, float]] = []
+        probes: list[tuple[int, str, float]] = []
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(20):
+                healthy.append(await _timed_get(session, f"{exporter.url}/-/healthy"))
+                probe_url = f"{exporter.url}/probe?module=ok&target=127.0.0.1:{target_port}"
+                probes.extend(await asyncio.gather(*(_timed_get(session, probe_url) for _ in range(3))))
+                await asyncio.sleep(0.2)  # a health checker's pace
+    finally:
+        attacker.kill()
+        attacker.wait()
+        if attacker.stdout is not None:
+            attacker.stdout.close()
+    return healthy, probes, opened
+
+
+def test_a_probe_flood_under_1024_open_files_reports_no_healthy_target_failed(tmp_path: Path, pki: PKI) -> None:
+    """1,500 probes at once: each answers 200 with success, or 503 (too many in flight);
+    never ssl_probe_success 0 for lack of descriptors, and /-/healthy answers meanwhile."""
+    _raise_own_open_files_limit()
+    config, cert, key = _healthy_config(tmp_path, pki)
+    exporter = Exporter(tmp_path, f"--config.file={config}", "--probe.max-concurrent=200", nofile=1024)
+    try:
+        with nginx.run_nginx(tmp_path / "nginx", {"ok": nginx.Site(cert, key)}) as ports:
+            answers, healthy = asyncio.run(_flood(exporter, ports["ok"], 1500))
+        log = exporter.log()
+    finally:
+        assert exporter.stop() == 0
+    statuses = [status for status, _, _ in answers]
+    print(f"flood: {statuses.count(200)} answered 200, {statuses.count(503)} 503; "
+          f"/-/healthy max {max(e for _, _, e in healthy) * 1000:.0f} ms")
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 200
+    failed = [text for status, text, _ in answers if status == 200 and Samples(text).get("ssl_probe_success") != 1]
+    assert failed == []
+    assert all(status == 200 for status, _, _ in healthy) and max(e for _, _, e in healthy) < 1.0
+    assert "Too many open files" not in log
+
+
+async def _flood(exporter: Exporter, port: int, count: int
+                 ) -> tuple[list[tuple[int, str, float]], list[tuple[int, str, float]]]:
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        url = f"{exporter.url}/probe?module=ok&target=127.0.0.1:{port}"
+        flood = asyncio.gather(*(_timed_get(session, url) for _ in range(count)))
+        healthy = []
+        while not flood.done():
+            healthy.append(await _timed_get(session, f"{exporter.url}/-/healthy"))
+            await asyncio.sleep(0.1)
+        return await flood, healthy
