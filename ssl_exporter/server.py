@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,26 @@ class _CacheCollector:
         return [held, budget]
 
 
+# Answers with more certificates than this are rendered in a thread of their own, so that a
+# file glob's hundred thousand certificates do not stop the event loop (and every other
+# request) for seconds; a TLS chain (at most 32) is cheaper to render than to hand over.
+ENCODE_IN_THREAD_ABOVE = 64
+_ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssl-exporter-encode")
+
+
+async def encode_answer(result: ProbeResult, accept_header: str | None) -> tuple[bytes, str]:
+    """The probe's answer; its ssl_probe_duration_seconds includes rendering it."""
+    begin = time.perf_counter()
+
+    def render() -> tuple[bytes, str]:
+        families = metrics.probe_families(result, lambda: time.perf_counter() - begin)
+        return metrics.encode(families, accept_header)
+
+    if len(result.certs) <= ENCODE_IN_THREAD_ABOVE:
+        return render()
+    return await asyncio.get_running_loop().run_in_executor(_ENCODER, render)
+
+
 def log_failure(record: ProbeRecord) -> None:
     """One line per failed probe: where it failed, why, and OpenSSL's (or the OS's) words."""
     errors = record.result.errors
@@ -286,7 +307,7 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
             return web.Response(status=503, text=f"too many probes: {exc}\n")
         if request.query.get("debug", "").lower() == "true":
             return web.Response(text=debug_text(record), headers={"X-Content-Type-Options": "nosniff"})
-        body, content_type = metrics.encode(metrics.probe_families(record.result), request.headers.get("Accept"))
+        body, content_type = await encode_answer(record.result, request.headers.get("Accept"))
         return _raw(body, content_type)
 
     async def probe_log(request: web.Request) -> web.Response:

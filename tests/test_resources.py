@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,7 +33,7 @@ from ssl_exporter import metrics
 from ssl_exporter.exposition import encode
 from ssl_exporter.history import History
 from ssl_exporter.result import CertInfo, ProbeResult
-from tests.conftest import PKI, Samples
+from tests.conftest import PKI, Samples, serve_exporter
 from tests.servers import nginx, pytls
 
 MiB = 1024 * 1024
@@ -372,3 +373,164 @@ async def _flood(exporter: Exporter, port: int, count: int
             healthy.append(await _timed_get(session, f"{exporter.url}/-/healthy"))
             await asyncio.sleep(0.1)
         return await flood, healthy
+
+
+def test_a_client_without_a_whole_request_head_in_time_is_closed(tmp_path: Path) -> None:
+    exporter = Exporter(tmp_path, f"--config.file={_rss_config(tmp_path)}", "--web.read-header-timeout=1",
+                        "--web.idle-timeout=3")
+    try:
+        closed_after = asyncio.run(_drip(exporter.port, b"GET /-/healthy HTTP/1.1\r\n"))
+        silent_after = asyncio.run(_drip(exporter.port, b""))
+        idle_after = asyncio.run(_idle_after_answer(exporter.port))
+        own = Samples(asyncio.run(_fetch(f"{exporter.url}/metrics")))
+    finally:
+        assert exporter.stop() == 0
+    assert 0.9 < closed_after < 2.0, closed_after  # not after the 3 s idle timeout
+    assert 0.9 < silent_after < 2.0, silent_after
+    assert 2.9 < idle_after < 4.0, idle_after  # an idle keep-alive connection: the idle timeout
+    assert own.get("ssl_exporter_connections_closed_early_total", reason="header_timeout") == 2
+
+
+async def _drip(port: int, first: bytes) -> float:
+    """Send ``first``, then a byte every 0.2 s; how long until the exporter closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    begin = time.monotonic()
+    writer.write(first)
+    try:
+        while True:
+            try:
+                if await asyncio.wait_for(reader.read(1024), 0.2) == b"":
+                    return time.monotonic() - begin
+            except TimeoutError:
+                if first:
+                    writer.write(b"X")
+            if time.monotonic() - begin > 10:
+                raise AssertionError("not closed within 10 s")
+    finally:
+        writer.close()
+
+
+async def _idle_after_answer(port: int) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"Healthy\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        begin = time.monotonic()
+        assert await asyncio.wait_for(reader.read(1), 10) == b""
+        return time.monotonic() - begin
+    finally:
+        writer.close()
+
+
+def test_an_overlong_request_line_logs_one_warning_without_traceback(tmp_path: Path) -> None:
+    exporter = Exporter(tmp_path, f"--config.file={_rss_config(tmp_path)}")
+    try:
+        statuses = [asyncio.run(_raw_status(exporter.port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n"))
+                    for _ in range(5)]
+        assert asyncio.run(_fetch(f"{exporter.url}/-/healthy")) == "Healthy\n"
+        log = exporter.log()
+    finally:
+        assert exporter.stop() == 0
+    assert statuses == [400] * 5
+    lines = [line for line in log.splitlines() if "malformed HTTP request" in line]
+    assert len(lines) == 1, log  # rate-limited: the other four within the interval are counted
+    assert "level=warn" in lines[0] and "LineTooLong" in lines[0] and "remote=127.0.0.1" in lines[0]
+    assert "Traceback" not in log and "level=error" not in log
+
+
+async def _raw_status(port: int, request: bytes) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+
+
+# --- shutdown -----------------------------------------------------------------------------
+
+
+def _slow_config(tmp_path: Path, timeout: str) -> Path:
+    path = tmp_path / "slow.yml"
+    path.write_text(f"modules:\n  slow: {{prober: tcp, timeout: {timeout}}}\n")
+    return path
+
+
+async def _probes_then_sigterm(exporter: Exporter, port: int, count: int
+                               ) -> tuple[list[BaseException | tuple[int, str, float]], float]:
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        url = f"{exporter.url}/probe?module=slow&target=127.0.0.1:{port}"
+        probes = [asyncio.create_task(_timed_get(session, url)) for _ in range(count)]
+        while Samples(await _fetch(f"{exporter.url}/metrics")).get("ssl_exporter_probes_in_flight") != count:
+            await asyncio.sleep(0.02)
+        begin = time.monotonic()
+        exporter.process.send_signal(signal.SIGTERM)
+        results = await asyncio.gather(*probes, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, exporter.process.wait, 20)
+        return results, time.monotonic() - begin
+
+
+def test_shutdown_timeout_0_cancels_in_flight_probes_at_once(tmp_path: Path) -> None:
+    exporter = Exporter(tmp_path, f"--config.file={_slow_config(tmp_path, '30s')}", "--web.shutdown-timeout=0")
+    try:
+        with pytls.serve(pytls.silent) as port:
+            results, took = asyncio.run(_probes_then_sigterm(exporter, port, 3))
+    finally:
+        assert exporter.stop() == 0
+    assert took < 1.0, took  # before: it waited for the probes' 30 s
+    assert all(isinstance(r, aiohttp.ClientError) for r in results), results
+    # Identical probes share one run (probers/base.py): one probe was cancelled.
+    assert "probes_cancelled=1" in exporter.wait_for_log("msg=stopped")
+
+
+def test_shutdown_timeout_bounds_the_total_wait_and_lets_quicker_probes_answer(tmp_path: Path) -> None:
+    exporter = Exporter(tmp_path, f"--config.file={_slow_config(tmp_path, '1s')}", "--web.shutdown-timeout=5")
+    try:
+        with pytls.serve(pytls.silent) as port:
+            results, took = asyncio.run(_probes_then_sigterm(exporter, port, 3))
+    finally:
+        assert exporter.stop() == 0
+    assert took < 3.0, took  # the probes' 1 s, not the 5 s allowed
+    for result in results:
+        assert not isinstance(result, BaseException), result
+        assert result[0] == 200 and Samples(result[1]).errors() == {("handshake", "timeout")}
+
+    exporter = Exporter(tmp_path, f"--config.file={_slow_config(tmp_path, '30s')}", "--web.shutdown-timeout=1.5")
+    try:
+        with pytls.serve(pytls.silent) as port:
+            results, took = asyncio.run(_probes_then_sigterm(exporter, port, 3))
+    finally:
+        assert exporter.stop() == 0
+    assert 1.4 < took < 2.5, took  # at most 1.5 s in total (before: twice that, ~3 s)
+    assert all(isinstance(r, aiohttp.ClientError) for r in results), results
+
+
+# --- large answers ------------------------------------------------------------------------
+
+
+async def test_a_large_answer_is_rendered_off_the_loop_and_counted_in_the_duration(
+        tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(300):
+        (tmp_path / f"c{i:03d}.pem").write_bytes(pki.inter.pem)
+    config = tmp_path / "files.yml"
+    config.write_text("modules:\n  files: {prober: file}\n")
+    threads: list[str] = []
+    original = metrics.probe_families
+
+    def spy(result: ProbeResult, answer_time: object = None) -> list[object]:
+        threads.append(threading.current_thread().name)
+        families = original(result, answer_time)  # type: ignore[arg-type]
+        time.sleep(0.3)  # stands for rendering a very large answer
+        return families  # type: ignore[return-value]
+
+    monkeypatch.setattr(metrics, "probe_families", spy)
+    async with serve_exporter(config) as client:
+        response = await client.get("/probe", params={"module": "files", "target": f"{tmp_path}/*.pem"})
+        text = await response.text()
+    s = Samples(text)
+    assert threads == ["ssl-exporter-encode_0"]
+    assert len(s.series("ssl_cert_not_after_timestamp_seconds")) == 300
+    assert s.get("ssl_probe_duration_seconds") >= 0.3 + s.get("ssl_probe_phase_duration_seconds", phase="read")
+    assert text.rstrip().splitlines()[-1].startswith("ssl_probe_duration_seconds ")
