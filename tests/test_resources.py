@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import errno
 import hashlib
 import itertools
 import os
@@ -24,12 +25,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ssl_exporter import metrics
+from ssl_exporter import cli, metrics
 from ssl_exporter.exposition import encode
 from ssl_exporter.history import History
 from ssl_exporter.result import CertInfo, ProbeResult
@@ -534,3 +536,37 @@ async def test_a_large_answer_is_rendered_off_the_loop_and_counted_in_the_durati
     assert len(s.series("ssl_cert_not_after_timestamp_seconds")) == 300
     assert s.get("ssl_probe_duration_seconds") >= 0.3 + s.get("ssl_probe_phase_duration_seconds", phase="read")
     assert text.rstrip().splitlines()[-1].startswith("ssl_probe_duration_seconds ")
+
+
+def test_the_connection_limit_keeps_descriptors_for_the_probes() -> None:
+    # 1,024 files, 15 open at start, 64 reserved: 945 left.
+    assert cli.connection_limit(1024, 15, 200) == 945 - 2 * 200
+    assert cli.connection_limit(1024, 15, 500) == 945 // 3  # each connection keeps room for its probe
+    assert cli.connection_limit(1024, 15, 0) == 945 // 3
+    assert cli.connection_limit(1_048_576, 15, 500) == 1_048_576 - 15 - 64 - 1000
+    assert cli.connection_limit(50, 15, 500) == 1  # a tiny limit still serves one at a time
+
+
+def test_resource_flags_refuse_nonsense(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.parse_args(["--cache.max-bytes=256MiB"]).cache_max_bytes == 256 * MiB
+    for bad in ("--cache.max-bytes=lots", "--web.read-header-timeout=0", "--web.idle-timeout=inf",
+                "--web.shutdown-timeout=nan", "--web.max-connections=-1"):
+        with pytest.raises(SystemExit):
+            cli.parse_args([bad])
+        assert bad.split("=")[0] in capsys.readouterr().err
+
+
+async def test_running_out_of_descriptors_while_probing_answers_503_not_a_failed_target(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What connect() says when the process has no descriptor left (provoking it for real
+    # would starve the test's own client and server of descriptors too).
+    async def exhausted(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(asyncio, "open_connection", exhausted)
+    response = await client.get("/probe", params={"target": "127.0.0.1:443"})
+    assert response.status == 503
+    assert "out of file descriptors" in await response.text()
+    own = Samples(await (await client.get("/metrics")).text())
+    assert own.get("ssl_exporter_probes_rejected_total", module="test") == 1
+    assert own.get("ssl_exporter_probes_total", module="test", result="failure") is None
