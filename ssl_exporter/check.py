@@ -35,6 +35,7 @@ from typing import Any, NoReturn
 
 from ssl_exporter import config
 from ssl_exporter.access import TargetRefused
+from ssl_exporter.errors import OutOfResources
 from ssl_exporter.result import CertInfo, ProbeResult
 from ssl_exporter.server import BadRequest, parse_probe_request, run_request
 from ssl_exporter.web import (
@@ -260,6 +261,8 @@ def main(argv: list[str]) -> int:
         result = asyncio.run(run_request(req, timeout))
     except TargetRefused as exc:
         return _unknown(f"target refused: {exc.message}", args.format)
+    except OutOfResources as exc:  # this process's own failure, not the target's
+        return _unknown(f"out of file descriptors: {exc}", args.format)
     now = time.time()
     target = str(req.target)
     verdict = evaluate(result, target, args.warning_days, args.critical_days, now)

@@ -559,10 +559,10 @@ class _Guard(asyncio.Protocol):
 def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:
     """Bound, listening, non-blocking sockets for ``host`` (None: every address, IPv6 and IPv4)."""
     if host is None:
-        if socket.has_dualstack_ipv6():
+        try:
             sockets = [socket.create_server(("::", port), family=socket.AF_INET6, backlog=backlog,
                                             dualstack_ipv6=True)]
-        else:
+        except (OSError, ValueError):  # no IPv6 on this host
             sockets = [socket.create_server(("", port), backlog=backlog)]
     else:
         sockets = []
