@@ -9,9 +9,9 @@ encoded as UTF-8 (a label value must be).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
+from ssl_exporter import lru
 from ssl_exporter.result import CertInfo
 
 
@@ -36,11 +37,31 @@ def parse_der(der: bytes, source: Mapping[str, str] | None = None) -> CertInfo:
     return _parse_presented(der)
 
 
-@functools.lru_cache(maxsize=4096)
+# Parsed presented certificates by DER: a server presents the same chain on every probe, so
+# it is analysed once. CertInfo is frozen, so sharing it is safe; a failure raises and is not
+# cached. Bounded in bytes: a hostile server can present a new large certificate every time.
+_PRESENTED: lru.ByteLRU[CertInfo] = lru.budgeted("certs")
+
+
 def _parse_presented(der: bytes) -> CertInfo:
-    # A server presents the same chain on every probe: analyse it once. CertInfo is
-    # frozen, so sharing it is safe; a failure raises and is not cached.
-    return _parse_der(der, None)
+    cert = _PRESENTED.get(der)
+    if cert is None:
+        cert = _parse_der(der, None)
+        _PRESENTED.put(der, cert, size_of(cert))
+    return cert
+
+
+# What a CertInfo costs beyond its strings: the object, its tuples' headers, the source dict.
+_CERT_OVERHEAD = 1024
+
+
+def size_of(cert: CertInfo) -> int:
+    """An estimate of the memory one CertInfo holds (its DER counted once), for byte budgets."""
+    return (_CERT_OVERHEAD
+            + lru.text_size(cert.der, cert.subject_cn, cert.issuer_cn, cert.subject, cert.issuer, cert.serial,
+                            cert.fingerprint_sha256, cert.signature_algorithm, *cert.dns_names,
+                            *cert.ip_addresses, *cert.source.keys(), *cert.source.values())
+            + sys.getsizeof(cert.dns_names) + sys.getsizeof(cert.ip_addresses))
 
 
 def _parse_der(der: bytes, source: Mapping[str, str] | None) -> CertInfo:

@@ -39,6 +39,7 @@ import yaml
 
 from ssl_exporter import config, resolve
 from ssl_exporter.access import TargetRefused
+from ssl_exporter.errors import OutOfResources
 from ssl_exporter.rdap import trouble
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, all_errors
 from ssl_exporter.server import BadRequest, parse_probe_request, run_request
@@ -465,6 +466,8 @@ def main(argv: list[str]) -> int:
         result = asyncio.run(run_request(req, timeout))
     except TargetRefused as exc:
         return _unknown(f"target refused: {exc.message}", args.format)
+    except OutOfResources as exc:  # this process's own failure, not the target's
+        return _unknown(f"out of file descriptors: {exc}", args.format)
     now = time.time()
     if req.module.prober == "rdap":  # a domain registration (docs/domains.md)
         target = req.target.host

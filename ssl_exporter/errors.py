@@ -200,6 +200,15 @@ class ProbeAborted(Exception):
     (a target the policy refuses is HTTP 403). Passes through the probe runner unchanged."""
 
 
+class OutOfResources(ProbeAborted):
+    """The exporter itself ran out of file descriptors (EMFILE/ENFILE) during a probe: its own
+    failure, never the target's, so the answer is HTTP 503 rather than ``ssl_probe_success 0``."""
+
+
+# The exporter's own exhaustion, whatever it was doing when it met it.
+EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
 class ProbeFailure(Exception):
     """Raised inside a prober when it already knows the documented reason."""
 

@@ -11,7 +11,7 @@ escaping HELP text and the closing ``# EOF``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
@@ -38,6 +38,28 @@ class GaugeFamily:
 
     def __len__(self) -> int:
         return len(self.lines)
+
+
+class LateGauge(GaugeFamily):
+    """A gauge without labels whose value is asked for when the encoder reaches it (a
+    duration that must include rendering the families before it)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        super().__init__(name, documentation)
+        self.value = value
+
+    @property  # type: ignore[override]
+    def lines(self) -> list[str]:
+        return [sample_line(self.name, (), (), self.value())]
+
+    @lines.setter
+    def lines(self, _lines: list[str]) -> None:
+        pass  # set by GaugeFamily.__init__; the line is rendered on demand
+
+    def __len__(self) -> int:
+        return 1
 
 
 def gauge(name: str, documentation: str, value: float) -> GaugeFamily:

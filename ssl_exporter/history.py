@@ -4,7 +4,9 @@ Two rings: the last ``limit`` probes, and the last ``failure_limit`` failed ones
 flood of successes cannot push out the failure an operator is looking for (the same rule as
 blackbox_exporter's history). Adding is O(1): the record keeps a reference to the probe's
 frozen result, and its log page is rendered only when someone asks for it. Memory is bounded
-by the two ring sizes times :data:`MAX_CERTS_KEPT` certificates per record.
+by the two ring sizes times :data:`MAX_CERTS_KEPT` certificates per record, and in bytes by
+the history's share of ``--cache.max-bytes`` (:mod:`ssl_exporter.lru`): a flood of probes of
+servers presenting huge certificates keeps fewer records, never more memory.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ssl_exporter import certs, lru
 from ssl_exporter.result import ProbeResult
 
 # Certificates a record keeps with their DER. A presented chain never has more (the TLS
@@ -45,14 +47,18 @@ class ProbeRecord:
 class History:
     """The recent-probes store; one per exporter, used from the event loop only."""
 
-    def __init__(self, limit: int = 100, failure_limit: int = 100) -> None:
+    def __init__(self, limit: int = 100, failure_limit: int = 100, max_bytes: int | None = None) -> None:
         if limit < 0 or failure_limit < 0:
             raise ValueError("history limits must not be negative")
         self.limit = limit
         self.failure_limit = failure_limit
         self._ids = itertools.count(1)
-        self._recent: deque[ProbeRecord] = deque(maxlen=limit)
-        self._failures: deque[ProbeRecord] = deque(maxlen=failure_limit)
+        # Keyed by id and never read through get(), so insertion order stays probe order:
+        # each ring drops its oldest records first. Half the bytes each; a failure kept in both
+        # is counted twice, which errs on the safe side.
+        max_bytes = lru.share("history") if max_bytes is None else max_bytes
+        self._recent: lru.ByteLRU[ProbeRecord] = lru.ByteLRU(max_bytes // 2, limit, "history")
+        self._failures: lru.ByteLRU[ProbeRecord] = lru.ByteLRU(max_bytes // 2, failure_limit, "history")
 
     def add(self, module: str, target: str, server_name: str, module_config: Mapping[str, Any],
             result: ProbeResult) -> ProbeRecord:
@@ -72,22 +78,42 @@ class History:
             trimmed, dropped = _trim_addresses(result)
             if dropped:
                 kept = dataclasses.replace(record, result=trimmed, certs_dropped=dropped)
-        self._recent.append(kept)
+        size = record_size(kept)
+        self._recent.put(kept.id, kept, size)
         if kept.failed:
-            self._failures.append(kept)  # the same object: a failure costs one more pointer
+            self._failures.put(kept.id, kept, size)  # the same object, in both rings
         return record
 
     def records(self) -> list[ProbeRecord]:
         """Every retained probe, newest first, each once."""
-        merged = {record.id: record for record in itertools.chain(self._failures, self._recent)}
+        merged = {record.id: record for record in itertools.chain(self._failures.values(), self._recent.values())}
         return [merged[probe_id] for probe_id in sorted(merged, reverse=True)]
 
     def get(self, probe_id: int) -> ProbeRecord | None:
-        # A linear scan of at most limit + failure_limit records, on a page view only.
-        for record in itertools.chain(self._recent, self._failures):
-            if record.id == probe_id:
-                return record
-        return None
+        return self._recent.peek(probe_id) or self._failures.peek(probe_id)
+
+    @property
+    def bytes(self) -> int:
+        """The estimated memory the records hold (a failure in both rings counted twice)."""
+        return self._recent.bytes + self._failures.bytes
+
+
+# The record, its result and their small fields, beyond the texts counted one by one.
+_RECORD_OVERHEAD = 2048
+
+
+def record_size(record: ProbeRecord) -> int:
+    """An estimate of what one record keeps alive, for the history's byte bound."""
+    result = record.result
+    cert_bytes = sum(certs.size_of(cert) for cert in result.certs)
+    cert_bytes += sum(certs.size_of(cert) for item in result.addresses or () for cert in item.result.certs)
+    if result.client_cert is not None:
+        cert_bytes += certs.size_of(result.client_cert)
+    texts = lru.text_size(record.target, record.server_name, *result.log,
+                          *(error.detail for error in result.errors),
+                          *(error.detail for error in result.read_errors),
+                          *(check.detail for check in result.revocation))
+    return _RECORD_OVERHEAD + cert_bytes + texts
 
 
 def _trim_addresses(result: ProbeResult) -> tuple[ProbeResult, int]:

@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import ssl
 import warnings
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from cryptography import x509
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ObjectIdentifier
 
-from ssl_exporter import tls
+from ssl_exporter import lru, tls
 from ssl_exporter.errors import ProbeFailure
 from ssl_exporter.result import CertLint
 
@@ -38,21 +37,21 @@ _WEAK_SIGNATURES = {
     for oid in ("1.2.840.113549.1.1.2", "1.2.840.113549.1.1.3", "1.2.840.113549.1.1.4",
                 "1.2.840.113549.1.1.5", "1.3.14.3.2.29", "1.2.840.10045.4.1", "1.2.840.10040.4.3")
 }
-_CACHE_SIZE = 4096
-_cache: OrderedDict[bytes, CertLint | None] = OrderedDict()
+# Facts by certificate digest, each wrapped in a 1-tuple so that "unreadable" (None) is cached
+# too. A small entry (digest, CertLint), counted generously.
+_cache: lru.ByteLRU[tuple[CertLint | None]] = lru.budgeted("lint")
+_ENTRY_BYTES = 400
 
 
 def facts(der: bytes) -> CertLint | None:
     """The facts of one certificate, or None when its DER cannot be read. Cached by digest:
     the same certificates come back on every scrape."""
     digest = hashlib.sha256(der).digest()
-    if digest in _cache:
-        _cache.move_to_end(digest)
-        return _cache[digest]
+    cached = _cache.get(digest)
+    if cached is not None:
+        return cached[0]
     result = _facts(der)
-    _cache[digest] = result
-    if len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
+    _cache.put(digest, (result,), _ENTRY_BYTES)
     return result
 
 

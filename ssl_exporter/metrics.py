@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from ssl_exporter import caa, lint
-from ssl_exporter.exposition import GaugeFamily, encode, gauge, sample_line, with_label
+from ssl_exporter import caa, lint, lru
+from ssl_exporter.exposition import GaugeFamily, LateGauge, encode, gauge, sample_line, with_label
 from ssl_exporter.result import CertInfo, CertLint, DomainInfo, ProbeResult, ReadError, RevocationCheck
 
 CERT_LABELS = ("position", "subject_cn", "issuer_cn", "serial")
@@ -37,15 +36,45 @@ CERT_INFO_LABELS = (
 )
 # A certificate with thousands of SANs must not make a megabyte label.
 MAX_SANS_LABEL = 1024
+# Every other label value taken from a certificate, a server or a source is cut too, with a
+# visible marker (clip_label), so that one certificate's series stay a few KiB whatever it
+# holds (docs/robustness.md states the resulting bound on an answer).
+MAX_NAME_LABEL = 256  # subject_cn, issuer_cn, serial, key and signature algorithm, TLS cipher
+MAX_DN_LABEL = 512  # subject, issuer (whole distinguished names)
+MAX_SOURCE_LABEL = 1024  # file path, namespace, secret, key: long paths are legitimate
+_CLIP_MARKER_ROOM = 24  # "...(+N chars)" for any N below 10**16
 
 
-def probe_families(result: ProbeResult) -> list[GaugeFamily]:
-    if result.addresses is not None:
-        return every_address_families(result)
+def clip_label(text: str, limit: int = MAX_NAME_LABEL) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in ``...(+N chars)`` when cut."""
+    if len(text) <= limit:
+        return text
+    keep = limit - _CLIP_MARKER_ROOM
+    return f"{text[:keep]}...(+{len(text) - keep} chars)"
+
+
+_DURATION_HELP = "How long the whole probe took."
+
+
+def probe_families(result: ProbeResult, answer_time: Callable[[], float] | None = None) -> list[GaugeFamily]:
+    """The families of one probe's answer.
+
+    With ``answer_time`` (seconds spent on the answer so far), ssl_probe_duration_seconds
+    comes last and is rendered last, so that it includes rendering the answer: a large
+    answer is part of the probe's cost, and must show up against the scrape timeout.
+    """
+    families = every_address_families(result) if result.addresses is not None else _families(result)
+    if answer_time is None:
+        return families
+    return [*(f for f in families if f.name != "ssl_probe_duration_seconds"),
+            LateGauge("ssl_probe_duration_seconds", _DURATION_HELP, lambda: result.duration + answer_time())]
+
+
+def _families(result: ProbeResult) -> list[GaugeFamily]:
     families: list[GaugeFamily] = [
         gauge("ssl_probe_success", "1 when the certificates were obtained and every enforced check held.",
                float(result.success)),
-        gauge("ssl_probe_duration_seconds", "How long the whole probe took.", result.duration),
+        gauge("ssl_probe_duration_seconds", _DURATION_HELP, result.duration),
     ]
     phases = GaugeFamily("ssl_probe_phase_duration_seconds",
                                "Duration of each phase of the probe that ran.", ["phase"])
@@ -78,12 +107,12 @@ def probe_families(result: ProbeResult) -> list[GaugeFamily]:
         families.append(_info("ssl_tls_version_info", "Negotiated TLS version.", "version",
                               result.tls.version))
         families.append(_info("ssl_tls_cipher_info", "Negotiated cipher suite.", "cipher",
-                              result.tls.cipher))
+                              clip_label(result.tls.cipher)))
     if result.fallback_tls is not None:
         families.append(_info("ssl_fallback_tls_version_info", "TLS version the fallback handshake negotiated.",
                               "version", result.fallback_tls.version))
         families.append(_info("ssl_fallback_tls_cipher_info", "Cipher suite the fallback handshake negotiated.",
-                              "cipher", result.fallback_tls.cipher))
+                              "cipher", clip_label(result.fallback_tls.cipher)))
     positions = [position for position, _cert in result.placed_certs()]
     client = [("client", result.client_cert)] if result.client_cert else []
     families.extend(cert_families([*zip(positions, result.certs, strict=True), *client]))
@@ -256,35 +285,33 @@ def cert_families(certs: Iterable[tuple[str, CertInfo]]) -> list[GaugeFamily]:
     return [not_after, not_before, info, validity]
 
 
-# Rendered sample lines of a certificate, by (position, fingerprint, source labels): a scrape
+# Rendered sample lines of a certificate, by (fingerprint, position, source labels): a scrape
 # of unchanged files, or of a server presenting the same chain, renders nothing again.
-# About 2-3 KB an entry: 50,000 bound it near 150 MB however many certificates pass by,
-# and still hold a 10,000-file tree with its chains.
-_CERT_LINES: OrderedDict[tuple[object, ...], tuple[str, str, str, str]] = OrderedDict()
-_CERT_LINES_MAX = 50_000
+# Bounded in bytes (its share of --cache.max-bytes); the key holds no certificate text, the
+# fingerprint stands for it.
+_CERT_LINES: lru.ByteLRU[tuple[str, str, str, str]] = lru.budgeted("cert_lines")
+_CERT_LINES_KEY_BYTES = 300  # the key tuple and the fingerprint
 
 
 def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> tuple[str, str, str, str]:
-    values = (position, cert.subject_cn, cert.issuer_cn, cert.serial, *(cert.source.get(k, "") for k in source_keys))
-    key = (cert.fingerprint_sha256, source_keys, values)
+    sources = tuple(clip_label(cert.source.get(k, ""), MAX_SOURCE_LABEL) for k in source_keys)
+    key = (cert.fingerprint_sha256, position, source_keys, sources)
     lines = _CERT_LINES.get(key)
     if lines is not None:
-        _CERT_LINES.move_to_end(key)
         return lines
     labels = (*CERT_LABELS, *source_keys)
+    values = (position, clip_label(cert.subject_cn), clip_label(cert.issuer_cn), clip_label(cert.serial), *sources)
     facts = lint.facts(cert.der)
-    info_values = (*values, cert.subject, cert.issuer, _sans_label(cert), cert.fingerprint_sha256,
-                   cert.key_algorithm, str(cert.key_bits), cert.signature_algorithm, *_lint_labels(facts),
-                   names_digest(cert))
+    info_values = (*values, clip_label(cert.subject, MAX_DN_LABEL), clip_label(cert.issuer, MAX_DN_LABEL),
+                   _sans_label(cert), cert.fingerprint_sha256, clip_label(cert.key_algorithm), str(cert.key_bits),
+                   clip_label(cert.signature_algorithm), *_lint_labels(facts), names_digest(cert))
     lines = (
         sample_line("ssl_cert_not_after_timestamp_seconds", labels, values, cert.not_after),
         sample_line("ssl_cert_not_before_timestamp_seconds", labels, values, cert.not_before),
         sample_line("ssl_cert_info", (*labels, *CERT_INFO_LABELS), info_values, 1.0),
         sample_line("ssl_cert_validity_period_seconds", labels, values, facts.validity_seconds) if facts else "",
     )
-    if len(_CERT_LINES) >= _CERT_LINES_MAX:
-        _CERT_LINES.popitem(last=False)  # the least recently used
-    _CERT_LINES[key] = lines
+    _CERT_LINES.put(key, lines, _CERT_LINES_KEY_BYTES + lru.text_size(*lines, *sources))
     return lines
 
 
@@ -306,7 +333,8 @@ def read_error_family(errors: Iterable[ReadError]) -> GaugeFamily:
                                "1 per certificate source that could not be read, by reason.",
                                [*source_keys, "reason"])
     for error in errors:
-        family.add([*(error.source.get(key, "") for key in source_keys), error.reason], 1.0)
+        family.add([*(clip_label(error.source.get(key, ""), MAX_SOURCE_LABEL) for key in source_keys),
+                    error.reason], 1.0)
     return family
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,14 +30,16 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 
-from ssl_exporter import __version__, config, metrics
+from ssl_exporter import __version__, config, lru, metrics
 from ssl_exporter.access import TargetRefused
+from ssl_exporter.errors import OutOfResources
 from ssl_exporter.history import History, ProbeRecord
 from ssl_exporter.probers import PROBERS
 from ssl_exporter.probers.base import Prober, ReadPoolCollector, run_probe
-from ssl_exporter.result import ProbeResult
+from ssl_exporter.result import ProbeResult, all_errors
 from ssl_exporter.targets import TargetError, echo, parse_hostname
 from ssl_exporter.web import SECURITY_HEADERS, debug_text, landing_page, log_page
 from ssl_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
@@ -141,13 +145,15 @@ class Exporter:
         self.refused = Counter("ssl_exporter_probes_refused", "Probes refused by target_policy (HTTP 403).",
                                ["module", "reason"], registry=self.registry)
         self.rejected = Counter("ssl_exporter_probes_rejected",
-                                "Probes rejected because --probe.max-concurrent were in flight (HTTP 503).",
+                                "Probes answered 503: --probe.max-concurrent were in flight, or the exporter "
+                                "ran out of file descriptors.",
                                 ["module"], registry=self.registry)
         self.registry.register(ReadPoolCollector())  # ssl_exporter_read_threads_stuck
         # Reloads (docs/configuration.md): the one running, and the one that requests arriving
         # meanwhile wait for (it starts when the running one ends).
         self._running_reload: asyncio.Task[str | None] | None = None
         self._next_reload: asyncio.Task[str | None] | None = None
+        self.registry.register(_CacheCollector(self))
         self._use(self._load())  # raises ConfigError at start-up
 
     def _load(self) -> config.Config:
@@ -225,6 +231,11 @@ class Exporter:
         self.in_flight.inc()
         try:
             result = await run_request(req, timeout)
+        except OutOfResources as exc:
+            self.rejected.labels(req.module.name).inc()
+            log.error("probe not run: the exporter is out of file descriptors", extra={
+                "fields": {"module": req.module.name, "err": str(exc)}, "rate_limited": True})
+            raise Overloaded(f"the exporter is out of file descriptors ({exc})") from None
         except TargetRefused as exc:
             self.refused.labels(req.module.name, exc.reason).inc()
             log.warning("probe refused", extra={"fields": {
@@ -269,12 +280,51 @@ async def _in_thread(work: Callable[[], config.Config]) -> config.Config:
 
     threading.Thread(target=run, name="config-load", daemon=True).start()
     return await future
+class _CacheCollector:
+    """What each cache of probe data holds now, against its share of --cache.max-bytes."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        held = GaugeMetricFamily("ssl_exporter_cache_bytes",
+                                 "Estimated bytes held by each cache of probe data.", labels=["cache"])
+        budget = GaugeMetricFamily("ssl_exporter_cache_budget_bytes",
+                                   "Each cache's share of --cache.max-bytes.", labels=["cache"])
+        used: dict[str, int] = {}
+        for cache in lru.caches():
+            used[cache.name] = used.get(cache.name, 0) + cache.bytes
+        used["history"] = self.exporter.history.bytes
+        for name in sorted(used):
+            held.add_metric([name], used[name])
+            budget.add_metric([name], lru.share(name))
+        return [held, budget]
+
+
+# Answers with more certificates than this are rendered in a thread of their own, so that a
+# file glob's hundred thousand certificates do not stop the event loop (and every other
+# request) for seconds; a TLS chain (at most 32) is cheaper to render than to hand over.
+ENCODE_IN_THREAD_ABOVE = 64
+_ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssl-exporter-encode")
+
+
+async def encode_answer(result: ProbeResult, accept_header: str | None) -> tuple[bytes, str]:
+    """The probe's answer; its ssl_probe_duration_seconds includes rendering it."""
+    begin = time.perf_counter()
+
+    def render() -> tuple[bytes, str]:
+        families = metrics.probe_families(result, lambda: time.perf_counter() - begin)
+        return metrics.encode(families, accept_header)
+
+    if len(result.certs) <= ENCODE_IN_THREAD_ABOVE:
+        return render()
+    return await asyncio.get_running_loop().run_in_executor(_ENCODER, render)
 
 
 def log_failure(record: ProbeRecord) -> None:
     """One line per failed probe: where it failed, why, and OpenSSL's (or the OS's) words."""
-    errors = record.result.errors
-    first = errors[0] if errors else None
+    errors = all_errors(record.result)  # with tcp.all_addresses, each address's too
+    address, first = errors[0] if errors else ("", None)
     fields: dict[str, Any] = {
         "probe_id": record.id,  # the same id as /probe/log?id=N
         "target": record.target,
@@ -284,8 +334,11 @@ def log_failure(record: ProbeRecord) -> None:
         "reason": first.reason if first else "",
         "err": first.detail if first else "",
     }
+    if address:
+        fields["address"] = address
     if len(errors) > 1:
-        fields["more_errors"] = "; ".join(f"{e.stage}/{e.reason}: {e.detail}" for e in errors[1:])
+        fields["more_errors"] = "; ".join(f"{a + ' ' if a else ''}{e.stage}/{e.reason}: {e.detail}"
+                                          for a, e in errors[1:])
     fields["duration_seconds"] = round(record.result.duration, 3)
     log.warning("probe failed", extra={"fields": fields})
 
@@ -326,7 +379,7 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
             return web.Response(status=503, text=f"too many probes: {exc}\n")
         if request.query.get("debug", "").lower() == "true":
             return web.Response(text=debug_text(record), headers={"X-Content-Type-Options": "nosniff"})
-        body, content_type = metrics.encode(metrics.probe_families(record.result), request.headers.get("Accept"))
+        body, content_type = await encode_answer(record.result, request.headers.get("Accept"))
         return _raw(body, content_type)
 
     async def probe_log(request: web.Request) -> web.Response:
@@ -416,3 +469,281 @@ def _raw(body: bytes, content_type: str) -> web.Response:
 
 def _html(page: str) -> web.Response:
     return web.Response(text=page, content_type="text/html", headers=SECURITY_HEADERS)
+
+
+# --- client connections -------------------------------------------------------------------
+
+# Connections accepted per wake-up of a listening socket, so that a flood cannot hold the loop.
+_ACCEPT_BATCH = 64
+# A new connection is not closed to make room for the next in its first moments, which are
+# enough to send a request head: under a flood of reconnecting clients, every connection gets
+# at least this long, and the rest wait in the listen queue.
+_EVICTION_GRACE = 0.1
+# After accept() failed for lack of descriptors (a limit we did not foresee: other processes
+# under the same user, the system's table), how long to leave the queue to the kernel.
+_ACCEPT_RETRY = 0.1
+
+
+class Connections:
+    """The open client connections: at most ``limit``, each with a deadline for its request head.
+
+    A connection must send a complete request head within ``header_timeout`` seconds of
+    opening, or of its first byte after an answer (a slowloris sending a byte now and then is
+    closed); aiohttp closes a keep-alive connection idle for ``--web.idle-timeout``. At the
+    limit, a new connection closes the oldest one that is idle after an answer or still sending
+    its head (and open for more than a moment) to make room; otherwise the exporter stops
+    accepting until a connection ends, and new connections wait in the kernel's listen queue,
+    holding no descriptor. So the descriptors that probes need are never spent on clients.
+    """
+
+    def __init__(self, limit: int, header_timeout: float, registry: CollectorRegistry | None = None) -> None:
+        self.limit = limit
+        self.header_timeout = header_timeout
+        self._open: dict[_Guard, None] = {}  # insertion order: oldest first
+        self._handshaking = 0  # accepted, TLS handshake under way
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._on_free: Callable[[], None] = lambda: None
+        open_gauge = Gauge("ssl_exporter_connections_open", "Client connections open now.", registry=registry)
+        open_gauge.set_function(lambda: len(self._open) + self._handshaking)
+        limit_gauge = Gauge("ssl_exporter_connections_limit",
+                            "Client connections allowed at once, derived from the open-files limit.",
+                            registry=registry)
+        limit_gauge.set(limit)
+        self.closed = Counter("ssl_exporter_connections_closed_early",
+                              "Client connections the exporter closed before an answer: the oldest idle one "
+                              "at the connection limit, or one without a complete request head in time.",
+                              ["reason"], registry=registry)
+
+    def make_room(self) -> bool:
+        """Whether one more connection may be accepted now, closing the oldest idle one if need be."""
+        if len(self._open) + self._handshaking < self.limit:
+            return True
+        settled = asyncio.get_running_loop().time() - _EVICTION_GRACE
+        victim = None
+        for guard in self._open:  # oldest first
+            if guard.opened > settled:
+                break
+            if guard.evictable():
+                victim = guard
+                break
+        if victim is None:
+            return False
+        self.closed.labels("limit").inc()
+        victim.close()
+        self._forget(victim)  # its descriptor closes on the loop's next turn; counted free now
+        return True
+
+    def _add(self, guard: _Guard) -> None:
+        self._open[guard] = None
+        self._empty.clear()
+
+    def _forget(self, guard: _Guard) -> None:
+        if self._open.pop(guard, False) is None:
+            self._freed()
+
+    def _freed(self) -> None:
+        if not self._open and not self._handshaking:
+            self._empty.set()
+        self._on_free()
+
+    def close_idle(self) -> None:
+        """Close every connection waiting for a request (at shutdown)."""
+        for guard in list(self._open):
+            if guard.waiting_for_request():
+                guard.close()
+
+    def abort_all(self) -> None:
+        for guard in list(self._open):
+            guard.abort()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    def __len__(self) -> int:
+        return len(self._open) + self._handshaking
+
+
+class _Guard(asyncio.Protocol):
+    """aiohttp's protocol for one connection, with a deadline for each request head.
+
+    It reads two private attributes of aiohttp's RequestHandler, ``_waiter`` (pending while
+    the handler waits for the next request) and ``_request_count`` (requests parsed so far);
+    tests/test_resources.py fails if a new aiohttp changes them.
+    """
+
+    def __init__(self, connections: Connections, inner: Any) -> None:
+        self.connections = connections
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self.opened = asyncio.get_running_loop().time()
+        self._partial_head = False  # bytes of a request head received, not the whole head
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.connections._add(self)
+        self.inner.connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        parsed = self.inner._request_count
+        if self._head_timer is None:
+            self._arm_head_timer()  # the first byte of the next request
+        self.inner.data_received(data)
+        self._partial_head = self.inner._request_count == parsed
+        if not self._partial_head and self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self.transport = None
+        self.connections._forget(self)
+        self.inner.connection_lost(exc)
+
+    def waiting_for_request(self) -> bool:
+        waiter = self.inner._waiter
+        return self.transport is not None and waiter is not None and not waiter.done()
+
+    def evictable(self) -> bool:
+        """Idle after an answer, or sending its head piecemeal. Not a connection that has sent
+        nothing yet: its request may be waiting unread while the loop is busy."""
+        return self.waiting_for_request() and (self._partial_head or self.inner._request_count > 0)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.inner.force_close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _arm_head_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._head_timer = loop.call_later(self.connections.header_timeout, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.transport is None:
+            return
+        if self.waiting_for_request():
+            self.connections.closed.labels("header_timeout").inc()
+            self.close()
+        else:  # busy with an earlier request: the next head's clock starts over
+            self._arm_head_timer()
+
+
+def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for ``host`` (None: every address, IPv6 and IPv4)."""
+    if host is None:
+        try:
+            sockets = [socket.create_server(("::", port), family=socket.AF_INET6, backlog=backlog,
+                                            dualstack_ipv6=True)]
+        except (OSError, ValueError):  # no IPv6 on this host
+            sockets = [socket.create_server(("", port), backlog=backlog)]
+    else:
+        sockets = []
+        seen = set()
+        for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                            flags=socket.AI_PASSIVE):
+            if (family, sockaddr[:2]) in seen:
+                continue
+            seen.add((family, sockaddr[:2]))
+            sockets.append(socket.create_server(sockaddr[:2], family=family, backlog=backlog))
+    for sock in sockets:
+        sock.setblocking(False)
+    return sockets
+
+
+class Listener:
+    """Accepts connections for aiohttp's ``server`` within the limits of :class:`Connections`.
+
+    Its own accept loop rather than asyncio's, to stop accepting while every connection is
+    busy (asyncio's retries accept() and logs an error each time it fails) and to count a
+    TLS connection from accept() on, its handshake included (bounded by the head deadline).
+    """
+
+    def __init__(self, server: web.Server, connections: Connections, sockets: list[socket.socket],
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.server = server
+        self.connections = connections
+        self.sockets = sockets
+        self.ssl_context = ssl_context
+        self._loop = asyncio.get_running_loop()
+        self._paused = True
+        self._handshakes: set[asyncio.Task[Any]] = set()
+        connections._on_free = self._resume
+
+    def start(self) -> None:
+        self._resume()
+
+    def close(self) -> None:
+        """Stop listening: new connections are refused from now on."""
+        self._pause()
+        self.connections._on_free = lambda: None
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
+        for task in self._handshakes:
+            task.cancel()
+
+    def _resume(self) -> None:
+        if self._paused and self.sockets:
+            self._paused = False
+            for sock in self.sockets:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            for sock in self.sockets:
+                self._loop.remove_reader(sock.fileno())
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            if not self.connections.make_room():
+                self._pause()  # until a connection ends (Connections._on_free) or one settles
+                self._loop.call_later(_EVICTION_GRACE, self._resume)
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                log.error("cannot accept connections", extra={
+                    "fields": {"err": exc.strerror or str(exc)}, "rate_limited": True})
+                self._pause()
+                self._loop.call_later(_ACCEPT_RETRY, self._resume)
+                return
+            conn.setblocking(False)
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        # Counted from now: the guard takes the slot over once the transport is made (after
+        # the TLS handshake, bounded by the head deadline, when the exporter serves TLS).
+        self.connections._handshaking += 1
+        task = self._loop.create_task(self._loop.connect_accepted_socket(
+            lambda: _Guard(self.connections, self.server()), conn, ssl=self.ssl_context,
+            ssl_handshake_timeout=self.connections.header_timeout if self.ssl_context else None))
+        self._handshakes.add(task)
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[Any]) -> None:
+        self._handshakes.discard(task)
+        self.connections._handshaking -= 1
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a client connection failed before its first request",
+                      extra={"fields": {"err": str(task.exception())}})
+        self.connections._freed()

@@ -83,3 +83,22 @@ def test_process_logs_a_failed_probe_in_the_chosen_format(pki: PKI, config_file,
         assert f" target=127.0.0.1:{port} module=test hostname=localhost stage=verify reason=incomplete_chain " in line
         assert ' err="OpenSSL: unable to get local issuer certificate (code 20)" ' in line
     assert "OpenSSL: unable to get local issuer certificate (code 20)" in page  # the same probe, id 1
+
+
+def test_a_failed_probe_of_every_address_logs_the_failing_addresses_reason(caplog: pytest.LogCaptureFixture) -> None:
+    """With tcp.all_addresses the errors are the addresses' own: the line named none of them."""
+    from ssl_exporter.history import History
+    from ssl_exporter.result import AddressResult, ProbeError, ProbeResult
+    from ssl_exporter.server import log_failure
+
+    stale = ProbeResult(False, 0.1, errors=(ProbeError("verify", "expired", "certificate has expired"),))
+    timeout = ProbeResult(False, 0.2, errors=(ProbeError("handshake", "timeout", "no answer"),))
+    result = ProbeResult(False, 0.3, addresses=(AddressResult("127.0.0.2", ProbeResult(True, 0.1)),
+                                                AddressResult("127.0.0.3", stale),
+                                                AddressResult("127.0.0.4", timeout)))
+    record = History().add("all", "www.example.test:443", "www.example.test", {}, result)
+    with caplog.at_level(logging.WARNING, logger="ssl_exporter.server"):
+        log_failure(record)
+    fields = caplog.records[-1].fields  # type: ignore[attr-defined]
+    assert (fields["address"], fields["stage"], fields["reason"]) == ("127.0.0.3", "verify", "expired")
+    assert fields["more_errors"] == "127.0.0.4 handshake/timeout: no answer"

@@ -1,5 +1,11 @@
 """The one byte-bounded LRU cache: both bounds, recency, expiry and oversized entries."""
 
+import sys
+import threading
+
+import pytest
+
+from ssl_exporter import lru
 from ssl_exporter.lru import ByteLRU
 
 
@@ -39,3 +45,54 @@ def test_expired_entries_are_dropped_on_get() -> None:
     cache.put("k", "v", 10, expires=50.0)
     assert cache.get("k", now=49.0) == "v"
     assert cache.get("k", now=50.0) is None and cache.bytes == 0
+
+
+def test_resize_evicts_at_once_and_peek_keeps_recency() -> None:
+    cache: ByteLRU[str] = ByteLRU(max_bytes=100)
+    for key in "abc":
+        cache.put(key, key.upper(), 30)
+    assert cache.peek("a") == "A"  # not made recent: "a" is still the oldest
+    cache.resize(60)
+    assert (cache.values(), cache.bytes) == (["B", "C"], 60)
+
+
+def test_the_budget_is_split_among_budgeted_caches_and_resized_with_them() -> None:
+    total = lru.budget()
+    cache: ByteLRU[str] = lru.budgeted("certs")
+    try:
+        lru.set_budget(1000)
+        assert cache.max_bytes == lru.share("certs") == int(1000 * lru.SHARES["certs"])
+        assert cache in lru.caches()
+    finally:
+        lru.set_budget(total)
+    assert cache.max_bytes == int(total * lru.SHARES["certs"])
+    assert sum(lru.SHARES.values()) <= 1.0
+
+
+def test_sizes_parse_with_units_and_refuse_anything_else() -> None:
+    assert [lru.parse_size(t) for t in ("1000", "64MiB", "512KB", "1 GiB", "2kib")] == [
+        1000, 64 * 2**20, 512_000, 2**30, 2048]
+    for bad in ("", "MiB", "-1", "1.5MiB", "64 MiBs", "١٢", "9" * 5000):
+        with pytest.raises(ValueError):
+            lru.parse_size(bad)
+
+
+def test_concurrent_use_from_threads_keeps_the_byte_count_exact() -> None:
+    cache: ByteLRU[int] = ByteLRU(max_bytes=1000)
+
+    def hammer(seed: int) -> None:
+        for i in range(5000):
+            cache.put((seed, i % 50), i, 7)
+            cache.get((seed, (i * 7) % 50))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert cache.bytes == 7 * len(cache) <= 1000

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from ssl_exporter import ari
 from ssl_exporter.config import Module
-from ssl_exporter.errors import ProbeAborted, ProbeFailure, classify
+from ssl_exporter.errors import EXHAUSTION_ERRNOS, OutOfResources, ProbeAborted, ProbeFailure, classify
 from ssl_exporter.redact import redact_urls
 from ssl_exporter.result import (
     AddressResult,
@@ -168,6 +168,14 @@ async def run_probe(
     return await asyncio.shield(task)
 
 
+def cancel_all() -> int:
+    """Cancel every probe in flight (shutdown); how many there were."""
+    tasks = [task for task in _IN_FLIGHT.values() if not task.done()]
+    for task in tasks:
+        task.cancel()
+    return len(tasks)
+
+
 def _forget(key: tuple[int, str, str, float], task: asyncio.Task[ProbeResult]) -> None:
     _IN_FLIGHT.pop(key, None)
     if not task.cancelled():
@@ -188,6 +196,8 @@ async def _run_probe(
     except TimeoutError:
         recorder.fail(recorder.stage, "timeout", f"deadline of {timeout:g}s passed")
     except _EXPECTED as exc:
+        if isinstance(exc, OSError) and exc.errno in EXHAUSTION_ERRNOS:
+            raise OutOfResources(f"{recorder.stage}: {exc.strerror or exc}") from None
         error = classify(exc, recorder.stage)
         recorder.fail(error.stage, error.reason, error.detail)
     except Exception as exc:  # a bug must cost one probe, not the exporter

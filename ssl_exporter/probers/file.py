@@ -14,13 +14,12 @@ import fnmatch
 import os
 import re
 import stat
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ssl_exporter.certs import CertificateError, parse_der
+from ssl_exporter import lru
+from ssl_exporter.certs import CertificateError, parse_der, size_of
 from ssl_exporter.config import Module
 from ssl_exporter.probers.base import Prober, ProbeRecorder, ReadPool, checkpoint
 from ssl_exporter.result import CertInfo, ReadError
@@ -64,30 +63,29 @@ class FileResult:
 
 
 class ParseCache:
-    """Parsed files by (path, device, inode, size, mtime, password), least recently used out."""
+    """Parsed files by (path, device, inode, size, mtime, password), least recently used out,
+    bounded in bytes by the files' share of ``--cache.max-bytes`` (:mod:`ssl_exporter.lru`)."""
 
     def __init__(self, max_entries: int = 2 * MAX_FILES) -> None:
-        self._entries: OrderedDict[tuple[object, ...], FileResult] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()  # used from several READ_EXECUTOR threads at once
-        self.hits = self.misses = 0
+        self._entries: lru.ByteLRU[FileResult] = lru.budgeted("files", max_entries)
+        self.hits = self.misses = 0  # approximate: counted outside the cache's lock
 
     def get(self, key: tuple[object, ...]) -> FileResult | None:
-        with self._lock:
-            result = self._entries.get(key)
-            if result is None:
-                self.misses += 1
-                return None
+        result = self._entries.get(key)
+        if result is None:
+            self.misses += 1
+        else:
             self.hits += 1
-            self._entries.move_to_end(key)
-            return result
+        return result
 
     def put(self, key: tuple[object, ...], result: FileResult) -> None:
-        with self._lock:
-            self._entries[key] = result
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+        size = _RESULT_OVERHEAD + lru.text_size(str(key[0])) + sum(size_of(cert) for cert in result.certs)
+        if result.error is not None:
+            size += lru.text_size(result.error.detail)
+        self._entries.put(key, result, size)
+
+
+_RESULT_OVERHEAD = 512
 
 
 CACHE = ParseCache()
