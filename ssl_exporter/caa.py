@@ -40,6 +40,7 @@ from cryptography.x509.oid import NameOID
 
 from ssl_exporter import resolve
 from ssl_exporter.certs import matches_hostname
+from ssl_exporter.printable import printable
 from ssl_exporter.result import CAARecord as Record
 from ssl_exporter.result import CAAResult, CertInfo
 
@@ -200,5 +201,5 @@ async def check(name: str, leaves: Sequence[CertInfo], config: CAAConfig, server
 
 def exported_value(value: str) -> str:
     """A record's value as a label: printable, at most MAX_VALUE_CHARS characters."""
-    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in value)
+    text = printable(value)
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"

@@ -39,6 +39,7 @@ import yaml
 
 from ssl_exporter import config, resolve
 from ssl_exporter.access import TargetRefused
+from ssl_exporter.printable import escape, printable
 from ssl_exporter.rdap import trouble
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, all_errors
 from ssl_exporter.server import BadRequest, parse_probe_request, run_request
@@ -270,14 +271,10 @@ def perfdata(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, no
 # written as escapes, so every line stays one line of the report's own making.
 def plain(text: str) -> str:
     """``text`` on one line without "|": "|", control, format and separator characters escaped."""
-    if text.isprintable() and "|" not in text:
-        return text
-    return "".join(ch if ch.isprintable() and ch != "|" else _escape(ch) for ch in text)
+    return printable(text, "|")
 
 
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+_escape = escape  # the name this module used before the helper was shared
 
 
 def text_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, target: str,

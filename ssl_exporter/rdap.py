@@ -43,6 +43,7 @@ from urllib.parse import urljoin, urlsplit
 from ssl_exporter.access import Policy, TargetRefused
 from ssl_exporter.errors import classify, verify_reason
 from ssl_exporter.lru import ByteLRU, text_size
+from ssl_exporter.printable import printable
 from ssl_exporter.result import DomainInfo
 from ssl_exporter.targets import TargetError, parse_target
 
@@ -67,7 +68,7 @@ class LookupFailed(Exception):
     def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
-        self.detail = " ".join(detail.split())
+        self.detail = printable(" ".join(detail.split()))
         self.retry_after = retry_after
 
 
@@ -346,8 +347,8 @@ def _referral(links: Any, domain: str) -> str | None:
 
 
 def _label(text: str) -> str:
-    """A label value: whitespace collapsed, at most MAX_LABEL characters."""
-    text = " ".join(text.split())
+    """A label value: whitespace collapsed, unprintables escaped, at most MAX_LABEL characters."""
+    text = printable(" ".join(text.split()))
     return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
 
 

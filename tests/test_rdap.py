@@ -182,6 +182,27 @@ async def test_label_values_are_capped_and_escaped(config_path: Path, registry: 
     assert registrar.startswith('Evil "Registrar"\\ yyy') and len(registrar) == rdap.MAX_LABEL
 
 
+async def test_unprintable_and_surrogate_text_is_escaped(config_path: Path,
+                                                          registry: registry_double.Registry) -> None:
+    # JSON may carry a lone surrogate, NUL or ESC; as label values they made every scrape fail.
+    registry.answers["ctrl.test"] = registry_double.domain_object(
+        "ctrl.test", [("expiration", "2030-01-01T00:00:00Z")], ["active\ud800", "ok\x00\x1b[31m"],
+        entities=[{"objectClassName": "entity", "roles": ["registrar"],
+                   "vcardArray": registry_double.vcard("Bad\ud800 \x1b[2JRegistrar\x00")}])
+    async with serve_exporter(config_path) as client:
+        samples = await probe(client, "ctrl.test")
+        debug = await client.get("/probe", params={"target": "ctrl.test", "module": "domain", "debug": "true"})
+        assert debug.status == 200
+        assert "\x1b" not in await debug.text()
+    assert samples.get("ssl_probe_success") == 1
+    assert {s["status"] for s in samples.series("ssl_domain_status_info")} == {"active\\ud800",
+                                                                              "ok\\x00\\x1b[31m"}
+    assert samples.series("ssl_domain_registrar_info") == [{"registrar": "Bad\\ud800 \\x1b[2JRegistrar\\x00"}]
+    failure = rdap.LookupFailed("bad_response", "server said \ud800\x00\x1b[2J")
+    assert failure.detail == "server said \\ud800\\x00\\x1b[2J"
+    failure.detail.encode("utf-8")
+
+
 async def test_expiry_override_is_reported_as_such(config_path: Path, registry: registry_double.Registry) -> None:
     samples = await probe_domain(config_path, "www.fixed.invalid")
     assert samples.get("ssl_probe_success") == 1
