@@ -360,6 +360,53 @@ async def test_policy_refuses_the_target_domain(config_path: Path) -> None:
         assert response.status == 200
 
 
+async def test_answers_are_kept_apart_by_policy_trust_and_proxy(tmp_path: Path, pki: PKI,
+                                                                 registry: registry_double.Registry) -> None:
+    # Same rdap: block, different policy or trust: one module's refusal, TLS failure or data
+    # was served to the other from the shared cache (and the shared bootstrap registry).
+    from tests.servers.proxy import run_tinyproxy
+
+    with run_tinyproxy("probe", "s3cret") as proxy_port:
+        block = f'{{bootstrap_url: "{registry.base}/bootstrap.json"}}'
+        proxied = f'{{bootstrap_url: "{registry.base}/bootstrap.json", proxy_url: "http://probe:wrong@127.0.0.1:{proxy_port}"}}'
+        path = tmp_path / "scoped.yml"
+        path.write_text(textwrap.dedent(f"""\
+            modules:
+              walled:
+                prober: rdap
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {block}
+                target_policy: {{deny_cidrs: [127.0.0.0/8]}}
+              open:
+                prober: rdap
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {block}
+              untrusting:
+                prober: rdap
+                rdap: {block}
+              proxied:
+                prober: rdap
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {proxied}
+            """))
+        async with serve_exporter(path) as client:
+            walled = await probe(client, "shop.test", module="walled")
+            opened = await probe(client, "shop.test", module="open")
+            untrusting = await probe(client, "shop.test", module="untrusting")
+            proxied_result = await probe(client, "shop.test", module="proxied")
+            walled_again = await probe(client, "shop.test", module="walled")
+    assert walled.errors() == {("rdap", "bootstrap_unavailable")}  # the policy refused the bootstrap URL
+    assert opened.get("ssl_probe_success") == 1
+    assert opened.get("ssl_domain_expiry_timestamp_seconds") == ts("2031-07-01T12:00:00+00:00")
+    assert untrusting.get("ssl_probe_success") == 0
+    assert untrusting.get("ssl_domain_expiry_timestamp_seconds") is None
+    assert proxied_result.errors() == {("rdap", "bootstrap_unavailable")}
+    assert walled_again.errors() == {("rdap", "bootstrap_unavailable")}
+    assert walled_again.get("ssl_domain_expiry_timestamp_seconds") is None
+    # One bootstrap fetch and one domain lookup reached the registry: the open module's.
+    assert registry.requests == ["/bootstrap.json", "/thick/domain/shop.test"]
+
+
 # ---- input, config and the pieces ------------------------------------------------------------
 
 

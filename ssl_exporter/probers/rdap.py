@@ -40,7 +40,7 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
     assert cfg is not None and module.ssl_context is not None and rec.deadline is not None
     with rec.phase("rdap"):
         outcome = await rdap.lookup(target.host, cfg, module.ssl_context, module.policy, module.timeout,
-                                    rec.deadline, rec.note)
+                                    rec.deadline, rec.note, trust=module.tls_config)
     rec.domain = outcome.info
     info = outcome.info
     if info is not None:
