@@ -203,11 +203,11 @@ class Config:
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration, secrets replaced, for /config and debug output."""
-        return {
+        return redact_tree({
             "default_module": self.default_module,
             **({"target_policy": self.target_policy.as_dict()} if self.target_policy else {}),
             "modules": {name: module_dict(m) for name, m in self.modules.items()},
-        }
+        })
 
 
 def module_dict(module: Module) -> dict[str, Any]:
@@ -271,6 +271,18 @@ def _revocation_dict(module: Module) -> dict[str, Any]:
 def redact_url(url: str | None) -> str | None:
     """The URL with its user information redacted (ssl_exporter.redact: a lone user is a token too)."""
     return redact_urls(url) if url else url
+
+
+def redact_tree(value: Any) -> Any:
+    """``value`` with the credentials of every URL in every string of it redacted: applied
+    once to the whole shown configuration, so that a key added later is covered too."""
+    if isinstance(value, str):
+        return redact_urls(value)
+    if isinstance(value, Mapping):
+        return {redact_tree(k): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(v) for v in value]
+    return value
 
 
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -472,6 +472,32 @@ def test_config_errors(block: str, message: str, tmp_path: Path) -> None:
     assert str(error.value).startswith(message)
 
 
+async def test_credentials_in_rdap_urls_are_redacted(tmp_path: Path, pki: PKI,
+                                                     registry: registry_double.Registry) -> None:
+    port = registry.base.rsplit(":", 1)[1]
+    path = tmp_path / "secret.yml"
+    path.write_text(textwrap.dedent(f"""\
+        modules:
+          d:
+            prober: rdap
+            tls_config: {{ca_file: {pki.root_file}}}
+            rdap:
+              bootstrap_url: "https://t0ken@localhost:{port}/bootstrap.json"
+              servers: {{test: "https://reg:s3cret@localhost:{port}/thick/"}}
+        """))
+    shown = config.load_file(str(path)).redacted()["modules"]["d"]["rdap"]
+    assert shown["bootstrap_url"] == f"https://<secret>@localhost:{port}/bootstrap.json"
+    assert shown["servers"] == {"test": f"https://reg:<secret>@localhost:{port}/thick/"}
+    async with serve_exporter(path) as client:
+        page = await (await client.get("/config")).text()
+        debug = await client.get("/probe", params={"target": "shop.test", "module": "d", "debug": "true"})
+        text = await debug.text()
+    assert "reg:<secret>@localhost" in page
+    assert "s3cret" not in page and "t0ken" not in page
+    assert "ssl_probe_success 1" in text
+    assert "s3cret" not in text and "t0ken" not in text
+
+
 def test_embedded_default_has_a_domain_module() -> None:
     module = config.load_default().modules["domain"]
     assert module.prober == "rdap"
