@@ -297,13 +297,30 @@ def load_file(path: str) -> Config:
     return load_text(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a real configuration file is a few KB
+
+
 def read_text(path: str, error: type[ValueError] = ConfigError) -> str:
-    """A configuration file's text, or ``error`` in one line (shared with webconfig.py)."""
+    """A configuration file's text, or ``error`` in one line (shared with webconfig.py).
+
+    A regular file, bounded in bytes, or a FIFO: unlike the files a configuration names
+    (read with sources.read_regular, which refuses FIFOs), this one is named by the operator
+    on the command line, where ``--config.file=<(make-config)`` is a real use, and a load
+    runs in a thread of its own, so a FIFO nobody writes to holds that load, not the
+    exporter (tests/test_lifecycle.py holds loads that way). A device (/dev/zero, a
+    terminal) is refused before it is read.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        with open(path, "rb") as f:
+            if not (stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode) or stat.S_ISFIFO(mode)):
+                raise error(f"{path}: not a regular file")
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise error(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise error(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise error(f"{path}: not UTF-8 text") from None
 

@@ -45,6 +45,7 @@ from ssl_exporter.errors import classify, verify_reason
 from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.printable import printable
 from ssl_exporter.result import DomainInfo
+from ssl_exporter.sources import SourceError, read_regular
 from ssl_exporter.targets import TargetError, parse_target
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,12 @@ def parse_config(raw: Any, path: str, base_dir: str) -> RDAPConfig:
     file_bootstrap = None
     if bootstrap_file is not None:
         bootstrap_file = os.path.join(base_dir, os.path.expanduser(bootstrap_file))
+        try:  # a regular file only: a FIFO here would hold this load and every later one
+            data, _ = read_regular(bootstrap_file, MAX_BOOTSTRAP_BYTES)
+        except SourceError as exc:
+            raise c.ConfigError(f"{path}.bootstrap_file: cannot read {bootstrap_file}: {exc}") from None
         try:
-            with open(bootstrap_file, "rb") as f:
-                file_bootstrap = parse_bootstrap(f.read(MAX_BOOTSTRAP_BYTES + 1)[:MAX_BOOTSTRAP_BYTES])
-        except OSError as exc:
-            raise c.ConfigError(f"{path}.bootstrap_file: cannot read {bootstrap_file}: {exc.strerror}") from None
+            file_bootstrap = parse_bootstrap(data)
         except ValueError as exc:
             raise c.ConfigError(f"{path}.bootstrap_file: {bootstrap_file}: {exc}") from None
     servers = c._get(raw, "servers", dict, path, None) or {}

@@ -498,6 +498,18 @@ async def test_credentials_in_rdap_urls_are_redacted(tmp_path: Path, pki: PKI,
     assert "s3cret" not in text and "t0ken" not in text
 
 
+def test_a_bootstrap_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    # A FIFO there held the load, and every later reload, for good.
+    from tests.conftest import call_beside_fifo
+
+    fifo = tmp_path / "dns.json"
+    os.mkfifo(fifo)
+    text = "modules: {d: {prober: rdap, rdap: {bootstrap_file: dns.json}}}"
+    with pytest.raises(config.ConfigError) as error:
+        call_beside_fifo(fifo, config.load_text, text, "test", str(tmp_path))
+    assert str(error.value) == f"modules.d.rdap.bootstrap_file: cannot read {fifo}: not a regular file"
+
+
 def test_embedded_default_has_a_domain_module() -> None:
     module = config.load_default().modules["domain"]
     assert module.prober == "rdap"
