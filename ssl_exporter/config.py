@@ -383,6 +383,7 @@ class _Contexts:
     def __init__(self) -> None:
         self._client: dict[TLSConfig, ssl.SSLContext] = {}
         self._stapling: dict[TLSConfig, Any] = {}
+        self._system_dns: resolve.SystemServers | None = None
 
     @staticmethod
     def _key(tls_config: TLSConfig) -> TLSConfig:
@@ -393,6 +394,12 @@ class _Contexts:
         if key not in self._client:
             self._client[key] = tls.build_client_context(tls_config)
         return self._client[key]
+
+    def system_dns(self) -> resolve.SystemServers:
+        """The system resolver's servers (/etc/resolv.conf), read once per load for CAA."""
+        if self._system_dns is None:
+            self._system_dns = resolve.read_system_servers()
+        return self._system_dns
 
     def stapling(self, tls_config: TLSConfig, path: str) -> Any:
         key = self._key(tls_config)
@@ -445,6 +452,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str, contexts: _Cont
     legacy = _parse_legacy_versions(raw.get("legacy_versions"), f"{path}.legacy_versions")
     target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
     caa_config = _parse_caa(raw["caa"], f"{path}.caa") if "caa" in raw else None
+    if caa_config is not None and not tcp.dns_servers:
+        caa_config = dataclasses.replace(caa_config, system=contexts.system_dns())
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
                   client_cert=client_cert, revocation=revocation, stapling_context=stapling_context,
                   legacy_versions=legacy, target_policy=target_policy, caa=caa_config)

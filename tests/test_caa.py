@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ssl_exporter import caa, config
+from ssl_exporter import caa, config, resolve
 from ssl_exporter.certs import parse_der
 from ssl_exporter.result import CAARecord
 from tests.conftest import PKI, Samples, probe, serve_exporter
@@ -126,6 +126,35 @@ async def test_lookup_failure_is_not_a_verdict(pki: PKI, servers: tuple[int, int
     assert s.get("ssl_caa_issuer_allowed") is None  # unknown is absent
     assert s.series("ssl_caa_info") == []
     assert s.get("ssl_probe_phase_duration_seconds", phase="caa") is not None
+
+
+async def test_no_system_resolver_is_a_failed_lookup_not_a_crash(pki: PKI, servers: tuple[int, int],
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A minimal container: /etc/resolv.conf empty or missing. The resolver was built outside
+    # the try: the whole probe failed with internal_error.
+    empty = tmp_path / "resolv.conf"
+    empty.write_text("# no nameserver lines\n")
+    path = tmp_path / "system.yml"
+    path.write_text(textwrap.dedent(f"""\
+        modules:
+          caa:
+            prober: tcp
+            tls_config: {{ca_file: {pki.root_file}}}
+            caa: {{identities: {{"Test Intermediate CA": [ca.test]}}}}
+        """))
+    for resolv_conf in (empty, tmp_path / "missing.conf"):
+        monkeypatch.setattr(resolve, "RESOLV_CONF", str(resolv_conf))
+        async with serve_exporter(path) as client:
+            debug = await client.get("/probe", params={"target": f"127.0.0.1:{servers[1]}", "module": "caa",
+                                                       "hostname": "allow.test", "debug": "true"})
+            text = await debug.text()
+        assert "CAA lookup for allow.test failed: no_resolver" in text
+        assert "internal_error" not in text
+        s = await caa_probe(path, servers[1], "allow.test")
+        assert s.get("ssl_caa_lookup_success") == 0
+        assert s.get("ssl_caa_issuer_allowed") is None
+        assert s.errors() == set()
 
 
 async def test_account_uri_decides_rfc8657_records(pki: PKI, servers: tuple[int, int], tmp_path: Path) -> None:
