@@ -245,7 +245,8 @@ def module_dict(module: Module) -> dict[str, Any]:
                 "all_addresses": tcp.all_addresses or None,
                 "max_addresses": tcp.max_addresses if tcp.all_addresses else None,
                 "dns_servers": list(tcp.dns_servers) or None,
-                "dns_timeout": format_duration(tcp.dns_timeout) if tcp.dns_servers else None,
+                "dns_timeout": format_duration(tcp.dns_timeout)
+                if tcp.dns_servers or tcp.dns_timeout != TCPConfig.dns_timeout else None,
             }
         ),
         **_revocation_dict(module),

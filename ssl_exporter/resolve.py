@@ -17,7 +17,7 @@ timeout        no answer within ``tcp.dns_timeout`` (or the probe's deadline)
 
 The system resolver cannot tell these apart reliably (getaddrinfo's EAI_NONAME covers both
 a missing name and a missing address), so its failures keep the reason ``dns``, except
-``no_address`` when only the IP family is wrong.
+``no_address`` when only the IP family is wrong and ``timeout`` past ``tcp.dns_timeout``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def parse_server(text: str) -> Server:
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise ValueError(f"{whole!r}: port {text!r} is not in 1-65535")
     return int(text)
 
@@ -168,7 +168,7 @@ async def resolve(host: str, port: int, preferred: str, fallback: bool, servers:
     documented reason when no address results.
     """
     if not servers:
-        return await _system(host, port, preferred, fallback)
+        return await _system(host, port, preferred, fallback, timeout)
     families = ["AAAA", "A"] if preferred == "ip6" else ["A", "AAAA"]
     if not fallback:
         families = families[:1]
@@ -196,9 +196,14 @@ async def resolve(host: str, port: int, preferred: str, fallback: bool, servers:
     raise ProbeFailure("no_address", f"{host} has no {preferred} address and ip_protocol_fallback is off")
 
 
-async def _system(host: str, port: int, preferred: str, fallback: bool) -> list[str]:
+async def _system(host: str, port: int, preferred: str, fallback: bool, timeout: float) -> list[str]:
     family = socket.AF_INET6 if preferred == "ip6" else socket.AF_INET
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:  # getaddrinfo itself cannot be stopped: its thread finishes later, unwaited for
+        async with asyncio.timeout(timeout):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise ProbeFailure("timeout", f"{host}: no answer from the system resolver within {timeout:g}s "
+                                      "(tcp.dns_timeout or the probe's deadline)") from None
     addresses: list[str] = []
     for info_family, *_, sockaddr in sorted(infos, key=lambda info: info[0] != family):
         if (info_family == family or fallback) and str(sockaddr[0]) not in addresses:
