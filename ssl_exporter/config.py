@@ -471,7 +471,7 @@ def _parse_caa(raw: Any, path: str) -> caa.CAAConfig:
         domains = [domains] if isinstance(domains, str) else domains
         if not isinstance(issuer, str) or not isinstance(domains, list) or not domains \
                 or not all(isinstance(d, str) and d and " " not in d for d in domains):
-            raise ConfigError(f"{path}.identities: expected issuer name: [CAA domain, ...], got {issuer!r}")
+            raise ConfigError(f"{path}.identities: expected issuer name: [CAA domain, ...], got {shown(issuer)}")
         parsed[issuer] = tuple(d.lower() for d in domains)
     methods = _get(raw, "validation_methods", list, path, None) or []
     if not all(isinstance(m, str) and m for m in methods):

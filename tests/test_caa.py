@@ -214,3 +214,12 @@ def test_caa_config_is_validated() -> None:
     loaded = config.load_text("modules: {m: {prober: tcp, caa: }}", "t")
     assert loaded.modules["m"].caa == caa.CAAConfig()
     assert config.module_dict(loaded.modules["m"])["caa"] == {}
+
+
+def test_a_huge_issuer_name_is_clipped_in_the_error() -> None:
+    issuer = "Evil CA " * 120  # YAML allows simple keys up to 1024 characters
+    with pytest.raises(config.ConfigError) as error:
+        config.load_text(json.dumps({"modules": {"m": {"prober": "tcp", "caa": {"identities": {issuer: []}}}}}), "t")
+    message = str(error.value)
+    assert message.startswith("modules.m.caa.identities: expected issuer name: [CAA domain, ...], got 'Evil CA")
+    assert len(message) < 300 and "..." in message

@@ -418,6 +418,16 @@ async def test_bad_targets_are_400(config_path: Path, target: str) -> None:
         assert "\n" not in (await response.text()).strip()
 
 
+async def test_a_long_target_is_clipped_in_the_answer(config_path: Path) -> None:
+    target = "https://co.uk/" + "x" * 5000  # a public suffix: the target is echoed in the error
+    async with serve_exporter(config_path) as client:
+        response = await client.get("/probe", params={"target": target, "module": "domain"})
+        text = await response.text()
+    assert response.status == 400
+    assert "is a public suffix" in text and f"({len(target)} characters)" in text
+    assert len(text) < 500
+
+
 def test_registrable_domain_uses_the_public_suffix_list() -> None:
     # Pure name arithmetic: nothing is resolved.
     assert registrable_domain("www.example.co.uk") == "example.co.uk"
