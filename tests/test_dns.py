@@ -439,3 +439,33 @@ def test_dns_timeout_is_shown_and_ports_are_ascii_digits() -> None:
     assert "dns_timeout" not in default["modules"]["m"]["tcp"]
     with pytest.raises(ValueError, match="is not in 1-65535"):
         resolve.parse_server("127.0.0.1:\u0665\u0663")  # Arabic-Indic digits "53"
+
+
+def test_check_and_debug_output_name_the_fallback_handshake(pki: PKI, world: World, config_path: Path) -> None:
+    """check's JSON and text reports and the debug summary left out the fallback handshake."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    base = [sys.executable, "-m", "ssl_exporter", "check", "--config.file", str(config_path)]
+    every = [*base, f"mixed.test:{world.tls_port}", "--module", "all"]
+    doc = json.loads(subprocess.run([*every, "--format", "json"], capture_output=True, text=True, env=env,
+                                    timeout=30).stdout)
+    by_address = {a["address"]: a for a in doc["addresses"]}
+    assert by_address[LEGACY]["fallback_handshake"] is True
+    assert by_address[LEGACY]["fallback_tls"]["version"] == "TLS 1.0"
+    assert by_address[GOOD[0]]["fallback_handshake"] is False and by_address[GOOD[0]]["fallback_tls"] is None
+    text = subprocess.run(every, capture_output=True, text=True, env=env, timeout=30).stdout
+    assert f"Address {LEGACY}: FAILED, handshake failed, chain verified, name matches, certificates from the " \
+           "fallback handshake (TLS 1.0, " in text
+    one = [*base, f"{LEGACY}:{world.tls_port}", "--module", "one", "--hostname", "mixed.test"]
+    doc = json.loads(subprocess.run([*one, "--format", "json"], capture_output=True, text=True, env=env,
+                                    timeout=30).stdout)
+    assert doc["fallback_handshake"] is True and doc["fallback_tls"]["version"] == "TLS 1.0"
+    text = subprocess.run(one, capture_output=True, text=True, env=env, timeout=30).stdout
+    assert "Fallback:   certificates read by the fallback handshake: TLS 1.0, " in text
+
+
+async def test_debug_summary_names_the_fallback_of_an_address(world: World, config_path: Path) -> None:
+    async with serve_exporter(config_path) as client:
+        debug = await (await client.get("/probe", params={"target": f"mixed.test:{world.tls_port}",
+                                                          "module": "all", "debug": "true"})).text()
+    [line] = [line for line in debug.splitlines() if line.startswith(f"address {LEGACY}:")]
+    assert "certificates read by the fallback handshake: TLS 1.0, cipher " in line

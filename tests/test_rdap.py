@@ -558,6 +558,35 @@ async def test_check_command_reports_the_domain(config_path: Path, registry: reg
     assert out.startswith("DOMAIN CRITICAL - missing.test: rdap/not_found")
 
 
+async def test_check_takes_ca_file_for_the_rdap_servers(tmp_path: Path, pki: PKI,
+                                                       registry: registry_double.Registry) -> None:
+    # --ca-file was refused for rdap modules ("probes certificates at rest"), though their
+    # tls_config is the RDAP servers' trust store.
+    path = tmp_path / "untrusting.yml"
+    path.write_text(textwrap.dedent(f"""\
+        modules:
+          domain:
+            prober: rdap
+            rdap: {{servers: {{test: "{registry.base}/thick/"}}}}
+        """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    async def check(*extra: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ssl_exporter", "check", "--module", "domain", f"--config.file={path}",
+            *extra, "shop.test", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode is not None
+        return process.returncode, out.decode() + err.decode()
+
+    code, out = await check()
+    assert code == 2 and "rdap/unknown_issuer" in out, out  # the private CA is not the system's
+    code, out = await check("--ca-file", str(pki.root_file))
+    assert code == 0, out
+    assert out.startswith("DOMAIN OK - shop.test: domain registration expires in ")
+    assert registry.requests == ["/thick/domain/shop.test"]
+
+
 # ---- through a proxy -------------------------------------------------------------------------
 
 
