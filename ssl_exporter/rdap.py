@@ -603,6 +603,7 @@ async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: 
     everything that changes them: ``rdap:`` (its proxy included), the policy and the trust,
     so that one module's refusal or TLS failure is never served to another, nor its data.
     """
+    note = _escaped(note)  # notes quote what servers sent (URLs, names): debug output shows them
     if domain in cfg.expiry_override:
         note(f"rdap: {domain} has an expiry_override; no lookup")
         return Outcome(DomainInfo(domain=domain, source="expiry_override", expiry=cfg.expiry_override[domain]))
@@ -644,6 +645,10 @@ async def _lookup_and_store(domain: str, cfg: RDAPConfig, context: ssl.SSLContex
     return Outcome(info)
 
 
+def _escaped(note: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda message: note(printable(message))
+
+
 def _store(key: Any, entry: _Entry) -> None:
     good = entry.good
     size = 400 + text_size(entry.detail, *(() if good is None else (good.domain, good.server, good.registrar or "",
@@ -680,7 +685,7 @@ async def _lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy:
         note("rdap: the answer has no expiration event; set expiry_override for this domain if needed")
     return DomainInfo(domain=domain, source="rdap", expiry=facts.expiry, registration=facts.registration,
                       statuses=facts.statuses, registrar=facts.registrar, lookup_time=time.time(),
-                      server=" -> ".join(servers))
+                      server=printable(" -> ".join(servers)))  # shown in notes and reports
 
 
 async def _service(domain: str, cfg: RDAPConfig, fetcher: Fetcher, note: Callable[[str], None]) -> str:

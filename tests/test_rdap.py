@@ -189,11 +189,19 @@ async def test_unprintable_and_surrogate_text_is_escaped(config_path: Path,
         "ctrl.test", [("expiration", "2030-01-01T00:00:00Z")], ["active\ud800", "ok\x00\x1b[31m"],
         entities=[{"objectClassName": "entity", "roles": ["registrar"],
                    "vcardArray": registry_double.vcard("Bad\ud800 \x1b[2JRegistrar\x00")}])
+    # A registry's referral (quoted in the notes) with ESC and a lone surrogate in its path.
+    registry.answers["ctrl.example"] = registry_double.domain_object(
+        "ctrl.example", [], ["active"],
+        links=[{"rel": "related", "type": "application/rdap+json",
+                "href": f"{registry.base}/registrar\x1b[2J\ud800/domain/ctrl.example"}])
     async with serve_exporter(config_path) as client:
         samples = await probe(client, "ctrl.test")
-        debug = await client.get("/probe", params={"target": "ctrl.test", "module": "domain", "debug": "true"})
-        assert debug.status == 200
-        assert "\x1b" not in await debug.text()
+        for target in ("ctrl.test", "ctrl.example"):
+            debug = await client.get("/probe", params={"target": target, "module": "domain", "debug": "true"})
+            assert debug.status == 200
+            text = await debug.text()
+            assert "\x1b" not in text and "\ud800" not in text
+        assert "/registrar\\x1b[2J\\ud800/domain/ctrl.example" in text
     assert samples.get("ssl_probe_success") == 1
     assert {s["status"] for s in samples.series("ssl_domain_status_info")} == {"active\\ud800",
                                                                               "ok\\x00\\x1b[31m"}
