@@ -40,6 +40,7 @@ from cryptography.x509.oid import NameOID
 
 from ssl_exporter import resolve
 from ssl_exporter.certs import matches_hostname
+from ssl_exporter.printable import printable
 from ssl_exporter.result import CAARecord as Record
 from ssl_exporter.result import CAAResult, CertInfo
 
@@ -69,6 +70,8 @@ class CAAConfig:
     identities: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # issuer O or CN -> CAA domains
     account_uri: str | None = None  # RFC 8657 accounturi the renewals use
     validation_methods: tuple[str, ...] = ()  # RFC 8657 methods the renewals use (http-01, dns-01, ...)
+    # The system resolver's servers, read once per load (used without dns_servers).
+    system: resolve.SystemServers | None = field(default=None, compare=False, repr=False)
 
 
 class LookupFailed(Exception):
@@ -176,10 +179,12 @@ async def check(name: str, leaves: Sequence[CertInfo], config: CAAConfig, server
     the issuers of ``leaves`` (one per address probed; all must be allowed). Never raises
     for DNS failures."""
     name = issued_name(leaves[0] if leaves else None, name)
-    resolver = resolve.make_resolver(servers, timeout)
     try:
+        resolver = resolve.make_resolver(servers, timeout, config.system)
         async with asyncio.timeout(timeout):
             domain, records = await relevant_set(name, resolver)
+    except dns.exception.DNSException as exc:  # no_resolver: the system's configuration names no server
+        return CAAResult(lookup_success=False, name=name, reason=resolve.failure_reason(exc))
     except LookupFailed as exc:
         return CAAResult(lookup_success=False, name=name, reason=exc.reason)
     except TimeoutError:
@@ -200,5 +205,5 @@ async def check(name: str, leaves: Sequence[CertInfo], config: CAAConfig, server
 
 def exported_value(value: str) -> str:
     """A record's value as a label: printable, at most MAX_VALUE_CHARS characters."""
-    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in value)
+    text = printable(value)
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"

@@ -40,6 +40,7 @@ import yaml
 from ssl_exporter import config, resolve
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.errors import OutOfResources
+from ssl_exporter.printable import escape, printable
 from ssl_exporter.rdap import trouble
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, all_errors
 from ssl_exporter.server import BadRequest, parse_probe_request, run_request
@@ -157,11 +158,11 @@ def load_config(args: argparse.Namespace) -> config.Config:
     name = args.module or cfg.default_module
     if not files or name not in cfg.modules:  # an unknown module is parse_probe_request's to report
         return cfg
-    if cfg.modules[name].prober != "tcp":
+    if cfg.modules[name].prober not in ("tcp", "rdap"):  # rdap: the trust store for the RDAP servers
         options = ", ".join(TLS_FILE_OPTIONS[key] for key in files)
         raise _UsageError(f"{options}: module {name} probes certificates at rest (prober "
                           f"{cfg.modules[name].prober}), not a TLS server")
-    raw = yaml.safe_load(text)
+    raw = config.load_yaml(text, source)  # loaded once above already: the same bounds and messages
     module = raw["modules"][name] = raw["modules"][name] or {}
     tls_config = module["tls_config"] = module.get("tls_config") or {}
     if "cert_file" in files:
@@ -271,14 +272,10 @@ def perfdata(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, no
 # written as escapes, so every line stays one line of the report's own making.
 def plain(text: str) -> str:
     """``text`` on one line without "|": "|", control, format and separator characters escaped."""
-    if text.isprintable() and "|" not in text:
-        return text
-    return "".join(ch if ch.isprintable() and ch != "|" else _escape(ch) for ch in text)
+    return printable(text, "|")
 
 
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+_escape = escape  # the name this module used before the helper was shared
 
 
 def text_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, target: str,
@@ -300,6 +297,8 @@ def _details(verdict: Verdict, result: ProbeResult, target: str, module: str, se
         lines.append(f"Chain:      {chain}")
         if result.tls is not None:
             lines.append(f"TLS:        {result.tls.version}, {result.tls.cipher}")
+    if result.fallback_tls is not None:
+        lines.append(f"Fallback:   certificates read by the fallback handshake: {_fallback_text(result)}")
     if verdict.expiry is not None:
         source = {"verified_chain": "the verified chain", "leaf": "the leaf", "soonest": "the soonest certificate",
                   "rdap": "the registry (RDAP)", "expiry_override": "expiry_override"}
@@ -313,11 +312,18 @@ def _details(verdict: Verdict, result: ProbeResult, target: str, module: str, se
         view = item.result
         chain = {True: "verified", False: "NOT verified", None: "unknown"}[view.chain_valid]
         name = {True: "matches", False: "does NOT match", None: "unknown"}[view.hostname_valid]
+        fallback = f", certificates from the fallback handshake ({_fallback_text(view)})" \
+            if view.fallback_tls is not None else ""
         lines += ["", f"Address {item.address}: {'OK' if view.success else 'FAILED'}, handshake "
-                      f"{'done' if view.handshake_success else 'failed'}, chain {chain}, name {name}"]
+                      f"{'done' if view.handshake_success else 'failed'}, chain {chain}, name {name}{fallback}"]
         if view.certs:
             lines += _chain_table(view, now)
     return lines
+
+
+def _fallback_text(view: ProbeResult) -> str:
+    assert view.fallback_tls is not None
+    return f"{view.fallback_tls.version}, {view.fallback_tls.cipher}"
 
 
 def _domain_lines(result: ProbeResult, now: float) -> list[str]:
@@ -366,6 +372,7 @@ def json_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace,
         "hostname_valid": result.hostname_valid,
         "tls_version": result.tls.version if result.tls else None,
         "cipher": result.tls.cipher if result.tls else None,
+        **_fallback_json(result),
         "duration_seconds": round(result.duration, 4),
         "errors": [{"stage": e.stage, "reason": e.reason, "detail": e.detail} for e in result.errors],
         "certificates": [_cert_json(position, cert, now)
@@ -392,10 +399,18 @@ def _address_json(address: str, view: ProbeResult, now: float) -> dict[str, Any]
         "hostname_valid": view.hostname_valid,
         "tls_version": view.tls.version if view.tls else None,
         "cipher": view.tls.cipher if view.tls else None,
+        **_fallback_json(view),
         "errors": [{"stage": e.stage, "reason": e.reason, "detail": e.detail} for e in view.errors],
         "certificates": [_cert_json(position, cert, now)
                          for position, cert in zip(positions(view), view.certs, strict=False)],
     }
+
+
+def _fallback_json(view: ProbeResult) -> dict[str, Any]:
+    """Whether the certificates came from the fallback handshake (docs/metrics.md), and what it negotiated."""
+    fallback = view.fallback_tls
+    return {"fallback_handshake": view.fallback_handshake,
+            "fallback_tls": None if fallback is None else {"version": fallback.version, "cipher": fallback.cipher}}
 
 
 def _cert_json(position: str, cert: CertInfo, now: float) -> dict[str, Any]:

@@ -205,11 +205,11 @@ class Config:
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration, secrets replaced, for /config and debug output."""
-        return {
+        return redact_tree({
             "default_module": self.default_module,
             **({"target_policy": self.target_policy.as_dict()} if self.target_policy else {}),
             "modules": {name: module_dict(m) for name, m in self.modules.items()},
-        }
+        })
 
 
 def module_dict(module: Module) -> dict[str, Any]:
@@ -249,7 +249,8 @@ def module_dict(module: Module) -> dict[str, Any]:
                 "all_addresses": tcp.all_addresses or None,
                 "max_addresses": tcp.max_addresses if tcp.all_addresses else None,
                 "dns_servers": list(tcp.dns_servers) or None,
-                "dns_timeout": format_duration(tcp.dns_timeout) if tcp.dns_servers else None,
+                "dns_timeout": format_duration(tcp.dns_timeout)
+                if tcp.dns_servers or tcp.dns_timeout != TCPConfig.dns_timeout else None,
             }
         ),
         **_revocation_dict(module),
@@ -277,6 +278,18 @@ def redact_url(url: str | None) -> str | None:
     return redact_urls(url) if url else url
 
 
+def redact_tree(value: Any) -> Any:
+    """``value`` with the credentials of every URL in every string of it redacted: applied
+    once to the whole shown configuration, so that a key added later is covered too."""
+    if isinstance(value, str):
+        return redact_urls(value)
+    if isinstance(value, Mapping):
+        return {redact_tree(k): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(v) for v in value]
+    return value
+
+
 def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -289,13 +302,30 @@ def load_file(path: str) -> Config:
     return load_text(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a real configuration file is a few KB
+
+
 def read_text(path: str, error: type[ValueError] = ConfigError) -> str:
-    """A configuration file's text, or ``error`` in one line (shared with webconfig.py)."""
+    """A configuration file's text, or ``error`` in one line (shared with webconfig.py).
+
+    A regular file, bounded in bytes, or a FIFO: unlike the files a configuration names
+    (read with sources.read_regular, which refuses FIFOs), this one is named by the operator
+    on the command line, where ``--config.file=<(make-config)`` is a real use, and a load
+    runs in a thread of its own, so a FIFO nobody writes to holds that load, not the
+    exporter (tests/test_lifecycle.py holds loads that way). A device (/dev/zero, a
+    terminal) is refused before it is read.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        with open(path, "rb") as f:
+            if not (stat.S_ISREG(mode := os.fstat(f.fileno()).st_mode) or stat.S_ISFIFO(mode)):
+                raise error(f"{path}: not a regular file")
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise error(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise error(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise error(f"{path}: not UTF-8 text") from None
 
@@ -361,6 +391,7 @@ class _Contexts:
     def __init__(self) -> None:
         self._client: dict[TLSConfig, ssl.SSLContext] = {}
         self._stapling: dict[TLSConfig, Any] = {}
+        self._system_dns: resolve.SystemServers | None = None
 
     @staticmethod
     def _key(tls_config: TLSConfig) -> TLSConfig:
@@ -371,6 +402,12 @@ class _Contexts:
         if key not in self._client:
             self._client[key] = tls.build_client_context(tls_config)
         return self._client[key]
+
+    def system_dns(self) -> resolve.SystemServers:
+        """The system resolver's servers (/etc/resolv.conf), read once per load for CAA."""
+        if self._system_dns is None:
+            self._system_dns = resolve.read_system_servers()
+        return self._system_dns
 
     def stapling(self, tls_config: TLSConfig, path: str) -> Any:
         key = self._key(tls_config)
@@ -425,6 +462,8 @@ def _parse_module(name: str, raw: Any, path: str, base_dir: str, contexts: _Cont
     legacy = _parse_legacy_versions(raw.get("legacy_versions"), f"{path}.legacy_versions")
     target_policy = _parse_target_policy(raw, f"{path}.target_policy") if "target_policy" in raw else None
     caa_config = _parse_caa(raw["caa"], f"{path}.caa") if "caa" in raw else None
+    if caa_config is not None and not tcp.dns_servers:
+        caa_config = dataclasses.replace(caa_config, system=contexts.system_dns())
     return Module(name, prober, timeout, tls_config=tls_config, tcp=tcp, ssl_context=context,
                   client_cert=client_cert, revocation=revocation, stapling_context=stapling_context,
                   legacy_versions=legacy, target_policy=target_policy, caa=caa_config)
@@ -441,7 +480,7 @@ def _parse_caa(raw: Any, path: str) -> caa.CAAConfig:
         domains = [domains] if isinstance(domains, str) else domains
         if not isinstance(issuer, str) or not isinstance(domains, list) or not domains \
                 or not all(isinstance(d, str) and d and " " not in d for d in domains):
-            raise ConfigError(f"{path}.identities: expected issuer name: [CAA domain, ...], got {issuer!r}")
+            raise ConfigError(f"{path}.identities: expected issuer name: [CAA domain, ...], got {shown(issuer)}")
         parsed[issuer] = tuple(d.lower() for d in domains)
     methods = _get(raw, "validation_methods", list, path, None) or []
     if not all(isinstance(m, str) and m for m in methods):

@@ -43,7 +43,9 @@ from urllib.parse import urljoin, urlsplit
 from ssl_exporter.access import Policy, TargetRefused
 from ssl_exporter.errors import classify, verify_reason
 from ssl_exporter.lru import ByteLRU, text_size
+from ssl_exporter.printable import printable
 from ssl_exporter.result import DomainInfo
+from ssl_exporter.sources import SourceError, read_regular
 from ssl_exporter.targets import TargetError, parse_target
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class LookupFailed(Exception):
     def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
-        self.detail = " ".join(detail.split())
+        self.detail = printable(" ".join(detail.split()))
         self.retry_after = retry_after
 
 
@@ -151,9 +153,11 @@ class RDAPConfig:
 
     @property
     def cache_key(self) -> tuple[Any, ...]:
-        """What makes two modules' answers for a domain interchangeable."""
+        """What in ``rdap:`` makes two modules' answers for a domain interchangeable (the
+        module's target policy and trust settings count too: see :func:`lookup`)."""
         return (self.bootstrap_url, self.bootstrap_file, tuple(sorted(self.servers.items())),
-                self.follow_referral, self.allow_http)
+                self.follow_referral, self.allow_http, self.proxy_url, self.max_redirects,
+                self.max_response_bytes)
 
 
 RDAP_KEYS = ("bootstrap_file", "bootstrap_url", "bootstrap_refresh", "servers", "cache_ttl", "error_retry",
@@ -190,11 +194,12 @@ def parse_config(raw: Any, path: str, base_dir: str) -> RDAPConfig:
     file_bootstrap = None
     if bootstrap_file is not None:
         bootstrap_file = os.path.join(base_dir, os.path.expanduser(bootstrap_file))
+        try:  # a regular file only: a FIFO here would hold this load and every later one
+            data, _ = read_regular(bootstrap_file, MAX_BOOTSTRAP_BYTES)
+        except SourceError as exc:
+            raise c.ConfigError(f"{path}.bootstrap_file: cannot read {bootstrap_file}: {exc}") from None
         try:
-            with open(bootstrap_file, "rb") as f:
-                file_bootstrap = parse_bootstrap(f.read(MAX_BOOTSTRAP_BYTES + 1)[:MAX_BOOTSTRAP_BYTES])
-        except OSError as exc:
-            raise c.ConfigError(f"{path}.bootstrap_file: cannot read {bootstrap_file}: {exc.strerror}") from None
+            file_bootstrap = parse_bootstrap(data)
         except ValueError as exc:
             raise c.ConfigError(f"{path}.bootstrap_file: {bootstrap_file}: {exc}") from None
     servers = c._get(raw, "servers", dict, path, None) or {}
@@ -346,8 +351,8 @@ def _referral(links: Any, domain: str) -> str | None:
 
 
 def _label(text: str) -> str:
-    """A label value: whitespace collapsed, at most MAX_LABEL characters."""
-    text = " ".join(text.split())
+    """A label value: whitespace collapsed, unprintables escaped, at most MAX_LABEL characters."""
+    text = printable(" ".join(text.split()))
     return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
 
 
@@ -401,11 +406,13 @@ _HOST_BACKOFF: dict[str, float] = {}
 class Fetcher:
     """One lookup's HTTP client: bounds, scheme, policy, proxy and per-host limits."""
 
-    def __init__(self, session: Any, cfg: RDAPConfig, policy: Policy | None, note: Callable[[str], None]) -> None:
+    def __init__(self, session: Any, cfg: RDAPConfig, policy: Policy | None, note: Callable[[str], None],
+                 scope: Any = None) -> None:
         self.session = session
         self.cfg = cfg
         self.policy = policy
         self.note = note
+        self.scope = scope  # what besides the URL changes an answer: proxy, policy, trust (see lookup)
 
     async def get_json(self, url: str, limit: int) -> Any:
         visited: set[str] = set()
@@ -534,7 +541,7 @@ class _BootstrapState:
     error: str = ""
 
 
-_BOOTSTRAPS: dict[str, _BootstrapState] = {}
+_BOOTSTRAPS: dict[tuple[str, Any], _BootstrapState] = {}  # (URL, scope of lookup) -> state
 
 
 @dataclass(frozen=True)
@@ -586,16 +593,22 @@ class Outcome:
 
 
 async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                 timeout: float, deadline: float, note: Callable[[str], None]) -> Outcome:
+                 timeout: float, deadline: float, note: Callable[[str], None], trust: Any = None) -> Outcome:
     """The domain's registration data, from the cache when fresh, else from RDAP.
 
     ``timeout`` bounds the lookup itself (it finishes and fills the cache even when the
     probe that started it stops waiting); ``deadline`` (loop time) is when this probe stops.
+    ``trust`` (hashable: the module's tls_config) names the trust settings ``context`` was
+    built from. Answers, shared lookups and bootstrap registries are kept apart by
+    everything that changes them: ``rdap:`` (its proxy included), the policy and the trust,
+    so that one module's refusal or TLS failure is never served to another, nor its data.
     """
+    note = _escaped(note)  # notes quote what servers sent (URLs, names): debug output shows them
     if domain in cfg.expiry_override:
         note(f"rdap: {domain} has an expiry_override; no lookup")
         return Outcome(DomainInfo(domain=domain, source="expiry_override", expiry=cfg.expiry_override[domain]))
-    key = (domain, cfg.cache_key)
+    scope = (cfg.cache_key, policy, trust)
+    key = (domain, scope)
     now = time.time()
     entry = _CACHE.get(key)
     if entry is not None and entry.good is not None and now < entry.good.lookup_time + cfg.cache_ttl:  # type: ignore[operator]
@@ -604,7 +617,7 @@ async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: 
     if entry is not None and entry.reason and now < entry.retry_at:
         note(f"rdap: last lookup failed ({entry.reason}); next attempt in {entry.retry_at - now:.0f}s")
         return Outcome(entry.good, entry.reason, entry.detail, cached=True)
-    task = _shared(key, lambda: _lookup_and_store(domain, cfg, context, policy, timeout, key, note))
+    task = _shared(key, lambda: _lookup_and_store(domain, cfg, context, policy, timeout, key, note, scope))
     try:
         async with asyncio.timeout_at(deadline - DEADLINE_MARGIN):
             return await asyncio.shield(task)
@@ -615,10 +628,10 @@ async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: 
 
 
 async def _lookup_and_store(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                            timeout: float, key: Any, note: Callable[[str], None]) -> Outcome:
+                            timeout: float, key: Any, note: Callable[[str], None], scope: Any) -> Outcome:
     try:
         async with asyncio.timeout(timeout):
-            info = await _lookup(domain, cfg, context, policy, note)
+            info = await _lookup(domain, cfg, context, policy, note, scope)
     except Exception as exc:  # every failure is stored and waited out; cancellation passes
         failure = failure_of(exc)
         now = time.time()
@@ -632,6 +645,10 @@ async def _lookup_and_store(domain: str, cfg: RDAPConfig, context: ssl.SSLContex
     return Outcome(info)
 
 
+def _escaped(note: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda message: note(printable(message))
+
+
 def _store(key: Any, entry: _Entry) -> None:
     good = entry.good
     size = 400 + text_size(entry.detail, *(() if good is None else (good.domain, good.server, good.registrar or "",
@@ -640,7 +657,7 @@ def _store(key: Any, entry: _Entry) -> None:
 
 
 async def _lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                  note: Callable[[str], None]) -> DomainInfo:
+                  note: Callable[[str], None], scope: Any = None) -> DomainInfo:
     import aiohttp
 
     resolver = _PolicyResolver(policy) if policy is not None and cfg.proxy_url is None else None
@@ -648,7 +665,7 @@ async def _lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy:
                                      resolver=resolver)  # type: ignore[arg-type]
     async with aiohttp.ClientSession(connector=connector, trust_env=False,
                                      timeout=aiohttp.ClientTimeout(total=None)) as session:
-        fetcher = Fetcher(session, cfg, policy, note)
+        fetcher = Fetcher(session, cfg, policy, note, scope)
         base = await _service(domain, cfg, fetcher, note)
         url = base.rstrip("/") + "/domain/" + domain
         registry = parse_domain(await fetcher.get_json(url, cfg.max_response_bytes), domain)
@@ -668,7 +685,7 @@ async def _lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy:
         note("rdap: the answer has no expiration event; set expiry_override for this domain if needed")
     return DomainInfo(domain=domain, source="rdap", expiry=facts.expiry, registration=facts.registration,
                       statuses=facts.statuses, registrar=facts.registrar, lookup_time=time.time(),
-                      server=" -> ".join(servers))
+                      server=printable(" -> ".join(servers)))  # shown in notes and reports
 
 
 async def _service(domain: str, cfg: RDAPConfig, fetcher: Fetcher, note: Callable[[str], None]) -> str:
@@ -703,11 +720,11 @@ async def _bootstrap(cfg: RDAPConfig, fetcher: Fetcher, note: Callable[[str], No
             raise LookupFailed("no_rdap_service", "neither rdap.bootstrap_url nor rdap.bootstrap_file is set, "
                                                   "and rdap.servers has no entry for this domain")
         return cfg.file_bootstrap
-    state = _BOOTSTRAPS.setdefault(url, _BootstrapState())
+    state = _BOOTSTRAPS.setdefault((url, fetcher.scope), _BootstrapState())
     now = time.time()
     due = state.registry is None or now >= state.fetched + cfg.bootstrap_refresh
     if due and now >= state.retry_at:
-        task = _shared(("bootstrap", url), lambda: _refresh_bootstrap(url, state, cfg, fetcher, note))
+        task = _shared(("bootstrap", url, fetcher.scope), lambda: _refresh_bootstrap(url, state, cfg, fetcher, note))
         await asyncio.shield(task)
     registry = state.registry or cfg.file_bootstrap
     if registry is None:

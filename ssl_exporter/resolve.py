@@ -17,7 +17,7 @@ timeout        no answer within ``tcp.dns_timeout`` (or the probe's deadline)
 
 The system resolver cannot tell these apart reliably (getaddrinfo's EAI_NONAME covers both
 a missing name and a missing address), so its failures keep the reason ``dns``, except
-``no_address`` when only the IP family is wrong.
+``no_address`` when only the IP family is wrong and ``timeout`` past ``tcp.dns_timeout``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ import dns.resolver
 from ssl_exporter.errors import ProbeFailure
 
 DNS_PORT = 53
+# The system resolver's configuration, read by dnspython for CAA lookups without dns_servers.
+RESOLV_CONF = "/etc/resolv.conf"
 # Servers given by --dns.server, used by every module that names none (set once at start).
 _DEFAULT_SERVERS: tuple[str, ...] = ()
 
@@ -79,7 +81,7 @@ def parse_server(text: str) -> Server:
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise ValueError(f"{whole!r}: port {text!r} is not in 1-65535")
     return int(text)
 
@@ -97,14 +99,40 @@ def servers_for(configured: Sequence[str]) -> tuple[Server, ...]:
     return tuple(parse_server(s) for s in (configured or _DEFAULT_SERVERS))
 
 
-def make_resolver(servers: Sequence[Server], timeout: float) -> dns.asyncresolver.Resolver:
+@dataclass(frozen=True)
+class SystemServers:
+    """The name servers of the system's resolver configuration, or why there are none.
+
+    Read once per configuration load (:func:`read_system_servers`), not at every probe on
+    the event loop; a host without a usable /etc/resolv.conf (a minimal container) gets
+    ``error`` here and the reason ``no_resolver`` at each CAA lookup.
+    """
+
+    nameservers: tuple[str | dns.nameserver.Nameserver, ...] = ()
+    error: str = ""
+
+
+def read_system_servers() -> SystemServers:
+    """The servers of :data:`RESOLV_CONF` (a missing, unreadable or empty file is ``error``)."""
+    try:
+        return SystemServers(tuple(dns.resolver.Resolver(filename=RESOLV_CONF).nameservers))
+    except (dns.exception.DNSException, OSError, ValueError) as exc:  # NoResolverConfiguration mostly
+        return SystemServers(error=f"{RESOLV_CONF}: {_one_line(exc)}")
+
+
+def make_resolver(servers: Sequence[Server], timeout: float,
+                  system: SystemServers | None = None) -> dns.asyncresolver.Resolver:
     """A dnspython resolver asking exactly ``servers`` (no /etc/resolv.conf, no search list),
-    or the system's resolv.conf servers when ``servers`` is empty (CAA lookups)."""
+    or the system's resolv.conf servers when ``servers`` is empty (CAA lookups): ``system``
+    as read at load, else read now. NoResolverConfiguration when the system has none."""
+    resolver = dns.asyncresolver.Resolver(configure=False)
     if servers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [dns.nameserver.Do53Nameserver(s.address, s.port) for s in servers]
     else:
-        resolver = dns.asyncresolver.Resolver()
+        system = system if system is not None else read_system_servers()
+        if system.error:
+            raise dns.resolver.NoResolverConfiguration(system.error)
+        resolver.nameservers = list(system.nameservers)
     resolver.lifetime = timeout
     resolver.timeout = timeout
     resolver.cache = None
@@ -115,6 +143,8 @@ def failure_reason(exc: dns.exception.DNSException) -> str:
     """The documented reason for a failed DNS query."""
     if isinstance(exc, dns.resolver.NXDOMAIN):
         return "nxdomain"
+    if isinstance(exc, dns.resolver.NoResolverConfiguration):
+        return "no_resolver"
     if isinstance(exc, dns.resolver.NoAnswer):
         return "no_address"
     if isinstance(exc, dns.exception.Timeout):
@@ -138,7 +168,7 @@ async def resolve(host: str, port: int, preferred: str, fallback: bool, servers:
     documented reason when no address results.
     """
     if not servers:
-        return await _system(host, port, preferred, fallback)
+        return await _system(host, port, preferred, fallback, timeout)
     families = ["AAAA", "A"] if preferred == "ip6" else ["A", "AAAA"]
     if not fallback:
         families = families[:1]
@@ -166,9 +196,14 @@ async def resolve(host: str, port: int, preferred: str, fallback: bool, servers:
     raise ProbeFailure("no_address", f"{host} has no {preferred} address and ip_protocol_fallback is off")
 
 
-async def _system(host: str, port: int, preferred: str, fallback: bool) -> list[str]:
+async def _system(host: str, port: int, preferred: str, fallback: bool, timeout: float) -> list[str]:
     family = socket.AF_INET6 if preferred == "ip6" else socket.AF_INET
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:  # getaddrinfo itself cannot be stopped: its thread finishes later, unwaited for
+        async with asyncio.timeout(timeout):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise ProbeFailure("timeout", f"{host}: no answer from the system resolver within {timeout:g}s "
+                                      "(tcp.dns_timeout or the probe's deadline)") from None
     addresses: list[str] = []
     for info_family, *_, sockaddr in sorted(infos, key=lambda info: info[0] != family):
         if (info_family == family or fallback) and str(sockaddr[0]) not in addresses:

@@ -62,6 +62,7 @@ from ssl_exporter.access import TargetRefused
 from ssl_exporter.certs import distinct
 from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.result import CertInfo, RevocationCheck, placed
+from ssl_exporter.sources import read_regular
 
 if TYPE_CHECKING:
     from ssl_exporter.access import Policy
@@ -501,10 +502,9 @@ def _load_all(data: bytes) -> list[LoadedCRL]:
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(MAX_CRL_BYTES + 1)
-    if len(data) > MAX_CRL_BYTES:
-        raise ValueError(f"larger than {MAX_CRL_BYTES} bytes")
+    """A CRL file's bytes: a regular file only, bounded (SourceError, a ValueError, if not).
+    A FIFO or a device would hold a thread of the default executor, shared with getaddrinfo."""
+    data, _ = read_regular(path, MAX_CRL_BYTES)
     return data
 
 

@@ -111,7 +111,9 @@ def _summary(record: ProbeRecord) -> str:
         lines.append(f"address {item.address}: {'OK' if view.success else 'FAILED'}, handshake "
                      f"{_yes_no(view.handshake_success)}, chain valid {_yes_no(view.chain_valid)}, "
                      f"hostname valid {_yes_no(view.hostname_valid)}"
-                     + (f", {view.tls.version} {view.tls.cipher}" if view.tls else ""))
+                     + (f", {view.tls.version} {view.tls.cipher}" if view.tls else "")
+                     + (f", certificates read by the fallback handshake: {view.fallback_tls.version}, cipher "
+                        f"{view.fallback_tls.cipher}" if view.fallback_tls else ""))
     lines += [f"error {address + ' ' if address else ''}{e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "")
               for address, e in all_errors(result)]
     lines += [f"read error {source_text(e.source)}: {e.reason}" + (f": {e.detail}" if e.detail else "")
@@ -226,7 +228,8 @@ succeeded since. Newest first.</small></p>
 (add <code>&amp;debug=true</code> for the probe's log)</li>
 <li><a href="{e(telemetry_path)}">{e(telemetry_path)}</a>: the exporter's own metrics</li>
 <li><a href="/config">/config</a>: effective configuration, secrets redacted</li>
-<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a>; POST /-/reload reloads the configuration</li>
+<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a>; POST /-/reload reloads the configuration
+when the exporter runs with <code>--web.enable-lifecycle</code> (else it answers 403: send SIGHUP)</li>
 </ul>""")
 
 

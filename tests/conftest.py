@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -123,3 +124,33 @@ async def probe(client: TestClient, target: str, headers: dict[str, str] | None 
     text = await response.text()
     assert response.status == 200, text
     return Samples(text)
+
+
+def call_beside_fifo(fifo: Path, fn: Any, *args: Any, limit: float = 10.0) -> Any:
+    """``fn(*args)`` in a thread, which must finish within ``limit`` seconds. A call stuck
+    opening ``fifo`` for reading is released (its writing end is opened) and fails the test."""
+    import os
+    import threading
+
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(("value", fn(*args)))
+        except BaseException as exc:  # handed to the test below
+            outcome.append(("raised", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # no reader waits on the FIFO: the thread is stuck elsewhere
+        thread.join(limit)
+        raise AssertionError(f"{fn!r} did not finish within {limit}s: it waited on the FIFO {fifo}")
+    kind, value = outcome[0]
+    if kind == "raised":
+        raise value
+    return value

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ssl_exporter import caa, config
+from ssl_exporter import caa, config, resolve
 from ssl_exporter.certs import parse_der
 from ssl_exporter.result import CAARecord
 from tests.conftest import PKI, Samples, probe, serve_exporter
@@ -128,6 +128,35 @@ async def test_lookup_failure_is_not_a_verdict(pki: PKI, servers: tuple[int, int
     assert s.get("ssl_probe_phase_duration_seconds", phase="caa") is not None
 
 
+async def test_no_system_resolver_is_a_failed_lookup_not_a_crash(pki: PKI, servers: tuple[int, int],
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A minimal container: /etc/resolv.conf empty or missing. The resolver was built outside
+    # the try: the whole probe failed with internal_error.
+    empty = tmp_path / "resolv.conf"
+    empty.write_text("# no nameserver lines\n")
+    path = tmp_path / "system.yml"
+    path.write_text(textwrap.dedent(f"""\
+        modules:
+          caa:
+            prober: tcp
+            tls_config: {{ca_file: {pki.root_file}}}
+            caa: {{identities: {{"Test Intermediate CA": [ca.test]}}}}
+        """))
+    for resolv_conf in (empty, tmp_path / "missing.conf"):
+        monkeypatch.setattr(resolve, "RESOLV_CONF", str(resolv_conf))
+        async with serve_exporter(path) as client:
+            debug = await client.get("/probe", params={"target": f"127.0.0.1:{servers[1]}", "module": "caa",
+                                                       "hostname": "allow.test", "debug": "true"})
+            text = await debug.text()
+        assert "CAA lookup for allow.test failed: no_resolver" in text
+        assert "internal_error" not in text
+        s = await caa_probe(path, servers[1], "allow.test")
+        assert s.get("ssl_caa_lookup_success") == 0
+        assert s.get("ssl_caa_issuer_allowed") is None
+        assert s.errors() == set()
+
+
 async def test_account_uri_decides_rfc8657_records(pki: PKI, servers: tuple[int, int], tmp_path: Path) -> None:
     identities = {"Test Intermediate CA": ["ca.test"]}
     unknown_account = await caa_probe(write_config(pki, servers[0], tmp_path / "a.yml", {"identities": identities}),
@@ -185,3 +214,12 @@ def test_caa_config_is_validated() -> None:
     loaded = config.load_text("modules: {m: {prober: tcp, caa: }}", "t")
     assert loaded.modules["m"].caa == caa.CAAConfig()
     assert config.module_dict(loaded.modules["m"])["caa"] == {}
+
+
+def test_a_huge_issuer_name_is_clipped_in_the_error() -> None:
+    issuer = "Evil CA " * 120  # YAML allows simple keys up to 1024 characters
+    with pytest.raises(config.ConfigError) as error:
+        config.load_text(json.dumps({"modules": {"m": {"prober": "tcp", "caa": {"identities": {issuer: []}}}}}), "t")
+    message = str(error.value)
+    assert message.startswith("modules.m.caa.identities: expected issuer name: [CAA domain, ...], got 'Evil CA")
+    assert len(message) < 300 and "..." in message

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,19 @@ def test_modules_with_the_same_trust_settings_share_one_context(tmp_path: Path) 
     # A new load builds its own: a changed CA file or system store is picked up by a reload.
     again = config.load_text("modules:\n  a: {tls_config: {ca_file: root.pem}}\n", "test", str(tmp_path))
     assert again.modules["a"].ssl_context is not m["a"].ssl_context
+
+
+def test_the_config_file_is_bounded_and_no_device(tmp_path: Path) -> None:
+    big = tmp_path / "big.yml"
+    big.write_bytes(b"# padding\n" * (config.MAX_CONFIG_BYTES // 10 + 1))
+    with pytest.raises(config.ConfigError, match=f"^{big}: larger than {config.MAX_CONFIG_BYTES} bytes$"):
+        config.load_file(str(big))
+    with pytest.raises(config.ConfigError, match="^/dev/zero: not a regular file$"):
+        config.load_file("/dev/zero")
+    # The config file itself may still come from a FIFO (--config.file=<(make-config)).
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("modules:\n  piped: {prober: tcp}\n",))
+    writer.start()
+    assert "piped" in config.load_file(str(fifo)).modules
+    writer.join(10)

@@ -406,3 +406,66 @@ def test_dns_server_flag_of_the_exporter() -> None:
     finally:
         resolve.set_default_servers([])
     assert resolve.servers_for(()) == ()
+
+
+def test_dns_timeout_bounds_the_system_resolver(pki: PKI, tmp_path: Path) -> None:
+    """tcp.dns_timeout did nothing without dns_servers: getaddrinfo waited as long as the
+    system resolver's own timeout. The check runs in a mount namespace of its own whose
+    /etc/resolv.conf names a loopback server that never answers (its timeout 4 s)."""
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 127.0.0.77\noptions timeout:4 attempts:1\n")
+    path = tmp_path / "system.yml"
+    path.write_text(textwrap.dedent(f"""\
+        modules:
+          plain: {{prober: tcp, timeout: 10s, tls_config: {{ca_file: {pki.root_file}}},
+                  tcp: {{preferred_ip_protocol: ip4, dns_timeout: 500ms}}}}
+        """))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    argv = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv_conf),
+            sys.executable, "-m", "ssl_exporter", "check", "x.slow.test:443", "--module", "plain",
+            "--config.file", str(path), "--format", "json"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blackhole:
+        blackhole.bind(("127.0.0.77", 53))  # receives the queries, answers none
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    doc = json.loads(result.stdout)
+    assert [(e["stage"], e["reason"]) for e in doc["errors"]] == [("resolve", "timeout")], result.stdout
+    assert 0.5 <= doc["duration_seconds"] < 2.5  # dns_timeout, not the resolver's 4 s
+
+
+def test_dns_timeout_is_shown_and_ports_are_ascii_digits() -> None:
+    shown = config.load_text("modules: {m: {prober: tcp, tcp: {dns_timeout: 2s}}}", "t").redacted()
+    assert shown["modules"]["m"]["tcp"]["dns_timeout"] == "2s"
+    default = config.load_text("modules: {m: {prober: tcp}}", "t").redacted()
+    assert "dns_timeout" not in default["modules"]["m"]["tcp"]
+    with pytest.raises(ValueError, match="is not in 1-65535"):
+        resolve.parse_server("127.0.0.1:\u0665\u0663")  # Arabic-Indic digits "53"
+
+
+def test_check_and_debug_output_name_the_fallback_handshake(pki: PKI, world: World, config_path: Path) -> None:
+    """check's JSON and text reports and the debug summary left out the fallback handshake."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    base = [sys.executable, "-m", "ssl_exporter", "check", "--config.file", str(config_path)]
+    every = [*base, f"mixed.test:{world.tls_port}", "--module", "all"]
+    doc = json.loads(subprocess.run([*every, "--format", "json"], capture_output=True, text=True, env=env,
+                                    timeout=30).stdout)
+    by_address = {a["address"]: a for a in doc["addresses"]}
+    assert by_address[LEGACY]["fallback_handshake"] is True
+    assert by_address[LEGACY]["fallback_tls"]["version"] == "TLS 1.0"
+    assert by_address[GOOD[0]]["fallback_handshake"] is False and by_address[GOOD[0]]["fallback_tls"] is None
+    text = subprocess.run(every, capture_output=True, text=True, env=env, timeout=30).stdout
+    assert f"Address {LEGACY}: FAILED, handshake failed, chain verified, name matches, certificates from the " \
+           "fallback handshake (TLS 1.0, " in text
+    one = [*base, f"{LEGACY}:{world.tls_port}", "--module", "one", "--hostname", "mixed.test"]
+    doc = json.loads(subprocess.run([*one, "--format", "json"], capture_output=True, text=True, env=env,
+                                    timeout=30).stdout)
+    assert doc["fallback_handshake"] is True and doc["fallback_tls"]["version"] == "TLS 1.0"
+    text = subprocess.run(one, capture_output=True, text=True, env=env, timeout=30).stdout
+    assert "Fallback:   certificates read by the fallback handshake: TLS 1.0, " in text
+
+
+async def test_debug_summary_names_the_fallback_of_an_address(world: World, config_path: Path) -> None:
+    async with serve_exporter(config_path) as client:
+        debug = await (await client.get("/probe", params={"target": f"mixed.test:{world.tls_port}",
+                                                          "module": "all", "debug": "true"})).text()
+    [line] = [line for line in debug.splitlines() if line.startswith(f"address {LEGACY}:")]
+    assert "certificates read by the fallback handshake: TLS 1.0, cipher " in line

@@ -182,6 +182,35 @@ async def test_label_values_are_capped_and_escaped(config_path: Path, registry: 
     assert registrar.startswith('Evil "Registrar"\\ yyy') and len(registrar) == rdap.MAX_LABEL
 
 
+async def test_unprintable_and_surrogate_text_is_escaped(config_path: Path,
+                                                          registry: registry_double.Registry) -> None:
+    # JSON may carry a lone surrogate, NUL or ESC; as label values they made every scrape fail.
+    registry.answers["ctrl.test"] = registry_double.domain_object(
+        "ctrl.test", [("expiration", "2030-01-01T00:00:00Z")], ["active\ud800", "ok\x00\x1b[31m"],
+        entities=[{"objectClassName": "entity", "roles": ["registrar"],
+                   "vcardArray": registry_double.vcard("Bad\ud800 \x1b[2JRegistrar\x00")}])
+    # A registry's referral (quoted in the notes) with ESC and a lone surrogate in its path.
+    registry.answers["ctrl.example"] = registry_double.domain_object(
+        "ctrl.example", [], ["active"],
+        links=[{"rel": "related", "type": "application/rdap+json",
+                "href": f"{registry.base}/registrar\x1b[2J\ud800/domain/ctrl.example"}])
+    async with serve_exporter(config_path) as client:
+        samples = await probe(client, "ctrl.test")
+        for target in ("ctrl.test", "ctrl.example"):
+            debug = await client.get("/probe", params={"target": target, "module": "domain", "debug": "true"})
+            assert debug.status == 200
+            text = await debug.text()
+            assert "\x1b" not in text and "\ud800" not in text
+        assert "/registrar\\x1b[2J\\ud800/domain/ctrl.example" in text
+    assert samples.get("ssl_probe_success") == 1
+    assert {s["status"] for s in samples.series("ssl_domain_status_info")} == {"active\\ud800",
+                                                                              "ok\\x00\\x1b[31m"}
+    assert samples.series("ssl_domain_registrar_info") == [{"registrar": "Bad\\ud800 \\x1b[2JRegistrar\\x00"}]
+    failure = rdap.LookupFailed("bad_response", "server said \ud800\x00\x1b[2J")
+    assert failure.detail == "server said \\ud800\\x00\\x1b[2J"
+    failure.detail.encode("utf-8")
+
+
 async def test_expiry_override_is_reported_as_such(config_path: Path, registry: registry_double.Registry) -> None:
     samples = await probe_domain(config_path, "www.fixed.invalid")
     assert samples.get("ssl_probe_success") == 1
@@ -339,6 +368,53 @@ async def test_policy_refuses_the_target_domain(config_path: Path) -> None:
         assert response.status == 200
 
 
+async def test_answers_are_kept_apart_by_policy_trust_and_proxy(tmp_path: Path, pki: PKI,
+                                                                 registry: registry_double.Registry) -> None:
+    # Same rdap: block, different policy or trust: one module's refusal, TLS failure or data
+    # was served to the other from the shared cache (and the shared bootstrap registry).
+    from tests.servers.proxy import run_tinyproxy
+
+    with run_tinyproxy("probe", "s3cret") as proxy_port:
+        block = f'{{bootstrap_url: "{registry.base}/bootstrap.json"}}'
+        proxied = f'{{bootstrap_url: "{registry.base}/bootstrap.json", proxy_url: "http://probe:wrong@127.0.0.1:{proxy_port}"}}'
+        path = tmp_path / "scoped.yml"
+        path.write_text(textwrap.dedent(f"""\
+            modules:
+              walled:
+                prober: rdap
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {block}
+                target_policy: {{deny_cidrs: [127.0.0.0/8]}}
+              open:
+                prober: rdap
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {block}
+              untrusting:
+                prober: rdap
+                rdap: {block}
+              proxied:
+                prober: rdap
+                tls_config: {{ca_file: {pki.root_file}}}
+                rdap: {proxied}
+            """))
+        async with serve_exporter(path) as client:
+            walled = await probe(client, "shop.test", module="walled")
+            opened = await probe(client, "shop.test", module="open")
+            untrusting = await probe(client, "shop.test", module="untrusting")
+            proxied_result = await probe(client, "shop.test", module="proxied")
+            walled_again = await probe(client, "shop.test", module="walled")
+    assert walled.errors() == {("rdap", "bootstrap_unavailable")}  # the policy refused the bootstrap URL
+    assert opened.get("ssl_probe_success") == 1
+    assert opened.get("ssl_domain_expiry_timestamp_seconds") == ts("2031-07-01T12:00:00+00:00")
+    assert untrusting.get("ssl_probe_success") == 0
+    assert untrusting.get("ssl_domain_expiry_timestamp_seconds") is None
+    assert proxied_result.errors() == {("rdap", "bootstrap_unavailable")}
+    assert walled_again.errors() == {("rdap", "bootstrap_unavailable")}
+    assert walled_again.get("ssl_domain_expiry_timestamp_seconds") is None
+    # One bootstrap fetch and one domain lookup reached the registry: the open module's.
+    assert registry.requests == ["/bootstrap.json", "/thick/domain/shop.test"]
+
+
 # ---- input, config and the pieces ------------------------------------------------------------
 
 
@@ -348,6 +424,16 @@ async def test_bad_targets_are_400(config_path: Path, target: str) -> None:
         response = await client.get("/probe", params={"target": target, "module": "domain"})
         assert response.status == 400
         assert "\n" not in (await response.text()).strip()
+
+
+async def test_a_long_target_is_clipped_in_the_answer(config_path: Path) -> None:
+    target = "https://co.uk/" + "x" * 5000  # a public suffix: the target is echoed in the error
+    async with serve_exporter(config_path) as client:
+        response = await client.get("/probe", params={"target": target, "module": "domain"})
+        text = await response.text()
+    assert response.status == 400
+    assert "is a public suffix" in text and f"({len(target)} characters)" in text
+    assert len(text) < 500
 
 
 def test_registrable_domain_uses_the_public_suffix_list() -> None:
@@ -404,6 +490,44 @@ def test_config_errors(block: str, message: str, tmp_path: Path) -> None:
     assert str(error.value).startswith(message)
 
 
+async def test_credentials_in_rdap_urls_are_redacted(tmp_path: Path, pki: PKI,
+                                                     registry: registry_double.Registry) -> None:
+    port = registry.base.rsplit(":", 1)[1]
+    path = tmp_path / "secret.yml"
+    path.write_text(textwrap.dedent(f"""\
+        modules:
+          d:
+            prober: rdap
+            tls_config: {{ca_file: {pki.root_file}}}
+            rdap:
+              bootstrap_url: "https://t0ken@localhost:{port}/bootstrap.json"
+              servers: {{test: "https://reg:s3cret@localhost:{port}/thick/"}}
+        """))
+    shown = config.load_file(str(path)).redacted()["modules"]["d"]["rdap"]
+    assert shown["bootstrap_url"] == f"https://<secret>@localhost:{port}/bootstrap.json"
+    assert shown["servers"] == {"test": f"https://reg:<secret>@localhost:{port}/thick/"}
+    async with serve_exporter(path) as client:
+        page = await (await client.get("/config")).text()
+        debug = await client.get("/probe", params={"target": "shop.test", "module": "d", "debug": "true"})
+        text = await debug.text()
+    assert "reg:<secret>@localhost" in page
+    assert "s3cret" not in page and "t0ken" not in page
+    assert "ssl_probe_success 1" in text
+    assert "s3cret" not in text and "t0ken" not in text
+
+
+def test_a_bootstrap_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    # A FIFO there held the load, and every later reload, for good.
+    from tests.conftest import call_beside_fifo
+
+    fifo = tmp_path / "dns.json"
+    os.mkfifo(fifo)
+    text = "modules: {d: {prober: rdap, rdap: {bootstrap_file: dns.json}}}"
+    with pytest.raises(config.ConfigError) as error:
+        call_beside_fifo(fifo, config.load_text, text, "test", str(tmp_path))
+    assert str(error.value) == f"modules.d.rdap.bootstrap_file: cannot read {fifo}: not a regular file"
+
+
 def test_embedded_default_has_a_domain_module() -> None:
     module = config.load_default().modules["domain"]
     assert module.prober == "rdap"
@@ -440,6 +564,35 @@ async def test_check_command_reports_the_domain(config_path: Path, registry: reg
     code, out = await check("missing.test")
     assert code == 2, out
     assert out.startswith("DOMAIN CRITICAL - missing.test: rdap/not_found")
+
+
+async def test_check_takes_ca_file_for_the_rdap_servers(tmp_path: Path, pki: PKI,
+                                                       registry: registry_double.Registry) -> None:
+    # --ca-file was refused for rdap modules ("probes certificates at rest"), though their
+    # tls_config is the RDAP servers' trust store.
+    path = tmp_path / "untrusting.yml"
+    path.write_text(textwrap.dedent(f"""\
+        modules:
+          domain:
+            prober: rdap
+            rdap: {{servers: {{test: "{registry.base}/thick/"}}}}
+        """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    async def check(*extra: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ssl_exporter", "check", "--module", "domain", f"--config.file={path}",
+            *extra, "shop.test", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode is not None
+        return process.returncode, out.decode() + err.decode()
+
+    code, out = await check()
+    assert code == 2 and "rdap/unknown_issuer" in out, out  # the private CA is not the system's
+    code, out = await check("--ca-file", str(pki.root_file))
+    assert code == 0, out
+    assert out.startswith("DOMAIN OK - shop.test: domain registration expires in ")
+    assert registry.requests == ["/thick/domain/shop.test"]
 
 
 # ---- through a proxy -------------------------------------------------------------------------

@@ -390,6 +390,26 @@ def test_crl_file_is_reread_when_it_changes(tmp_path: Path, rpki: RevPKI) -> Non
     assert files.crls()[0].get_revoked_certificate_by_serial_number(leaf.cert.serial_number) is not None
 
 
+def test_a_crl_file_that_is_a_fifo_holds_no_thread(tmp_path: Path, rpki: RevPKI) -> None:
+    # CRL files are read in asyncio's default executor, shared with getaddrinfo: a FIFO
+    # there held a thread for good, at every probe.
+    import os
+
+    from tests.conftest import call_beside_fifo
+
+    path = tmp_path / "inter.crl"
+    path.write_bytes(rev.crl(rpki.inter))
+    files = revocation.CRLFiles([str(path)])
+    path.unlink()
+    os.mkfifo(path)
+    later = time.time() + 5
+    os.utime(path, (later, later))
+    crls = call_beside_fifo(path, files.crls)
+    assert [c.issuer for c in crls] == [rpki.inter.cert.subject]  # the last good contents are kept
+    with pytest.raises(revocation.CRLFileError, match="not a regular file"):
+        call_beside_fifo(path, revocation.CRLFiles, [str(path)])
+
+
 # --- stapling with nginx -------------------------------------------------------------------
 
 

@@ -149,6 +149,12 @@ def test_landing_page_without_probes() -> None:
     assert "<p>No probes yet.</p>" in _landing(History())
 
 
+def test_landing_page_says_reload_needs_the_lifecycle_flag() -> None:
+    page = _landing(History())
+    assert "POST /-/reload reloads the configuration\nwhen the exporter runs with <code>--web.enable-lifecycle</code>" \
+        in page
+
+
 def test_hostile_certificate_and_target_text_is_escaped(pki: PKI) -> None:
     leaf = pki.inter.issue(HOSTILE_CN, not_after=NOW + 10 * DAY)
     history = History()

@@ -16,7 +16,7 @@ from publicsuffixlist import PublicSuffixList
 from ssl_exporter import rdap
 from ssl_exporter.config import Module
 from ssl_exporter.probers.base import Prober, ProbeRecorder
-from ssl_exporter.targets import Target, TargetError, parse_target
+from ssl_exporter.targets import Target, TargetError, echo, parse_target
 
 
 @lru_cache(maxsize=1)
@@ -28,10 +28,10 @@ def registrable_domain(raw: str) -> str:
     """The registrable domain of a target (ASCII, lower case); TargetError when there is none."""
     target = parse_target(raw, 443)
     if target.ip is not None:
-        raise TargetError(f"target {raw!r}: an IP address has no domain registration")
+        raise TargetError(f"target {echo(raw)}: an IP address has no domain registration")
     domain = _suffix_list().privatesuffix(target.host)
     if domain is None:
-        raise TargetError(f"target {raw!r}: {target.host} is a public suffix, not a registrable domain")
+        raise TargetError(f"target {echo(raw)}: {target.host} is a public suffix, not a registrable domain")
     return str(domain)
 
 
@@ -40,7 +40,7 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
     assert cfg is not None and module.ssl_context is not None and rec.deadline is not None
     with rec.phase("rdap"):
         outcome = await rdap.lookup(target.host, cfg, module.ssl_context, module.policy, module.timeout,
-                                    rec.deadline, rec.note)
+                                    rec.deadline, rec.note, trust=module.tls_config)
     rec.domain = outcome.info
     info = outcome.info
     if info is not None:

@@ -1,0 +1,23 @@
+"""Text from a server, a certificate or a file, made safe to show on one line.
+
+One escaping for metric label values, notes, debug output and reports: every character
+that is not printable (controls, NUL, ESC, format and separator characters, lone
+surrogates such as a JSON ``"\\ud800"``) becomes a Python-style ``\\xNN``/``\\uNNNN``/
+``\\UNNNNNNNN`` escape. The result is printable and encodes as UTF-8, so it can neither
+split a line nor make an encoder raise.
+"""
+
+from __future__ import annotations
+
+
+def printable(text: str, also: str = "") -> str:
+    """``text`` with every unprintable character, and each character of ``also``, escaped."""
+    if text.isprintable() and not any(ch in text for ch in also):
+        return text
+    return "".join(ch if ch.isprintable() and ch not in also else escape(ch) for ch in text)
+
+
+def escape(ch: str) -> str:
+    """One character as an escape sequence."""
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
