@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from ssl_exporter import lru
 from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.result import AriCheck, CertInfo, placed
 
@@ -70,7 +71,6 @@ MAX_RETRY = 24 * 3600.0
 ERROR_RETRY = 15 * 60.0  # a failed answer (404, malformed, unreachable) is asked again after this
 MAX_DIRECTORY_BYTES = 64 * 1024
 MAX_RENEWAL_INFO_BYTES = 16 * 1024
-CACHE_BYTES = 16 * 1024 * 1024  # a few hundred bytes an entry: ~50,000 certificates
 DEADLINE_MARGIN = 0.1  # seconds kept from the probe's deadline to build its answer
 
 
@@ -258,7 +258,7 @@ class Answer:
     detail: str = ""
 
 
-_CACHE: ByteLRU[tuple[str, str, str]] = ByteLRU(CACHE_BYTES)  # (kind, directory, id) -> value
+_CACHE: ByteLRU[tuple[str, str, str]] = lru.budgeted("ari")  # (kind, directory, id) -> value
 _clock: Callable[[], float] = time.time  # replaced by tests that let an answer expire
 
 

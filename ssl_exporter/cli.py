@@ -89,7 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache.max-bytes", dest="cache_max_bytes", type=_size, default=lru.DEFAULT_BUDGET,
                         metavar="SIZE",
                         help="memory for everything kept from probes (parsed certificates, rendered lines, "
-                             "parsed files, recent probes), e.g. 256MiB (default 128MiB)")
+                             "parsed files, recent probes, revocation, RDAP and ARI answers), e.g. 64MiB "
+                             "(default 256MiB)")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and exit (0 valid, 1 invalid)")
     parser.add_argument("--version", action="version", version=f"ssl_exporter {__version__}")

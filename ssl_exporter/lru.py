@@ -26,18 +26,21 @@ V = TypeVar("V")
 
 _NEVER = float("inf")
 
-# 128 MiB holds a 10,000-file tree's parsed files and rendered lines (about 3 KB each per
-# certificate) with room for everything else; see docs/robustness.md.
-DEFAULT_BUDGET = 128 * 1024 * 1024
-# The total budget's split. The revocation share is held for revocation.py's caches of OCSP
-# answers and CRLs (lru.budgeted("revocation") once they move onto ByteLRU).
+# 256 MiB: a 10,000-file tree's parsed files and rendered lines (about 3 KB each per
+# certificate), 64 MiB of CRLs and room for everything else; see docs/robustness.md. These
+# are ceilings: an exporter holds what its probes left, far less at rest.
+DEFAULT_BUDGET = 256 * 1024 * 1024
+# The total budget's split.
 SHARES = {
-    "certs": 0.15,  # parsed presented certificates (certs.py), by DER
-    "cert_lines": 0.25,  # rendered certificate sample lines (metrics.py)
-    "lint": 0.05,  # certificate-depth facts (lint.py), by digest
-    "files": 0.25,  # parsed certificate files (probers/file.py), by path and inode
-    "history": 0.15,  # the recent-probes history (history.py)
-    "revocation": 0.15,  # OCSP answers and CRLs (revocation.py)
+    "certs": 0.08,  # parsed presented certificates (certs.py), by DER
+    "cert_lines": 0.17,  # rendered certificate sample lines (metrics.py)
+    "lint": 0.02,  # certificate-depth facts (lint.py), by digest
+    "files": 0.17,  # parsed certificate files (probers/file.py), by path and inode
+    "history": 0.07,  # the recent-probes history (history.py)
+    "ocsp": 0.06,  # verified OCSP and CRL answers (revocation.py)
+    "crls": 0.25,  # downloaded CRLs, parsed (revocation.py)
+    "rdap": 0.12,  # domain registration answers (rdap.py)
+    "ari": 0.06,  # ACME renewal windows and directories (ari.py)
 }
 
 

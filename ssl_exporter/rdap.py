@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from ssl_exporter import lru
 from ssl_exporter.access import Policy, TargetRefused
 from ssl_exporter.errors import classify, verify_reason
 from ssl_exporter.lru import ByteLRU, text_size
@@ -56,7 +57,6 @@ MAX_BOOTSTRAP_BYTES = 4 * 1024 * 1024  # the IANA file is about 40 KB
 MAX_RETRY_AFTER = 86400.0  # a Retry-After beyond a day is read as a day
 MAX_STATUSES = 32  # status values kept per domain (RFC 9083 defines about 30)
 MAX_LABEL = 128  # characters of a status or registrar label value
-CACHE_BYTES = 32 * 1024 * 1024
 CACHE_ENTRIES = 100_000
 DEADLINE_MARGIN = 0.1  # seconds kept from the probe's deadline to build its answer
 ACCEPT = "application/rdap+json, application/json;q=0.9"
@@ -552,7 +552,7 @@ class _Entry:
     retry_at: float = 0.0  # no request before this time (after a failure)
 
 
-_CACHE: ByteLRU[_Entry] = ByteLRU(CACHE_BYTES, CACHE_ENTRIES)
+_CACHE: ByteLRU[_Entry] = lru.budgeted("rdap", CACHE_ENTRIES)
 _IN_FLIGHT: dict[tuple[int, Any], asyncio.Task[Any]] = {}
 
 

@@ -29,7 +29,7 @@ Identical fetches in flight at the same time are made once and shared
 (:func:`_shared_fetch`). A downloaded CRL is parsed, and the digest of its signed part
 computed, in a thread (hashing releases the GIL; cryptography's own check re-encodes the
 whole list while holding it); it is kept, verified, until its nextUpdate, or for
-:data:`CRL_TTL_WITHOUT_NEXT_UPDATE` when it has none, within :data:`CRL_CACHE_BYTES` in all.
+:data:`CRL_TTL_WITHOUT_NEXT_UPDATE` when it has none, within the ``crls`` share of ``--cache.max-bytes``.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
+from ssl_exporter import lru
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.certs import distinct
 from ssl_exporter.lru import ByteLRU, text_size
@@ -100,9 +101,7 @@ CLOCK_SKEW = 300.0  # seconds of clock difference tolerated on thisUpdate/nextUp
 MAX_OCSP_BYTES = 64 * 1024
 MAX_CRL_BYTES = 10 * 1024 * 1024
 CACHE_SIZE = 10_000  # verified answers (a few hundred bytes each)
-CACHE_BYTES = 16 * 1024 * 1024  # ... and what they may hold in all
 CRL_CACHE_SIZE = 32  # downloaded CRLs (up to MAX_CRL_BYTES each)
-CRL_CACHE_BYTES = 64 * 1024 * 1024  # ... and what they may hold in all, parsed (about twice their size)
 # How long a CRL without nextUpdate (which RFC 5280 requires) is kept and trusted before it is
 # downloaded again. Without a bound it was fetched and verified again on every probe.
 CRL_TTL_WITHOUT_NEXT_UPDATE = 900.0
@@ -342,8 +341,8 @@ def _issuer_key_hash(issuer: x509.Certificate) -> str:
 # --- caches ----------------------------------------------------------------------------
 
 
-_RESULTS: ByteLRU[Verdict] = ByteLRU(CACHE_BYTES, CACHE_SIZE)  # (issuer key hash, serial, method)
-_CRLS: ByteLRU[LoadedCRL] = ByteLRU(CRL_CACHE_BYTES, CRL_CACHE_SIZE)  # (CRL URL, proxy, policy)
+_RESULTS: ByteLRU[Verdict] = lru.budgeted("ocsp", CACHE_SIZE)  # (issuer key hash, serial, method)
+_CRLS: ByteLRU[LoadedCRL] = lru.budgeted("crls", CRL_CACHE_SIZE)  # (CRL URL, proxy, policy)
 # Fetches in flight, by what makes them identical (URL, body, proxy, policy): shared by all.
 _IN_FLIGHT: dict[Hashable, asyncio.Task[Any]] = {}
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ssl_exporter import cli, metrics
+from ssl_exporter import cli, lru, metrics
 from ssl_exporter.exposition import encode
 from ssl_exporter.history import History
 from ssl_exporter.result import CertInfo, ProbeResult
@@ -213,7 +213,7 @@ def test_fresh_large_certificates_keep_memory_within_the_cache_budget(tmp_path: 
     assert max(sizes) < 8 * 1024, max(sizes)
     held = sum(s.value for s in own.samples if s.name == "ssl_exporter_cache_bytes")
     assert 0 < held <= budget
-    assert own.get("ssl_exporter_cache_budget_bytes", cache="certs") == int(budget * 0.15)
+    assert own.get("ssl_exporter_cache_budget_bytes", cache="certs") == int(budget * lru.SHARES["certs"])
 
 
 async def _fetch(url: str) -> str:

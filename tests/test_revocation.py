@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
-from ssl_exporter import config, revocation, stapling, tls
+from ssl_exporter import config, lru, revocation, stapling, tls
 from ssl_exporter.errors import classify
 from tests.conftest import Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert, make_cert, make_root
@@ -552,9 +552,12 @@ def test_ocsp_answer_within_clock_skew_is_fresh(rpki: RevPKI) -> None:
 
 
 def test_caches_are_bounded_in_bytes_and_expire() -> None:
-    """One shared LRU helper (ssl_exporter.lru), bounded in bytes as well as entries."""
-    assert (revocation._RESULTS.max_bytes, revocation._RESULTS.max_entries) == (16 * 2**20, 10_000)
-    assert (revocation._CRLS.max_bytes, revocation._CRLS.max_entries) == (64 * 2**20, 32)
+    """One shared LRU helper (ssl_exporter.lru), bounded in bytes as well as entries, on the
+    one --cache.max-bytes budget (64 MiB of CRLs at the default)."""
+    assert (revocation._RESULTS.max_bytes, revocation._RESULTS.max_entries) == (lru.share("ocsp"), 10_000)
+    assert (revocation._CRLS.max_bytes, revocation._CRLS.max_entries) == (lru.share("crls"), 32)
+    assert {revocation._RESULTS, revocation._CRLS} <= set(lru.caches())  # resized with the budget
+    assert int(lru.DEFAULT_BUDGET * lru.SHARES["crls"]) == 64 * 2**20
     verdict = revocation.Verdict("good", next_update=100.0)
     revocation._cache_result(("k", 1, "ocsp"), verdict, now=50.0)
     assert revocation._RESULTS.get(("k", 1, "ocsp"), now=99.0) == verdict
