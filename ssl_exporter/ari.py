@@ -43,6 +43,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from ssl_exporter import lru
 from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.result import AriCheck, CertInfo, placed
+from ssl_exporter.within import run_within
 
 if TYPE_CHECKING:
     from ssl_exporter.access import Policy
@@ -469,24 +470,16 @@ async def _run(pending: dict[int, tuple[CAEntry, str]], budget: float, config: A
                                      enable_cleanup_closed=getattr(aiohttp.connector, "NEEDS_CLEANUP_CLOSED", False))
     async with aiohttp.ClientSession(connector=connector, trust_env=False,
                                      timeout=aiohttp.ClientTimeout(total=None)) as session:
-        tasks = {index: asyncio.ensure_future(_ask(session, entry, ident, config, proxy))
-                 for index, (entry, ident) in pending.items()}
-        try:
-            await asyncio.wait(tasks.values(), timeout=budget)
-        finally:  # also when the probe itself is cancelled
-            for task in tasks.values():
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
-        for index, task in tasks.items():
-            if task.cancelled():
-                results[index] = timed_out
-            elif task.exception() is not None:
-                exc = task.exception()
-                log.error("ARI request crashed", exc_info=exc)
-                results[index] = Answer("internal_error", detail=f"{type(exc).__name__}: {exc}")
-            else:
-                results[index] = task.result()
+        outcomes = await run_within({index: _ask(session, entry, ident, config, proxy)
+                                     for index, (entry, ident) in pending.items()}, budget)
+    for index, outcome in outcomes.items():
+        if outcome is None:
+            results[index] = timed_out
+        elif isinstance(outcome, BaseException):
+            log.error("ARI request crashed", exc_info=outcome)
+            results[index] = Answer("internal_error", detail=f"{type(outcome).__name__}: {outcome}")
+        else:
+            results[index] = outcome
     return results
 
 

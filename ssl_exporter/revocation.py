@@ -64,6 +64,7 @@ from ssl_exporter.certs import distinct
 from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.result import CertInfo, RevocationCheck, placed
 from ssl_exporter.sources import read_regular
+from ssl_exporter.within import run_within
 
 if TYPE_CHECKING:
     from ssl_exporter.access import Policy
@@ -885,27 +886,17 @@ async def _run_fetches(pending: dict[tuple[str, str], Any], budget: float, crl_f
     if budget <= 0:
         return dict.fromkeys(pending, timed_out)
     results: dict[tuple[str, str], Verdict] = {}
-    tasks = {}
-    for job, (_key, subject, method) in pending.items():
-        coro = (_ask_ocsp(subject, proxy, policy, budget) if method == "ocsp"
-                else _ask_crl(subject, proxy, crl_files, policy, budget))
-        tasks[job] = asyncio.ensure_future(coro)
-    try:
-        await asyncio.wait(tasks.values(), timeout=budget)
-    finally:  # also when the probe itself is cancelled
-        for task in tasks.values():
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-    for job, task in tasks.items():
-        if task.cancelled() or isinstance(task.exception(), TimeoutError):  # a shared fetch's own bound
+    outcomes = await run_within({job: _ask_ocsp(subject, proxy, policy, budget) if method == "ocsp"
+                                 else _ask_crl(subject, proxy, crl_files, policy, budget)
+                                 for job, (_key, subject, method) in pending.items()}, budget)
+    for job, outcome in outcomes.items():
+        if outcome is None or isinstance(outcome, TimeoutError):  # TimeoutError: a shared fetch's own bound
             results[job] = timed_out
-        elif task.exception() is not None:
-            exc = task.exception()
-            log.error("revocation check crashed", exc_info=exc)
-            results[job] = _unknown("internal_error", f"{type(exc).__name__}: {exc}")
+        elif isinstance(outcome, BaseException):
+            log.error("revocation check crashed", exc_info=outcome)
+            results[job] = _unknown("internal_error", f"{type(outcome).__name__}: {outcome}")
         else:
-            results[job] = task.result()
+            results[job] = outcome
     return results
 
 
