@@ -259,7 +259,13 @@ class Answer:
     detail: str = ""
 
 
-_CACHE: ByteLRU[tuple[str, str, str]] = lru.budgeted("ari")  # (kind, directory, id) -> value
+_CACHE: ByteLRU[str | Answer] = lru.budgeted("ari")  # _key(...) -> value
+
+
+def _key(kind: str, config: AriConfig, proxy: str | None, directory: str, ident: str = "") -> tuple[object, ...]:
+    """What a cached answer depends on besides the CA: a module with another trust store,
+    proxy or target policy must not be served an answer (or a failure) fetched for another."""
+    return (kind, config.ca_file, proxy, config.policy, directory, ident)
 _clock: Callable[[], float] = time.time  # replaced by tests that let an answer expire
 
 
@@ -354,15 +360,16 @@ def _refusal(url: str, policy: Policy | None) -> str:
     return ""
 
 
-async def _renewal_info_url(session: Any, directory: str, proxy: str | None, context: Any) -> str:
+async def _renewal_info_url(session: Any, directory: str, proxy: str | None, config: AriConfig) -> str:
     now = _clock()
-    cached = _CACHE.get(("dir", directory, ""), now)
+    key = _key("dir", config, proxy, directory)
+    cached = _CACHE.get(key, now)
     if isinstance(cached, str):
         return cached
     if isinstance(cached, Answer):
         raise _Failed(cached.reason, cached.detail + " (cached)")
     try:
-        body, retry_after = await _get(session, directory, MAX_DIRECTORY_BYTES, proxy, context)
+        body, retry_after = await _get(session, directory, MAX_DIRECTORY_BYTES, proxy, config.ssl_context)
         try:
             url = json.loads(body).get("renewalInfo")
         except (ValueError, AttributeError):
@@ -373,17 +380,18 @@ async def _renewal_info_url(session: Any, directory: str, proxy: str | None, con
             raise _Failed("bad_response", f"{directory}: renewalInfo is not a URL", retry_after)
     except _Failed as exc:
         failed = Answer(exc.reason, detail=exc.detail)
-        _CACHE.put(("dir", directory, ""), failed, text_size(exc.detail) + 200,
+        _CACHE.put(key, failed, text_size(exc.detail) + 200,
                    now + retry_seconds(exc.retry_after, now, ERROR_RETRY))
         raise
-    _CACHE.put(("dir", directory, ""), url, text_size(url) + 200, now + retry_seconds(retry_after, now))
+    _CACHE.put(key, url, text_size(url) + 200, now + retry_seconds(retry_after, now))
     return url
 
 
 async def _ask(session: Any, entry: CAEntry, ident: str, config: AriConfig, proxy: str | None) -> Answer:
     now = _clock()
+    key = _key("info", config, proxy, entry.directory, ident)
     try:
-        base = await _renewal_info_url(session, entry.directory, proxy, config.ssl_context)
+        base = await _renewal_info_url(session, entry.directory, proxy, config)
         refused = _refusal(base, config.policy)
         if refused:
             return Answer("refused_by_policy", detail=refused)
@@ -392,13 +400,13 @@ async def _ask(session: Any, entry: CAEntry, ident: str, config: AriConfig, prox
     except _Failed as exc:
         answer = Answer(exc.reason, detail=exc.detail)
         if not exc.detail.endswith("(cached)"):
-            _CACHE.put(("info", entry.directory, ident), answer, text_size(exc.detail) + 200,
+            _CACHE.put(key, answer, text_size(exc.detail) + 200,
                        now + retry_seconds(exc.retry_after, now, ERROR_RETRY))
         return answer
     answer = parse_renewal_info(body)
     default = DEFAULT_RETRY if not answer.reason else ERROR_RETRY
     answer = Answer(answer.reason, answer.start, answer.end, answer.detail or url)
-    _CACHE.put(("info", entry.directory, ident), answer, text_size(answer.detail) + 200,
+    _CACHE.put(key, answer, text_size(answer.detail) + 200,
                now + retry_seconds(retry_after, now, default))
     return answer
 
@@ -436,7 +444,7 @@ async def check(certs: Sequence[tuple[str, CertInfo]], config: AriConfig, deadli
             results[index] = Answer("refused_by_policy", detail=refused)
             continue
         ident = cert_id(facts.key_id, facts.serial)
-        cached = _CACHE.get(("info", entry.directory, ident), now)
+        cached = _CACHE.get(_key("info", config, proxy, entry.directory, ident), now)
         if isinstance(cached, Answer):
             results[index] = Answer(cached.reason, cached.start, cached.end, f"{cached.detail} (from cache)")
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from ssl_exporter import caa, lint, lru
 from ssl_exporter.exposition import GaugeFamily, LateGauge, encode, gauge, sample_line, with_label
@@ -293,14 +293,20 @@ _CERT_LINES: lru.ByteLRU[tuple[str, str, str, str]] = lru.budgeted("cert_lines")
 _CERT_LINES_KEY_BYTES = 300  # the key tuple and the fingerprint
 
 
+def _cert_label_values(position: str, cert: CertInfo, source_keys: Sequence[str]) -> tuple[str, ...]:
+    """The values of CERT_LABELS and the source labels, capped: the same on every series of a
+    certificate, so that they join."""
+    return (position, clip_label(cert.subject_cn), clip_label(cert.issuer_cn), clip_label(cert.serial),
+            *(clip_label(cert.source.get(k, ""), MAX_SOURCE_LABEL) for k in source_keys))
+
+
 def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> tuple[str, str, str, str]:
-    sources = tuple(clip_label(cert.source.get(k, ""), MAX_SOURCE_LABEL) for k in source_keys)
-    key = (cert.fingerprint_sha256, position, source_keys, sources)
+    values = _cert_label_values(position, cert, source_keys)
+    key = (cert.fingerprint_sha256, position, source_keys, values[len(CERT_LABELS):])
     lines = _CERT_LINES.get(key)
     if lines is not None:
         return lines
     labels = (*CERT_LABELS, *source_keys)
-    values = (position, clip_label(cert.subject_cn), clip_label(cert.issuer_cn), clip_label(cert.serial), *sources)
     facts = lint.facts(cert.der)
     info_values = (*values, clip_label(cert.subject, MAX_DN_LABEL), clip_label(cert.issuer, MAX_DN_LABEL),
                    _sans_label(cert), cert.fingerprint_sha256, clip_label(cert.key_algorithm), str(cert.key_bits),
@@ -311,7 +317,7 @@ def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> 
         sample_line("ssl_cert_info", (*labels, *CERT_INFO_LABELS), info_values, 1.0),
         sample_line("ssl_cert_validity_period_seconds", labels, values, facts.validity_seconds) if facts else "",
     )
-    _CERT_LINES.put(key, lines, _CERT_LINES_KEY_BYTES + lru.text_size(*lines, *sources))
+    _CERT_LINES.put(key, lines, _CERT_LINES_KEY_BYTES + lru.text_size(*lines, *values[len(CERT_LABELS):]))
     return lines
 
 
@@ -368,8 +374,7 @@ def ari_families(result: ProbeResult) -> list[GaugeFamily]:
                          [*labels, "status", "reason"])
     for check in result.ari:
         cert = check.cert
-        values = [check.position, cert.subject_cn, cert.issuer_cn, cert.serial,
-                  *(cert.source.get(k, "") for k in source_keys)]
+        values = list(_cert_label_values(check.position, cert, source_keys))
         status.add([*values, check.status, check.reason], 1.0)
         if check.window_start is not None and check.window_end is not None:
             start.add(values, check.window_start)

@@ -162,9 +162,10 @@ class Exporter:
         return config.load_file(self.config_file)
 
     def _use(self, cfg: config.Config) -> None:
-        self.config = cfg
         # Redacted once per load: every probe's history record shares its module's dict.
-        self.redacted_config = cfg.redacted()
+        # Before anything changes, so that a failure here keeps the old config whole.
+        redacted = cfg.redacted()
+        self.config, self.redacted_config = cfg, redacted
         self.reload_ok.set(1)
         self.reload_time.set(time.time())
 
@@ -191,13 +192,13 @@ class Exporter:
         self._running_reload, self._next_reload = self._next_reload, None
         try:
             new = await _in_thread(self._load)
+            self._use(new)
         except config.ConfigError as exc:
             error = str(exc)
         except Exception as exc:  # a bug must not leave the gauge at 1, nor escape as a 500 page
             log.exception("config reload crashed")
             error = f"internal error: {type(exc).__name__}: {config.clip(str(exc))}"
         else:
-            self._use(new)
             log.info("config reloaded", extra={"fields": {"source": new.source, "modules": len(new.modules)}})
             return None
         self.reload_ok.set(0)

@@ -247,7 +247,8 @@ async def test_through_the_configured_proxy(tmp_path: Path, pki: PKI, acme: AriS
             "deadproxy": tcp_module(pki, ari_block(pki, acme, proxy_url="http://127.0.0.1:9")),
         }
         s = await probe_leaf(tmp_path, pki, leaf, modules)
-        ari.clear_cache()  # answers are per certificate, whichever way they came
+        # The same certificate through another proxy: not served the first module's answer
+        # (cached answers are kept per trust store, proxy and target policy).
         dead = await probe_leaf(tmp_path, pki, leaf, modules, module="deadproxy")
     assert s.get("ssl_cert_ari_status_info", position="0", status="ok", reason="") == 1
     assert dead.get("ssl_cert_ari_status_info", position="0", status="unknown", reason="fetch_failed") == 1

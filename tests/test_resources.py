@@ -570,3 +570,19 @@ async def test_running_out_of_descriptors_while_probing_answers_503_not_a_failed
     own = Samples(await (await client.get("/metrics")).text())
     assert own.get("ssl_exporter_probes_rejected_total", module="test") == 1
     assert own.get("ssl_exporter_probes_total", module="test", result="failure") is None
+
+
+def test_ari_series_carry_the_same_capped_labels_as_the_certificate() -> None:
+    """The ARI families took names, serial and sources raw: past the caps, and no longer
+    joining with the certificate's own (capped) series."""
+    from ssl_exporter.result import AriCheck
+
+    cert = _huge_cert("c" * 5000, {"file": "/" + "f" * 5000})
+    check = AriCheck(position="0", cert=cert, status="ok", window_start=10.0, window_end=20.0)
+    ari_body, _ = encode(metrics.ari_families(ProbeResult(True, 0.1, ari=(check,))), None)
+    cert_body, _ = encode(metrics.cert_families([("0", cert)]), None)
+    joined = ("position", "subject_cn", "issuer_cn", "serial", "file")
+    ari_labels = {tuple(s.labels[k] for k in joined) for s in Samples(ari_body.decode()).samples}
+    cert_labels = {tuple(s.labels[k] for k in joined) for s in Samples(cert_body.decode()).samples}
+    assert len(ari_labels) == 1 and ari_labels == cert_labels
+    assert max(len(value) for value in next(iter(ari_labels))) <= metrics.MAX_SOURCE_LABEL
