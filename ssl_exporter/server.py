@@ -47,6 +47,8 @@ from ssl_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
 log = logging.getLogger(__name__)
 
 EXPORTER: web.AppKey[Exporter] = web.AppKey("exporter")
+# How long POST /-/reload waits for the load it asked for before answering 503.
+RELOAD_ANSWER_SECONDS = 30.0
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 # A 400 answer is one line of our words around clipped echoes of the input (targets.echo);
 # this bounds it whatever a prober's message quotes.
@@ -407,7 +409,14 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
         if not enable_lifecycle:  # as Prometheus does: the endpoint is off unless asked for
             return web.Response(status=403, text="the lifecycle API is not enabled: start the exporter with "
                                                  "--web.enable-lifecycle to reload over HTTP, or send SIGHUP\n")
-        error = await exporter.reload()
+        try:
+            # The load goes on (shielded) when this answer gives up waiting for it: a load that
+            # never ends (a configuration file on a FIFO nobody writes) must not hold every
+            # later request, and its connection, for ever.
+            error = await asyncio.wait_for(exporter.reload(), RELOAD_ANSWER_SECONDS)
+        except TimeoutError:
+            return web.Response(status=503, text=f"the reload is still running after {RELOAD_ANSWER_SECONDS:g}s; "
+                                                 "ssl_exporter_config_last_reload_successful tells when it ends\n")
         if error is not None:
             return web.Response(status=500, text=f"failed to reload config: {error}\n")
         return web.Response(text="config reloaded\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -357,3 +358,32 @@ async def test_a_crash_while_loading_fails_the_reload_in_one_line(tmp_path: Path
         own = Samples(await (await c.get("/metrics")).text())
         assert own.get("ssl_exporter_config_last_reload_successful") == 0
         assert list(exporter.config.modules) == ["first"]
+
+
+async def test_a_reload_request_gives_up_waiting_for_a_load_that_does_not_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each POST /-/reload waited for ever behind a load that never ended, holding its
+    connection; now it answers 503 after RELOAD_ANSWER_SECONDS while the load goes on."""
+    from ssl_exporter import server
+
+    monkeypatch.setattr(server, "RELOAD_ANSWER_SECONDS", 0.3)
+    path = tmp_path / "c.yml"
+    path.write_text("modules:\n  first: {}\n")
+    exporter = Exporter(str(path))
+    path.unlink()
+    fifo = FifoFeeder(path, b"modules:\n  second: {}\n")
+    try:
+        async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as c:
+            response = await c.post("/-/reload")
+            assert response.status == 503
+            assert (await response.text()).startswith("the reload is still running after 0.3s")
+            assert list(exporter.config.modules) == ["first"]
+            fifo.feed()  # the load that was asked for goes on, and ends now
+            deadline = time.monotonic() + 10
+            while list(exporter.config.modules) != ["second"]:  # polled: the load runs in a thread
+                assert time.monotonic() < deadline, "the load never ended"
+                await asyncio.sleep(0.01)
+            fifo.feed()  # a new request waits for a load of its own, which ends at once
+            assert (await c.post("/-/reload")).status == 200
+    finally:
+        fifo.close()
