@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         metavar="SECONDS",
                         help="a client must send a whole request head within this time of connecting, or "
                              "of its first byte after an answer (default 10)")
+    parser.add_argument("--web.write-timeout", dest="write_timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="close a connection whose client reads nothing of its answer for this long "
+                             "(default 30)")
     parser.add_argument("--web.idle-timeout", dest="idle_timeout", type=float, default=75.0, metavar="SECONDS",
                         help="close a keep-alive connection idle this long (default 75)")
     parser.add_argument("--web.max-connections", dest="max_connections", type=int, default=0, metavar="N",
@@ -101,11 +104,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--probe.max-concurrent must not be negative (0: no limit)")
     for flag, value in (("--web.shutdown-timeout", args.shutdown_timeout),
                         ("--web.read-header-timeout", args.read_header_timeout),
-                        ("--web.idle-timeout", args.idle_timeout)):
+                        ("--web.idle-timeout", args.idle_timeout),
+                        ("--web.write-timeout", args.write_timeout)):
         if not 0 <= value < float("inf"):
             parser.error(f"{flag} must be a finite number of seconds, not negative")
     if args.read_header_timeout == 0 or args.idle_timeout == 0:
         parser.error("--web.read-header-timeout and --web.idle-timeout must be positive")
+    if args.write_timeout == 0:
+        parser.error("--web.write-timeout must be positive")
     if args.max_connections < 0:
         parser.error("--web.max-connections must not be negative (0: derived from the open-files limit)")
     if args.history_limit < 0 or args.history_failure_limit < 0:
@@ -211,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(exporter: Exporter, args: argparse.Namespace,
                 web_config: webconfig.WebConfig | None = None) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: stop listening, close idle connections, let
+    """Serve until SIGTERM or SIGINT, then drain: stop listening, close idle connections (busy
+    ones after their answer), let
     the requests in flight end within ``--web.shutdown-timeout`` seconds in total, then cancel
     what is left (at once with 0).
     """
@@ -222,7 +229,7 @@ async def serve(exporter: Exporter, args: argparse.Namespace,
     limit = connection_limit(open_files, _open_descriptors(), args.max_concurrent)
     if args.max_connections:
         limit = min(limit, args.max_connections)
-    connections = Connections(limit, args.read_header_timeout, exporter.registry)
+    connections = Connections(limit, args.read_header_timeout, exporter.registry, args.write_timeout)
     # Our own drain does the waiting (see below); aiohttp's cleanup then finds nothing left.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1,
                            keepalive_timeout=args.idle_timeout)

@@ -504,11 +504,15 @@ class Connections:
     its head (and open for more than a moment) to make room; otherwise the exporter stops
     accepting until a connection ends, and new connections wait in the kernel's listen queue,
     holding no descriptor. So the descriptors that probes need are never spent on clients.
+    A client that stops reading its answer is cut off after ``write_timeout`` seconds without
+    progress, so it cannot hold a connection (and a place under the limit) forever.
     """
 
-    def __init__(self, limit: int, header_timeout: float, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, limit: int, header_timeout: float, registry: CollectorRegistry | None = None,
+                 write_timeout: float = 30.0) -> None:
         self.limit = limit
         self.header_timeout = header_timeout
+        self.write_timeout = write_timeout
         self._open: dict[_Guard, None] = {}  # insertion order: oldest first
         self._handshaking = 0  # accepted, TLS handshake under way
         self._empty = asyncio.Event()
@@ -521,8 +525,9 @@ class Connections:
                             registry=registry)
         limit_gauge.set(limit)
         self.closed = Counter("ssl_exporter_connections_closed_early",
-                              "Client connections the exporter closed before an answer: the oldest idle one "
-                              "at the connection limit, or one without a complete request head in time.",
+                              "Client connections the exporter closed early: the oldest idle one at the "
+                              "connection limit, one without a complete request head in time, or one that "
+                              "did not read its answer in time.",
                               ["reason"], registry=registry)
 
     def make_room(self) -> bool:
@@ -540,7 +545,7 @@ class Connections:
         if victim is None:
             return False
         self.closed.labels("limit").inc()
-        victim.close()
+        victim.abort()  # idle or mid-head: nothing to lose, and the descriptor goes at once
         self._forget(victim)  # its descriptor closes on the loop's next turn; counted free now
         return True
 
@@ -558,10 +563,13 @@ class Connections:
         self._on_free()
 
     def close_idle(self) -> None:
-        """Close every connection waiting for a request (at shutdown)."""
+        """At shutdown: close every connection waiting for a request now, and every busy one
+        after the answer in progress (not kept alive for more requests)."""
         for guard in list(self._open):
             if guard.waiting_for_request():
                 guard.close()
+            else:
+                guard.close_after_answer()
 
     def abort_all(self) -> None:
         for guard in list(self._open):
@@ -587,6 +595,7 @@ class _Guard(asyncio.Protocol):
         self.inner = inner
         self.transport: asyncio.Transport | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None  # armed while the client reads nothing
         self.opened = asyncio.get_running_loop().time()
         self._partial_head = False  # bytes of a request head received, not the whole head
 
@@ -610,15 +619,20 @@ class _Guard(asyncio.Protocol):
         return self.inner.eof_received()
 
     def pause_writing(self) -> None:
+        # The client's buffers are full: it must read some of its answer within the deadline.
+        loop = asyncio.get_running_loop()
+        self._write_timer = loop.call_later(self.connections.write_timeout, self._write_timeout)
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._cancel_write_timer()
         self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        self._cancel_write_timer()
         self.transport = None
         self.connections._forget(self)
         self.inner.connection_lost(exc)
@@ -636,6 +650,11 @@ class _Guard(asyncio.Protocol):
         if self.transport is not None:
             self.inner.force_close()
 
+    def close_after_answer(self) -> None:
+        """aiohttp's graceful close: end the connection once the answer in progress is sent."""
+        if self.transport is not None:
+            self.inner.close()
+
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -650,9 +669,20 @@ class _Guard(asyncio.Protocol):
             return
         if self.waiting_for_request():
             self.connections.closed.labels("header_timeout").inc()
-            self.close()
+            self.abort()  # mid-head: nothing to lose; close() would wait for a peer that may not read
         else:  # busy with an earlier request: the next head's clock starts over
             self._arm_head_timer()
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timeout(self) -> None:
+        self._write_timer = None
+        if self.transport is not None:
+            self.connections.closed.labels("write_timeout").inc()
+            self.abort()
 
 
 def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:

@@ -586,3 +586,88 @@ def test_ari_series_carry_the_same_capped_labels_as_the_certificate() -> None:
     cert_labels = {tuple(s.labels[k] for k in joined) for s in Samples(cert_body.decode()).samples}
     assert len(ari_labels) == 1 and ari_labels == cert_labels
     assert max(len(value) for value in next(iter(ari_labels))) <= metrics.MAX_SOURCE_LABEL
+# --- connections that stop reading, and keep-alive at shutdown ----------------------------
+
+
+def _many_files_config(tmp_path: Path, pki: PKI, count: int) -> tuple[Path, str]:
+    directory = tmp_path / "many"
+    directory.mkdir()
+    for i in range(count):
+        (directory / f"c{i:04d}.pem").write_bytes(pki.inter.pem)
+    config = tmp_path / "files.yml"
+    config.write_text("modules:\n  files: {prober: file}\n")
+    return config, f"{directory}/*.pem"
+
+
+def test_a_client_that_never_reads_its_answer_loses_its_connection_after_the_write_timeout(
+        tmp_path: Path, pki: PKI) -> None:
+    config, pattern = _many_files_config(tmp_path, pki, 5000)
+    exporter = Exporter(tmp_path, f"--config.file={config}", "--web.max-connections=1",
+                        "--web.write-timeout=1")
+    try:
+        size = len(asyncio.run(_fetch(f"{exporter.url}/probe?module=files&target={pattern}")))
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        try:
+            stuck.connect(("127.0.0.1", exporter.port))
+            stuck.sendall(f"GET /probe?module=files&target={pattern} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            begin = time.monotonic()
+            # The only slot is the stuck client's; this waits in the listen queue until it is freed.
+            healthy = asyncio.run(asyncio.wait_for(_fetch(f"{exporter.url}/-/healthy"), 15))
+            waited = time.monotonic() - begin
+            own = Samples(asyncio.run(_fetch(f"{exporter.url}/metrics")))
+        finally:
+            stuck.close()
+    finally:
+        assert exporter.stop() == 0
+    assert size > 5 * MiB, size  # beyond the kernel send buffer (tcp_wmem at most 4 MiB) and asyncio's 64 KiB
+    assert healthy == "Healthy\n"
+    assert waited < 10, waited  # before: never (the stuck client kept the only slot)
+    assert own.get("ssl_exporter_connections_closed_early_total", reason="write_timeout") == 1
+
+
+def test_at_shutdown_a_busy_keep_alive_connection_gets_its_answer_then_is_closed(tmp_path: Path) -> None:
+    exporter = Exporter(tmp_path, f"--config.file={_slow_config(tmp_path, '1s')}", "--web.shutdown-timeout=10")
+    try:
+        with pytls.serve(pytls.silent) as port:
+            answer, after, took = asyncio.run(_keep_alive_at_sigterm(exporter, port))
+    finally:
+        assert exporter.stop() == 0
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'ssl_probe_success{' in answer or b"ssl_probe_success 0" in answer, answer[-500:]
+    assert after == b""  # closed by the exporter: the second request was not served
+    assert took < 5, took  # the probe's 1 s; before: the whole 10 s shutdown timeout
+
+
+async def _keep_alive_at_sigterm(exporter: Exporter, port: int) -> tuple[bytes, bytes, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", exporter.port)
+    try:
+        request = f"GET /probe?module=slow&target=127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        writer.write(request)
+        while Samples(await _fetch(f"{exporter.url}/metrics")).get("ssl_exporter_probes_in_flight") != 1:
+            await asyncio.sleep(0.02)
+        begin = time.monotonic()
+        exporter.process.send_signal(signal.SIGTERM)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        answer = head + await reader.readexactly(length)
+        try:
+            writer.write(request)
+            await writer.drain()
+            after = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionError:
+            after = b""
+        await asyncio.get_running_loop().run_in_executor(None, exporter.process.wait, 20)
+        return answer, after, time.monotonic() - begin
+    finally:
+        writer.close()
+
+
+def test_the_write_timeout_flag_refuses_nonsense(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.parse_args([]).write_timeout == 30.0
+    assert cli.parse_args(["--web.write-timeout=2.5"]).write_timeout == 2.5
+    for bad in ("--web.write-timeout=0", "--web.write-timeout=-1", "--web.write-timeout=inf"):
+        with pytest.raises(SystemExit):
+            cli.parse_args([bad])
+        assert "--web.write-timeout" in capsys.readouterr().err
