@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -374,7 +375,7 @@ def json_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace,
         "cipher": result.tls.cipher if result.tls else None,
         **_fallback_json(result),
         "duration_seconds": round(result.duration, 4),
-        "errors": [{"stage": e.stage, "reason": e.reason, "detail": e.detail} for e in result.errors],
+        "errors": _errors_json(result.errors),
         "certificates": [_cert_json(position, cert, now)
                          for position, cert in zip(positions(result), result.certs, strict=False)],
     }
@@ -385,7 +386,6 @@ def json_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace,
                          "registered": None if info.registration is None else _iso(info.registration),
                          "fetched": None if info.lookup_time is None else _iso(info.lookup_time)}
     if result.addresses is not None:  # tcp.all_addresses: the same facts for each address
-        doc["errors"] = [{"stage": e.stage, "reason": e.reason, "detail": e.detail} for e in result.errors]
         doc["addresses"] = [_address_json(item.address, item.result, now) for item in result.addresses]
     return json.dumps(doc, indent=2) + "\n"
 
@@ -400,10 +400,14 @@ def _address_json(address: str, view: ProbeResult, now: float) -> dict[str, Any]
         "tls_version": view.tls.version if view.tls else None,
         "cipher": view.tls.cipher if view.tls else None,
         **_fallback_json(view),
-        "errors": [{"stage": e.stage, "reason": e.reason, "detail": e.detail} for e in view.errors],
+        "errors": _errors_json(view.errors),
         "certificates": [_cert_json(position, cert, now)
                          for position, cert in zip(positions(view), view.certs, strict=False)],
     }
+
+
+def _errors_json(errors: Sequence[ProbeError]) -> list[dict[str, str]]:
+    return [{"stage": e.stage, "reason": e.reason, "detail": e.detail} for e in errors]
 
 
 def _fallback_json(view: ProbeResult) -> dict[str, Any]:
