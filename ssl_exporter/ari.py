@@ -87,11 +87,14 @@ class AriClient:
     policy (the global block included)."""
 
     settings: AriConfig
+    # The answers and directories of every module, kept for the life of the process
+    # (ssl_exporter.prepare.Caches): a reload must not ask the CAs again.
+    cache: AriCache
     ssl_context: ssl.SSLContext | None = None  # None: the system's trust store
     policy: Policy | None = None
 
 
-def client(settings: AriConfig, policy: Policy | None, path: str) -> AriClient:
+def client(settings: AriConfig, policy: Policy | None, path: str, cache: AriCache) -> AriClient:
     """The module's AriClient; AriConfigError (naming ``path``.ca_file) if the CA file is unusable."""
     context = None
     if settings.ca_file is not None:
@@ -99,7 +102,7 @@ def client(settings: AriConfig, policy: Policy | None, path: str) -> AriClient:
             context = ssl.create_default_context(cafile=settings.ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise AriConfigError(f"{path}.ca_file: cannot load {settings.ca_file}: {exc}") from None
-    return AriClient(settings, context, policy)
+    return AriClient(settings, cache, context, policy)
 
 
 # --- the certificate's facts --------------------------------------------------------------
@@ -155,7 +158,12 @@ class Answer:
     detail: str = ""
 
 
-_CACHE: ByteLRU[str | Answer] = lru.budgeted("ari")  # _key(...) -> value
+# _key(...) -> a renewalInfo URL or an Answer; one per process (ssl_exporter.prepare.Caches).
+AriCache = ByteLRU[str | Answer]
+
+
+def new_cache() -> AriCache:
+    return lru.budgeted("ari")
 
 
 def _key(kind: str, config: AriClient, proxy: str | None, directory: str, ident: str = "") -> tuple[object, ...]:
@@ -163,10 +171,6 @@ def _key(kind: str, config: AriClient, proxy: str | None, directory: str, ident:
     proxy or target policy must not be served an answer (or a failure) fetched for another."""
     return (kind, config.settings.ca_file, proxy, config.policy, directory, ident)
 _clock: Callable[[], float] = time.time  # replaced by tests that let an answer expire
-
-
-def clear_cache() -> None:
-    _CACHE.clear()
 
 
 def retry_seconds(header: str | None, now: float, default: float = DEFAULT_RETRY) -> float:
@@ -254,7 +258,7 @@ def _refusal(url: str, policy: Policy | None) -> str:
 async def _renewal_info_url(session: Any, directory: str, proxy: str | None, config: AriClient) -> str:
     now = _clock()
     key = _key("dir", config, proxy, directory)
-    cached = _CACHE.get(key, now)
+    cached = config.cache.get(key, now)
     if isinstance(cached, str):
         return cached
     if isinstance(cached, Answer):
@@ -271,10 +275,10 @@ async def _renewal_info_url(session: Any, directory: str, proxy: str | None, con
             raise _Failed("bad_response", f"{directory}: renewalInfo is not a URL", retry_after)
     except _Failed as exc:
         failed = Answer(exc.reason, detail=exc.detail)
-        _CACHE.put(key, failed, text_size(exc.detail) + 200,
+        config.cache.put(key, failed, text_size(exc.detail) + 200,
                    now + retry_seconds(exc.retry_after, now, ERROR_RETRY))
         raise
-    _CACHE.put(key, url, text_size(url) + 200, now + retry_seconds(retry_after, now))
+    config.cache.put(key, url, text_size(url) + 200, now + retry_seconds(retry_after, now))
     return url
 
 
@@ -291,13 +295,13 @@ async def _ask(session: Any, entry: CAEntry, ident: str, config: AriClient, prox
     except _Failed as exc:
         answer = Answer(exc.reason, detail=exc.detail)
         if not exc.detail.endswith("(cached)"):
-            _CACHE.put(key, answer, text_size(exc.detail) + 200,
+            config.cache.put(key, answer, text_size(exc.detail) + 200,
                        now + retry_seconds(exc.retry_after, now, ERROR_RETRY))
         return answer
     answer = parse_renewal_info(body)
     default = DEFAULT_RETRY if not answer.reason else ERROR_RETRY
     answer = Answer(answer.reason, answer.start, answer.end, answer.detail or url)
-    _CACHE.put(key, answer, text_size(answer.detail) + 200,
+    config.cache.put(key, answer, text_size(answer.detail) + 200,
                now + retry_seconds(retry_after, now, default))
     return answer
 
@@ -335,7 +339,7 @@ async def check(certs: Sequence[tuple[str, CertInfo]], config: AriClient, deadli
             results[index] = Answer("refused_by_policy", detail=refused)
             continue
         ident = cert_id(facts.key_id, facts.serial)
-        cached = _CACHE.get(_key("info", config, proxy, entry.directory, ident), now)
+        cached = config.cache.get(_key("info", config, proxy, entry.directory, ident), now)
         if isinstance(cached, Answer):
             results[index] = Answer(cached.reason, cached.start, cached.end, f"{cached.detail} (from cache)")
         else:

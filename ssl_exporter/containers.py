@@ -4,7 +4,8 @@ kubernetes): one file, Secret key or kubeconfig entry -> a :class:`FileResult`.
 - :func:`parse_container`: the certificates of one container's bytes (PEM, DER, PKCS#7,
   PKCS#12, ... as ssl_exporter.sources decodes them), or why there are none.
 - :func:`read_file`: one file, bounded in bytes, parsed once per (path, device, inode,
-  size, mtime, password, roots) thanks to :class:`ParseCache` (:data:`CACHE`).
+  size, mtime, password, roots) thanks to a :class:`ParseCache` (one per process:
+  ssl_exporter.prepare.Caches).
 - :func:`record_results`: what the containers yielded, put on the probe's recorder.
 """
 
@@ -14,10 +15,10 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from ssl_exporter import lru
 from ssl_exporter.certs import CertificateError, parse_der, size_of
-from ssl_exporter.probers.base import ProbeRecorder
 from ssl_exporter.result import CertInfo, ReadError
 from ssl_exporter.sources import SourceError, decode_certificates, read_regular
 
@@ -27,6 +28,20 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_CACHED_FILES = 200_000
 # Certificates in one answer: each costs ~2 KB of metrics, and the answer is built in memory.
 MAX_CERTS = 10_000
+
+
+class Recorder(Protocol):
+    """What :func:`record_results` writes: a probe's recorder (ssl_exporter.probers.base),
+    named by its shape so that this module stays below the probers."""
+
+    success: bool
+    certs: tuple[CertInfo, ...]
+    positions: tuple[str, ...]
+    read_errors: tuple[ReadError, ...]
+
+    def note(self, message: str) -> None: ...
+
+    def fail(self, stage: str, reason: str, detail: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,10 @@ class ParseCache:
             self.hits += 1
         return result
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self.hits = self.misses = 0
+
     def put(self, key: tuple[object, ...], result: FileResult) -> None:
         size = _RESULT_OVERHEAD + lru.text_size(str(key[0])) + sum(size_of(cert) for cert in result.certs)
         if result.error is not None:
@@ -61,9 +80,6 @@ class ParseCache:
 
 
 _RESULT_OVERHEAD = 512
-
-
-CACHE = ParseCache()
 
 
 def is_under(path: str, root: str) -> bool:
@@ -76,7 +92,7 @@ def _resolves_inside(path: str, roots: tuple[str, ...]) -> bool:
     return any(is_under(os.path.realpath(path), root) for root in roots)
 
 
-def record_results(rec: ProbeRecorder, results: list[FileResult], what: str) -> None:
+def record_results(rec: Recorder, results: list[FileResult], what: str) -> None:
     """Put what the sources yielded on the recorder; shared by every at-rest prober.
 
     At most MAX_CERTS certificates are kept; past that, an ``oversized`` read error says so."""
@@ -108,7 +124,9 @@ def _name(source: Mapping[str, str]) -> str:
     return ", ".join(f"{key}={value}" for key, value in source.items())
 
 
-def read_file(path: str, password: bytes | None, cache: ParseCache, roots: tuple[str, ...] = ()) -> FileResult:
+def read_file(path: str, password: bytes | None, cache: ParseCache | None,
+              roots: tuple[str, ...] = ()) -> FileResult:
+    """One file's certificates; parsed once per version of the file when given a ``cache``."""
     source = {"file": path}
     try:
         info = os.stat(path)
@@ -122,13 +140,14 @@ def read_file(path: str, password: bytes | None, cache: ParseCache, roots: tuple
         return FileResult(error=ReadError(source, "not_found", "not a regular file"))
     # roots in the key: a result cached for a module without roots must not skip the check.
     key = (path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, password, roots)
-    cached = cache.get(key)
+    cached = cache.get(key) if cache is not None else None
     if cached is not None:
         return cached
     if roots and not _resolves_inside(path, roots):
         return FileResult(error=ReadError(source, "permission_denied", "a symlink leads outside file.roots"))
     result = _parse_file(path, info.st_size, password, roots)
-    cache.put(key, result)
+    if cache is not None:
+        cache.put(key, result)
     return result
 
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 import dataclasses
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import access, ari, config, kubeapi, rdap, resolve, revocation, stapling, tls
+from ssl_exporter import access, ari, config, containers, kubeapi, rdap, resolve, revocation, stapling, tls
 from ssl_exporter.arisettings import AriConfig, AriConfigError
 from ssl_exporter.caa import CAAConfig
 from ssl_exporter.certs import CertificateError, parse_der
@@ -48,11 +48,41 @@ if TYPE_CHECKING:
     from OpenSSL import SSL
 
 
+@dataclass
+class Caches:
+    """What probes remember between probes, kept for the life of the process.
+
+    These were module globals; they are owned here so that a test (or anything else) can
+    start from fresh state with a ``Caches()`` of its own. One instance,
+    :data:`PROCESS_CACHES`, is handed to every load, because each of them must survive a
+    reload exactly as the globals did: parsed certificate files (a reload must not re-parse
+    a 10,000-file tree), RDAP answers and Retry-After back-offs (registries rate-limit) and
+    ACME renewal windows. Each cache keeps its lru.budgeted share, so the
+    ``ssl_exporter_cache_bytes`` series are unchanged (create no second instance in a
+    running exporter: its caches would be counted twice).
+    """
+
+    files: containers.ParseCache = field(default_factory=containers.ParseCache)
+    rdap: rdap.RDAPState = field(default_factory=rdap.RDAPState)
+    ari: ari.AriCache = field(default_factory=ari.new_cache)
+
+    def clear(self) -> None:
+        """Forget everything remembered (tests)."""
+        self.files.clear()
+        self.rdap.clear()
+        self.ari.clear()
+
+
+PROCESS_CACHES = Caches()
+
+
 @dataclass(frozen=True)
 class PreparedModule:
     """A module's settings and the runtime objects built from them for one load."""
 
     settings: Module
+    # The process's caches (not per load: see Caches).
+    caches: Caches = field(default_factory=lambda: PROCESS_CACHES)
     # Built from tls_config (tcp and rdap modules); shared by every probe of this module.
     ssl_context: ssl.SSLContext | None = None
     # The client certificate sent for mTLS: it expires too, so probes export it.
@@ -151,25 +181,28 @@ class PreparedConfig:
 # --- loading: parse, then prepare ------------------------------------------------------------
 
 
-def load_file(path: str) -> PreparedConfig:
-    return prepare(config.load_file(path))
+def load_file(path: str, caches: Caches | None = None) -> PreparedConfig:
+    return prepare(config.load_file(path), caches)
 
 
-def load_default() -> PreparedConfig:
-    return prepare(config.load_default())
+def load_default(caches: Caches | None = None) -> PreparedConfig:
+    return prepare(config.load_default(), caches)
 
 
-def load_text(text: str, source: str, base_dir: str | None = None) -> PreparedConfig:
-    return prepare(config.load_text(text, source, base_dir))
+def load_text(text: str, source: str, base_dir: str | None = None, caches: Caches | None = None) -> PreparedConfig:
+    return prepare(config.load_text(text, source, base_dir), caches)
 
 
-def prepare(cfg: config.Config) -> PreparedConfig:
-    """Build every module's runtime objects; ConfigError (with the key path) if one cannot be."""
+def prepare(cfg: config.Config, caches: Caches | None = None) -> PreparedConfig:
+    """Build every module's runtime objects; ConfigError (with the key path) if one cannot be.
+
+    ``caches``: what the probes of this configuration remember; the process's by default.
+    """
     shared = _Shared()
     modules: dict[str, PreparedModule] = {}
     for name, module in cfg.modules.items():
         try:
-            modules[name] = prepare_module(module, cfg.target_policy, shared)
+            modules[name] = prepare_module(module, cfg.target_policy, shared, caches or PROCESS_CACHES)
         except ConfigError:
             raise
         except Exception as exc:  # an unforeseen file must be a config error, not a traceback
@@ -224,11 +257,12 @@ class _Shared:
 
 
 def prepare_module(module: Module, global_policy: access.TargetPolicy | None,
-                   shared: _Shared | None = None) -> PreparedModule:
+                   shared: _Shared | None = None, caches: Caches | None = None) -> PreparedModule:
     """One module's runtime objects; ConfigError names the key path of what cannot be used."""
     shared = shared or _Shared()
+    caches = caches or PROCESS_CACHES
     path = f"modules.{module.name}"
-    prepared = PreparedModule(module)
+    prepared = PreparedModule(module, caches)
     if module.prober == "kubernetes":
         try:
             api = kubeapi.resolve_api(module.kubernetes.kubeconfig)
@@ -248,7 +282,8 @@ def prepare_module(module: Module, global_policy: access.TargetPolicy | None,
         # Requests to the CA obey the module's target_policy; at-rest probers have only the global one.
         policy = prepared.policy if module.prober == "tcp" else access.combine(global_policy)
         try:
-            prepared = dataclasses.replace(prepared, ari_client=ari.client(module.ari, policy, f"{path}.ari"))
+            client = ari.client(module.ari, policy, f"{path}.ari", caches.ari)
+            prepared = dataclasses.replace(prepared, ari_client=client)
         except AriConfigError as exc:
             raise ConfigError(str(exc)) from None
     return prepared

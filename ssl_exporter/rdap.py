@@ -197,17 +197,13 @@ class _HostLimits:
                 del self._held[key]
 
 
-HOST_LIMITS = _HostLimits()
-# host -> time until which it asked us (429, Retry-After) to wait; pruned as it passes.
-_HOST_BACKOFF: dict[str, float] = {}
-
-
 class Fetcher:
     """One lookup's HTTP client: bounds, scheme, policy, proxy and per-host limits."""
 
     def __init__(self, session: Any, cfg: RDAPConfig, policy: Policy | None, note: Callable[[str], None],
-                 scope: Any = None) -> None:
+                 state: RDAPState, scope: Any = None) -> None:
         self.session = session
+        self.state = state
         self.cfg = cfg
         self.policy = policy
         self.note = note
@@ -245,12 +241,13 @@ class Fetcher:
         except (TargetError, ValueError) as exc:
             raise LookupFailed("bad_response", f"unusable URL {url[:200]!r}: {exc}") from None
         now = time.time()
-        until = _HOST_BACKOFF.get(host, 0.0)
+        backoff = self.state.host_backoff
+        until = backoff.get(host, 0.0)
         if until > now:
             raise LookupFailed("rate_limited", f"{host} asked to wait {until - now:.0f}s more (Retry-After)",
                                retry_after=until - now)
-        _HOST_BACKOFF.pop(host, None)
-        async with HOST_LIMITS.hold(host, self.cfg.host_concurrency):
+        backoff.pop(host, None)
+        async with self.state.host_limits.hold(host, self.cfg.host_concurrency):
             self.note(f"rdap: GET {url}")
             async with self.session.get(url, allow_redirects=False, proxy=self.cfg.proxy_url,
                                         headers={"Accept": ACCEPT}) as response:
@@ -259,8 +256,8 @@ class Fetcher:
                 if status == 429:
                     wait = retry_after(response.headers.get("Retry-After"), now)
                     wait = max(wait if wait is not None else self.cfg.error_retry, 1.0)
-                    _prune_backoff(now)
-                    _HOST_BACKOFF[host] = now + wait
+                    _prune_backoff(backoff, now)
+                    backoff[host] = now + wait
                     raise LookupFailed("rate_limited", f"{host} answered 429, retry after {wait:.0f}s",
                                        retry_after=wait)
                 if status in (301, 302, 303, 307, 308):
@@ -295,9 +292,9 @@ def retry_after(value: str | None, now: float) -> float | None:
     return min(max(moment.timestamp() - now, 0.0), MAX_RETRY_AFTER)
 
 
-def _prune_backoff(now: float) -> None:
-    for host in [h for h, until in _HOST_BACKOFF.items() if until <= now]:
-        del _HOST_BACKOFF[host]
+def _prune_backoff(backoff: dict[str, float], now: float) -> None:
+    for host in [h for h, until in backoff.items() if until <= now]:
+        del backoff[host]
 
 
 def failure_of(exc: BaseException) -> LookupFailed:
@@ -338,9 +335,6 @@ class _BootstrapState:
     error: str = ""
 
 
-_BOOTSTRAPS: dict[tuple[str, Any], _BootstrapState] = {}  # (URL, scope of lookup) -> state
-
-
 @dataclass(frozen=True)
 class _Entry:
     good: DomainInfo | None
@@ -349,29 +343,40 @@ class _Entry:
     retry_at: float = 0.0  # no request before this time (after a failure)
 
 
-_CACHE: ByteLRU[_Entry] = lru.budgeted("rdap", CACHE_ENTRIES)
-_IN_FLIGHT: dict[tuple[int, Any], asyncio.Task[Any]] = {}
+class RDAPState:
+    """What lookups remember between probes, for every rdap module: answers, shared lookups
+    in flight, bootstrap registries, per-host back-off and concurrency. One per process
+    (ssl_exporter.prepare.Caches), handed to every load: registries rate-limit, so a
+    reload must not forget answers nor a host's Retry-After."""
+
+    def __init__(self) -> None:
+        self.answers: ByteLRU[_Entry] = lru.budgeted("rdap", CACHE_ENTRIES)
+        self.in_flight: dict[tuple[int, Any], asyncio.Task[Any]] = {}
+        self.bootstraps: dict[tuple[str, Any], _BootstrapState] = {}  # (URL, scope of lookup) -> state
+        # host -> time until which it asked us (429, Retry-After) to wait; pruned as it passes.
+        self.host_backoff: dict[str, float] = {}
+        self.host_limits = _HostLimits()
+
+    def clear(self) -> None:
+        """Forget every cached answer, bootstrap registry and back-off (tests)."""
+        self.answers.clear()
+        self.bootstraps.clear()
+        self.host_backoff.clear()
 
 
-def clear() -> None:
-    """Forget every cached answer, bootstrap registry and back-off (tests)."""
-    _CACHE.clear()
-    _BOOTSTRAPS.clear()
-    _HOST_BACKOFF.clear()
-
-
-def _shared(key: Any, factory: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+def _shared(state: RDAPState, key: Any, factory: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
     """One task per key at a time: concurrent probes of one domain share its lookup."""
     loop = asyncio.get_running_loop()
     full = (id(loop), key)
-    task = _IN_FLIGHT.get(full)
+    in_flight = state.in_flight
+    task = in_flight.get(full)
     if task is None or task.done():
         task = loop.create_task(factory())  # type: ignore[arg-type]
-        _IN_FLIGHT[full] = task
+        in_flight[full] = task
 
         def done(finished: asyncio.Task[Any]) -> None:
-            if _IN_FLIGHT.get(full) is finished:
-                del _IN_FLIGHT[full]
+            if in_flight.get(full) is finished:
+                del in_flight[full]
             if not finished.cancelled():
                 finished.exception()  # retrieved, even when every waiter went away
 
@@ -390,7 +395,8 @@ class Outcome:
 
 
 async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                 timeout: float, deadline: float, note: Callable[[str], None], trust: Any = None) -> Outcome:
+                 timeout: float, deadline: float, note: Callable[[str], None], state: RDAPState,
+                 trust: Any = None) -> Outcome:
     """The domain's registration data, from the cache when fresh, else from RDAP.
 
     ``timeout`` bounds the lookup itself (it finishes and fills the cache even when the
@@ -407,14 +413,15 @@ async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: 
     scope = (cfg.cache_key, policy, trust)
     key = (domain, scope)
     now = time.time()
-    entry = _CACHE.get(key)
+    entry = state.answers.get(key)
     if entry is not None and entry.good is not None and now < entry.good.lookup_time + cfg.cache_ttl:  # type: ignore[operator]
         note(f"rdap: cached answer from {now - entry.good.lookup_time:.0f}s ago")  # type: ignore[operator]
         return Outcome(entry.good, cached=True)
     if entry is not None and entry.reason and now < entry.retry_at:
         note(f"rdap: last lookup failed ({entry.reason}); next attempt in {entry.retry_at - now:.0f}s")
         return Outcome(entry.good, entry.reason, entry.detail, cached=True)
-    task = _shared(key, lambda: _lookup_and_store(domain, cfg, context, policy, timeout, key, note, scope))
+    task = _shared(state, key, lambda: _lookup_and_store(domain, cfg, context, policy, timeout, key, note, scope,
+                                                         state))
     try:
         async with asyncio.timeout_at(deadline - DEADLINE_MARGIN):
             return await asyncio.shield(task)
@@ -425,20 +432,21 @@ async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: 
 
 
 async def _lookup_and_store(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                            timeout: float, key: Any, note: Callable[[str], None], scope: Any) -> Outcome:
+                            timeout: float, key: Any, note: Callable[[str], None], scope: Any,
+                            state: RDAPState) -> Outcome:
     try:
         async with asyncio.timeout(timeout):
-            info = await _lookup(domain, cfg, context, policy, note, scope)
+            info = await _lookup(domain, cfg, context, policy, note, state, scope)
     except Exception as exc:  # every failure is stored and waited out; cancellation passes
         failure = failure_of(exc)
         now = time.time()
         wait = max(cfg.error_retry, failure.retry_after or 0.0)
-        previous = _CACHE.get(key)
+        previous = state.answers.get(key)
         stale = previous.good if previous is not None else None
-        _store(key, _Entry(stale, failure.reason, failure.detail, now + wait))
+        _store(state, key, _Entry(stale, failure.reason, failure.detail, now + wait))
         note(f"rdap: lookup failed ({failure.reason}): {failure.detail}; next attempt in {wait:.0f}s")
         return Outcome(stale, failure.reason, failure.detail, cached=stale is not None)
-    _store(key, _Entry(info))
+    _store(state, key, _Entry(info))
     return Outcome(info)
 
 
@@ -446,21 +454,21 @@ def _escaped(note: Callable[[str], None]) -> Callable[[str], None]:
     return lambda message: note(printable(message))
 
 
-def _store(key: Any, entry: _Entry) -> None:
+def _store(state: RDAPState, key: Any, entry: _Entry) -> None:
     good = entry.good
     size = 400 + text_size(entry.detail, *(() if good is None else (good.domain, good.server, good.registrar or "",
                                                                      *good.statuses)))
-    _CACHE.put(key, entry, size)
+    state.answers.put(key, entry, size)
 
 
 async def _lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                  note: Callable[[str], None], scope: Any = None) -> DomainInfo:
+                  note: Callable[[str], None], state: RDAPState, scope: Any = None) -> DomainInfo:
     resolver = _PolicyResolver(policy) if policy is not None and cfg.proxy_url is None else None
     connector = aiohttp.TCPConnector(ssl=context, force_close=True, limit=8, use_dns_cache=False,
                                      resolver=resolver)  # type: ignore[arg-type]
     async with aiohttp.ClientSession(connector=connector, trust_env=False,
                                      timeout=aiohttp.ClientTimeout(total=None)) as session:
-        fetcher = Fetcher(session, cfg, policy, note, scope)
+        fetcher = Fetcher(session, cfg, policy, note, state, scope)
         base = await _service(domain, cfg, fetcher, note)
         url = base.rstrip("/") + "/domain/" + domain
         registry = parse_domain(await fetcher.get_json(url, cfg.max_response_bytes), domain)
@@ -515,11 +523,12 @@ async def _bootstrap(cfg: RDAPConfig, fetcher: Fetcher, note: Callable[[str], No
             raise LookupFailed("no_rdap_service", "neither rdap.bootstrap_url nor rdap.bootstrap_file is set, "
                                                   "and rdap.servers has no entry for this domain")
         return cfg.file_bootstrap
-    state = _BOOTSTRAPS.setdefault((url, fetcher.scope), _BootstrapState())
+    state = fetcher.state.bootstraps.setdefault((url, fetcher.scope), _BootstrapState())
     now = time.time()
     due = state.registry is None or now >= state.fetched + cfg.bootstrap_refresh
     if due and now >= state.retry_at:
-        task = _shared(("bootstrap", url, fetcher.scope), lambda: _refresh_bootstrap(url, state, cfg, fetcher, note))
+        task = _shared(fetcher.state, ("bootstrap", url, fetcher.scope),
+                       lambda: _refresh_bootstrap(url, state, cfg, fetcher, note))
         await asyncio.shield(task)
     registry = state.registry or cfg.file_bootstrap
     if registry is None:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    ari.clear_cache()
+    prepare.PROCESS_CACHES.ari.clear()
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def ts(text: str) -> float:
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> None:
-    rdap.clear()
+    prepare.PROCESS_CACHES.rdap.clear()
 
 
 @pytest.fixture

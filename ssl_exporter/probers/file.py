@@ -18,7 +18,6 @@ from typing import TypeVar
 
 from ssl_exporter import containers
 from ssl_exporter.containers import (
-    CACHE,
     FileResult,
     ParseCache,
     is_under,
@@ -92,7 +91,7 @@ def check_inside_roots(path: str, roots: tuple[str, ...]) -> None:
 async def probe(rec: ProbeRecorder, module: PreparedModule, pattern: str, _name: str) -> None:
     password = module.file.pkcs12_password.encode() if module.file.pkcs12_password else None
     with rec.phase("read"):
-        results = await FILE_POOL.run(rec.deadline, read_files, pattern, password, CACHE,
+        results = await FILE_POOL.run(rec.deadline, read_files, pattern, password, module.caches.files,
                                      module.file.resolved_roots)
     record_results(rec, results, what=f"{pattern}")
 

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from ssl_exporter.containers import CACHE, FileResult, parse_container, read_file, record_results
+from ssl_exporter.containers import FileResult, ParseCache, parse_container, read_file, record_results
 from ssl_exporter.errors import ProbeFailure
 from ssl_exporter.kubeapi import KubeAPI, KubeConfigError, load_kubeconfig
 from ssl_exporter.prepare import PreparedModule
@@ -59,11 +59,11 @@ def parse_path_target(raw: str, module: PreparedModule) -> str:
 
 async def probe_kubeconfig(rec: ProbeRecorder, module: PreparedModule, path: str, _name: str) -> None:
     with rec.phase("read"):
-        results = await KUBECONFIG_POOL.run(rec.deadline, read_kubeconfig, path)
+        results = await KUBECONFIG_POOL.run(rec.deadline, read_kubeconfig, path, module.caches.files)
     record_results(rec, results, what=path)
 
 
-def read_kubeconfig(path: str) -> list[FileResult]:
+def read_kubeconfig(path: str, cache: ParseCache | None = None) -> list[FileResult]:
     """One FileResult per cluster CA and per user client certificate in the kubeconfig."""
     try:
         doc = load_kubeconfig(path)
@@ -86,13 +86,14 @@ def read_kubeconfig(path: str) -> list[FileResult]:
             checkpoint()
             body = entry.get(kind) or {}
             source = {"kubeconfig": path, "name": clip(entry.get("name", ""), 253), "type": kind}
-            result = _entry_certificates(body, field, base, source)
+            result = _entry_certificates(body, field, base, source, cache)
             if result is not None:
                 results.append(result)
     return results
 
 
-def _entry_certificates(body: Any, field: str, base: str, source: dict[str, str]) -> FileResult | None:
+def _entry_certificates(body: Any, field: str, base: str, source: dict[str, str],
+                        cache: ParseCache | None) -> FileResult | None:
     if not isinstance(body, dict):
         return None
     if body.get(f"{field}-data"):
@@ -102,7 +103,7 @@ def _entry_certificates(body: Any, field: str, base: str, source: dict[str, str]
             return FileResult(error=ReadError(source, "bad_pem", f"{field}-data is not valid base64"))
         return parse_container(data, source, "", None)
     if body.get(field):
-        file_result = read_file(os.path.join(base, str(body[field])), None, CACHE)
+        file_result = read_file(os.path.join(base, str(body[field])), None, cache)
         if file_result.error is not None:
             return FileResult(error=ReadError(source, file_result.error.reason,
                                               f"{clip(body[field], 200)}: {file_result.error.detail}"))

@@ -40,7 +40,8 @@ async def probe(rec: ProbeRecorder, module: PreparedModule, target: Target, serv
     assert cfg is not None and module.ssl_context is not None and rec.deadline is not None
     with rec.phase("rdap"):
         outcome = await rdap.lookup(target.host, cfg, module.ssl_context, module.policy, module.timeout,
-                                    rec.deadline, rec.note, trust=module.tls_config)
+                                    rec.deadline, rec.note, module.caches.rdap,
+                                    trust=module.tls_config)
     rec.domain = outcome.info
     info = outcome.info
     if info is not None:
