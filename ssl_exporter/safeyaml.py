@@ -41,9 +41,12 @@ class Limits:
     max_expanded_nodes: int | None = None  # the whole document, aliases expanded
     max_alias_nodes: int | None = None  # the nodes aliases add, counted expanded
     aliases: bool = True  # False: any alias is refused
+    # An alias to a collection inside itself: refused in configurations (something walks them
+    # as trees); a kubeconfig's is only indexed, and has always been accepted.
+    recursive_aliases: bool = False
 
 
-KUBECONFIG_LIMITS = Limits(max_expanded_nodes=MAX_EXPANDED_NODES)
+KUBECONFIG_LIMITS = Limits(max_expanded_nodes=MAX_EXPANDED_NODES, recursive_aliases=True)
 CONFIG_LIMITS = Limits(max_alias_nodes=MAX_ALIAS_NODES)
 
 
@@ -78,7 +81,9 @@ class _Loader(yaml.SafeLoader):
             target = self.anchors.get(event.anchor)
             if target is not None:
                 if target.end_mark is None:  # a collection still being composed: itself
-                    raise _Refused(f"recursive alias *{clip(event.anchor, 40)}", event.start_mark)
+                    if not limits.recursive_aliases:
+                        raise _Refused(f"recursive alias *{clip(event.anchor, 40)}", event.start_mark)
+                    return super().compose_node(parent, index)  # counted once it is composed
                 self._alias_nodes += self._sizes.get(id(target), 1)
                 if limits.max_alias_nodes is not None and self._alias_nodes > limits.max_alias_nodes:
                     raise _Refused(f"aliases expand to more than {limits.max_alias_nodes} nodes", event.start_mark)
@@ -123,7 +128,8 @@ def load(data: str | bytes, aliases: bool = True) -> Any:
     With ``aliases`` (the default), aliases are allowed but the document, expanded, must
     stay within MAX_EXPANDED_NODES; without, any alias is refused.
     """
-    limits = KUBECONFIG_LIMITS if aliases else Limits(max_expanded_nodes=MAX_EXPANDED_NODES, aliases=False)
+    limits = KUBECONFIG_LIMITS if aliases else Limits(max_expanded_nodes=MAX_EXPANDED_NODES, aliases=False,
+                                                      recursive_aliases=True)
     try:
         return _compose(data, limits)
     except _Refused as exc:
