@@ -27,9 +27,6 @@ from ssl_exporter.redact import redact_urls
 from ssl_exporter.targets import TargetError, parse_hostname
 from ssl_exporter.tlssettings import TLS_VERSIONS, TLSConfig
 from ssl_exporter.yamlrules import (
-    MAX_CONFIG_BYTES as MAX_CONFIG_BYTES,
-)
-from ssl_exporter.yamlrules import (
     ConfigError,
     check_proxy_url,
     check_readable,
@@ -44,9 +41,6 @@ from ssl_exporter.yamlrules import (
     reject_unknown,
     shown,
     type_name,
-)
-from ssl_exporter.yamlrules import (
-    parse_duration as parse_duration,
 )
 
 DEFAULT_CONFIG_YAML = """\

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_exporter import config, prepare, starttls
+from ssl_exporter import config, prepare, starttls, yamlrules
 
 TESTDATA = Path(__file__).parent / "testdata" / "config"
 INVALID = sorted(TESTDATA.glob("invalid-*.yml"))
@@ -87,13 +87,13 @@ def test_full_module_round_trips_with_secrets_redacted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("500ms", 0.5), ("1m30s", 90), ("1h", 3600)])
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert config.parse_duration(text) == seconds
+    assert yamlrules.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "10", "s", "10 s", "-1s", "1d"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
-        config.parse_duration(text)
+        yamlrules.parse_duration(text)
 
 
 def test_config_check_cli_names_the_bad_key() -> None:
@@ -212,8 +212,8 @@ def test_modules_with_the_same_trust_settings_share_one_context(tmp_path: Path) 
 
 def test_the_config_file_is_bounded_and_no_device(tmp_path: Path) -> None:
     big = tmp_path / "big.yml"
-    big.write_bytes(b"# padding\n" * (config.MAX_CONFIG_BYTES // 10 + 1))
-    with pytest.raises(config.ConfigError, match=f"^{big}: larger than {config.MAX_CONFIG_BYTES} bytes$"):
+    big.write_bytes(b"# padding\n" * (yamlrules.MAX_CONFIG_BYTES // 10 + 1))
+    with pytest.raises(config.ConfigError, match=f"^{big}: larger than {yamlrules.MAX_CONFIG_BYTES} bytes$"):
         prepare.load_file(str(big))
     with pytest.raises(config.ConfigError, match="^/dev/zero: not a regular file$"):
         prepare.load_file("/dev/zero")
