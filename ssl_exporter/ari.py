@@ -33,7 +33,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -47,9 +47,6 @@ from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.result import AriCheck, CertInfo, placed
 from ssl_exporter.targets import parse_target
 from ssl_exporter.within import run_within
-
-if TYPE_CHECKING:  # only the type: the probers import this module
-    from ssl_exporter.probers.base import ProbeRecorder
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +381,19 @@ async def _run(pending: dict[int, tuple[CAEntry, str]], budget: float, config: A
     return results
 
 
-async def apply(rec: ProbeRecorder, config: AriClient | None, served: bool, proxy: str | None) -> None:
+class Recorder(Protocol):
+    """What :func:`apply` reads and writes: a probe's recorder (ssl_exporter.probers.base),
+    named by its shape so that this module stays below the probers."""
+
+    certs: tuple[CertInfo, ...]
+    positions: tuple[str, ...]
+    deadline: float | None
+    ari: tuple[AriCheck, ...]
+
+    def note(self, message: str) -> None: ...
+
+
+async def apply(rec: Recorder, config: AriClient | None, served: bool, proxy: str | None) -> None:
     """Record the ARI windows of a probe's certificates; never raises (a failure here must
     not cost the certificate metrics already recorded)."""
     if config is None or not rec.certs or rec.deadline is None:
