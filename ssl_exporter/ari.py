@@ -26,28 +26,27 @@ import asyncio
 import base64
 import datetime as dt
 import email.utils
-import fnmatch
 import json
 import logging
 import math
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import aiohttp
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from ssl_exporter import lru
+from ssl_exporter.access import Policy, TargetRefused
+from ssl_exporter.arisettings import AriConfig, AriConfigError, CAEntry, CertFacts
 from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.result import AriCheck, CertInfo, placed
+from ssl_exporter.targets import parse_target
 from ssl_exporter.within import run_within
-
-if TYPE_CHECKING:
-    from ssl_exporter.access import Policy
-    from ssl_exporter.probers.base import ProbeRecorder
 
 log = logging.getLogger(__name__)
 
@@ -75,141 +74,38 @@ MAX_RENEWAL_INFO_BYTES = 16 * 1024
 DEADLINE_MARGIN = 0.1  # seconds kept from the probe's deadline to build its answer
 
 
-@dataclass(frozen=True)
-class CAEntry:
-    """One CA: what in a certificate identifies it, and its ACME directory URL."""
-
-    directory: str
-    ca_issuers_hosts: tuple[str, ...] = ()  # globs on the AIA caIssuers URL's host
-    key_ids: tuple[bytes, ...] = ()  # authority key identifiers (the issuing CA keys)
-
-    def matches(self, facts: _Facts) -> bool:
-        if facts.key_id is not None and facts.key_id in self.key_ids:
-            return True
-        return any(fnmatch.fnmatchcase(host, glob) for host in facts.ca_issuers_hosts for glob in self.ca_issuers_hosts)
-
-
-# The big public ACME CAs that answer renewalInfo, matched on the host of the AIA caIssuers
-# URL of the certificates they issue. Only entries whose directory and hosts are certain:
-# Let's Encrypt's production intermediates (R3, R10, R11, E5, E6, ...) are published under
-# http://<name>.i.lencr.org/. Staging ("stg-...") certificates do not match on purpose.
-BUILTIN_CAS = (
-    CAEntry(directory="https://acme-v02.api.letsencrypt.org/directory",
-            ca_issuers_hosts=("r*.i.lencr.org", "e*.i.lencr.org")),
-)
+# --- the runtime of one module's ``ari:`` --------------------------------------------------
 
 
 @dataclass(frozen=True)
-class AriConfig:
-    """``ari:`` of a module (docs/configuration.md); absent means no ARI requests."""
+class AriClient:
+    """What a module's ARI requests need besides its settings, built once per load
+    (ssl_exporter.prepare): the HTTPS context for the CA's servers and the module's target
+    policy (the global block included)."""
 
-    cas: tuple[CAEntry, ...] = ()  # configured entries, tried before the built-in ones
-    builtin: bool = True  # use BUILTIN_CAS too
-    ca_file: str | None = None  # trust for the ACME servers' HTTPS; None: the system's
-    proxy_url: str | None = None  # None: the module's tcp.proxy_url, if any
-    # Built at load: the HTTPS context and the target policy of the module (global included).
-    ssl_context: Any = field(default=None, compare=False, repr=False)
-    policy: Any = field(default=None, compare=False, repr=False)
-
-    def find(self, facts: _Facts) -> CAEntry | None:
-        for entry in (*self.cas, *(BUILTIN_CAS if self.builtin else ())):
-            if entry.matches(facts):
-                return entry
-        return None
+    settings: AriConfig
+    # The answers and directories of every module, kept for the life of the process
+    # (ssl_exporter.prepare.Caches): a reload must not ask the CAs again.
+    cache: AriCache
+    ssl_context: ssl.SSLContext | None = None  # None: the system's trust store
+    policy: Policy | None = None
 
 
-class AriConfigError(ValueError):
-    """An ``ari:`` block that cannot be used; the message starts with its key path."""
-
-
-def parse_config(raw: Any, path: str, base_dir: str) -> AriConfig:
-    """Parse ``ari:`` (``ari: {}`` or ``ari:`` alone enables it with the built-in CAs)."""
-    import os
-
-    raw = {} if raw is None else raw
-    if not isinstance(raw, Mapping):
-        raise AriConfigError(f"{path}: expected a mapping")
-    known = {"cas", "builtin_cas", "ca_file", "proxy_url"}
-    for key in raw:
-        if key not in known:
-            raise AriConfigError(f"{path}.{key}: unknown key (expected one of {', '.join(sorted(known))})")
-    builtin = raw.get("builtin_cas", True)
-    if not isinstance(builtin, bool):
-        raise AriConfigError(f"{path}.builtin_cas: expected bool")
-    cas_raw = raw.get("cas") or []
-    if not isinstance(cas_raw, list):
-        raise AriConfigError(f"{path}.cas: expected a list")
-    cas = tuple(_parse_ca(item, f"{path}.cas[{i}]") for i, item in enumerate(cas_raw))
-    ca_file = raw.get("ca_file")
+def client(settings: AriConfig, policy: Policy | None, path: str, cache: AriCache) -> AriClient:
+    """The module's AriClient; AriConfigError (naming ``path``.ca_file) if the CA file is unusable."""
     context = None
-    if ca_file is not None:
-        if not isinstance(ca_file, str):
-            raise AriConfigError(f"{path}.ca_file: expected string")
-        ca_file = os.path.join(base_dir, ca_file)
+    if settings.ca_file is not None:
         try:
-            context = ssl.create_default_context(cafile=ca_file)
+            context = ssl.create_default_context(cafile=settings.ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise AriConfigError(f"{path}.ca_file: cannot load {ca_file}: {exc}") from None
-    proxy_url = raw.get("proxy_url")
-    if proxy_url is not None and not isinstance(proxy_url, str):
-        raise AriConfigError(f"{path}.proxy_url: expected string")
-    return AriConfig(cas=cas, builtin=builtin, ca_file=ca_file, proxy_url=proxy_url, ssl_context=context)
-
-
-def _parse_ca(raw: Any, path: str) -> CAEntry:
-    if not isinstance(raw, Mapping):
-        raise AriConfigError(f"{path}: expected a mapping")
-    known = {"directory", "ca_issuers_hosts", "key_ids"}
-    for key in raw:
-        if key not in known:
-            raise AriConfigError(f"{path}.{key}: unknown key (expected one of {', '.join(sorted(known))})")
-    directory = raw.get("directory")
-    if not isinstance(directory, str) or urlsplit(directory).scheme != "https" or not urlsplit(directory).hostname:
-        raise AriConfigError(f"{path}.directory: expected an https:// ACME directory URL")
-    hosts = raw.get("ca_issuers_hosts") or []
-    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
-        raise AriConfigError(f"{path}.ca_issuers_hosts: expected a list of host name patterns")
-    ids_raw = raw.get("key_ids") or []
-    if not isinstance(ids_raw, list) or not all(isinstance(k, str) for k in ids_raw):
-        raise AriConfigError(f"{path}.key_ids: expected a list of hex key identifiers")
-    key_ids = []
-    for text in ids_raw:
-        try:
-            key_ids.append(bytes.fromhex(text.replace(":", "")))
-        except ValueError:
-            raise AriConfigError(f"{path}.key_ids: {text!r} is not hex (like 'a1:b2:...' or 'a1b2...')") from None
-    if not hosts and not key_ids:
-        raise AriConfigError(f"{path}: give ca_issuers_hosts or key_ids, or the entry matches nothing")
-    return CAEntry(directory=directory, ca_issuers_hosts=tuple(h.lower() for h in hosts), key_ids=tuple(key_ids))
-
-
-def as_dict(config: AriConfig) -> dict[str, Any]:
-    """The block as configuration, for /config."""
-    from ssl_exporter.config import redact_url
-
-    out: dict[str, Any] = {"builtin_cas": config.builtin}
-    if config.cas:
-        out["cas"] = [{"directory": c.directory,
-                       **({"ca_issuers_hosts": list(c.ca_issuers_hosts)} if c.ca_issuers_hosts else {}),
-                       **({"key_ids": [k.hex(":") for k in c.key_ids]} if c.key_ids else {})} for c in config.cas]
-    if config.ca_file:
-        out["ca_file"] = config.ca_file
-    if config.proxy_url:
-        out["proxy_url"] = redact_url(config.proxy_url)
-    return out
+            raise AriConfigError(f"{path}.ca_file: cannot load {settings.ca_file}: {exc}") from None
+    return AriClient(settings, cache, context, policy)
 
 
 # --- the certificate's facts --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Facts:
-    key_id: bytes | None
-    serial: int
-    ca_issuers_hosts: tuple[str, ...]
-
-
-def _facts(der: bytes) -> _Facts | None:
+def _facts(der: bytes) -> CertFacts | None:
     try:
         cert = x509.load_der_x509_certificate(der)
         serial = cert.serial_number
@@ -231,7 +127,7 @@ def _facts(der: bytes) -> _Facts | None:
                     hosts.append(host.lower())
     except (x509.ExtensionNotFound, ValueError):
         pass
-    return _Facts(key_id or None, serial, tuple(hosts))
+    return CertFacts(key_id or None, serial, tuple(hosts))
 
 
 def cert_id(key_id: bytes, serial: int) -> str:
@@ -259,18 +155,19 @@ class Answer:
     detail: str = ""
 
 
-_CACHE: ByteLRU[str | Answer] = lru.budgeted("ari")  # _key(...) -> value
+# _key(...) -> a renewalInfo URL or an Answer; one per process (ssl_exporter.prepare.Caches).
+AriCache = ByteLRU[str | Answer]
 
 
-def _key(kind: str, config: AriConfig, proxy: str | None, directory: str, ident: str = "") -> tuple[object, ...]:
+def new_cache() -> AriCache:
+    return lru.budgeted("ari")
+
+
+def _key(kind: str, config: AriClient, proxy: str | None, directory: str, ident: str = "") -> tuple[object, ...]:
     """What a cached answer depends on besides the CA: a module with another trust store,
     proxy or target policy must not be served an answer (or a failure) fetched for another."""
-    return (kind, config.ca_file, proxy, config.policy, directory, ident)
+    return (kind, config.settings.ca_file, proxy, config.policy, directory, ident)
 _clock: Callable[[], float] = time.time  # replaced by tests that let an answer expire
-
-
-def clear_cache() -> None:
-    _CACHE.clear()
 
 
 def retry_seconds(header: str | None, now: float, default: float = DEFAULT_RETRY) -> float:
@@ -323,8 +220,6 @@ class _Failed(Exception):
 
 async def _get(session: Any, url: str, limit: int, proxy: str | None, context: Any) -> tuple[bytes, str | None]:
     """GET ``url`` (no redirects, at most ``limit`` bytes) -> (body, Retry-After)."""
-    import aiohttp
-
     try:
         async with session.get(url, allow_redirects=False, proxy=proxy,
                                ssl=context if context is not None else True) as response:
@@ -347,9 +242,6 @@ def _refusal(url: str, policy: Policy | None) -> str:
     """Why the module's target_policy refuses the URL's host ("" when it does not)."""
     if policy is None:
         return ""
-    from ssl_exporter.access import TargetRefused
-    from ssl_exporter.targets import parse_target
-
     try:
         parts = urlsplit(url)
         policy.check_target(parse_target(parts.hostname or "", parts.port or 443))
@@ -360,10 +252,10 @@ def _refusal(url: str, policy: Policy | None) -> str:
     return ""
 
 
-async def _renewal_info_url(session: Any, directory: str, proxy: str | None, config: AriConfig) -> str:
+async def _renewal_info_url(session: Any, directory: str, proxy: str | None, config: AriClient) -> str:
     now = _clock()
     key = _key("dir", config, proxy, directory)
-    cached = _CACHE.get(key, now)
+    cached = config.cache.get(key, now)
     if isinstance(cached, str):
         return cached
     if isinstance(cached, Answer):
@@ -380,14 +272,14 @@ async def _renewal_info_url(session: Any, directory: str, proxy: str | None, con
             raise _Failed("bad_response", f"{directory}: renewalInfo is not a URL", retry_after)
     except _Failed as exc:
         failed = Answer(exc.reason, detail=exc.detail)
-        _CACHE.put(key, failed, text_size(exc.detail) + 200,
+        config.cache.put(key, failed, text_size(exc.detail) + 200,
                    now + retry_seconds(exc.retry_after, now, ERROR_RETRY))
         raise
-    _CACHE.put(key, url, text_size(url) + 200, now + retry_seconds(retry_after, now))
+    config.cache.put(key, url, text_size(url) + 200, now + retry_seconds(retry_after, now))
     return url
 
 
-async def _ask(session: Any, entry: CAEntry, ident: str, config: AriConfig, proxy: str | None) -> Answer:
+async def _ask(session: Any, entry: CAEntry, ident: str, config: AriClient, proxy: str | None) -> Answer:
     now = _clock()
     key = _key("info", config, proxy, entry.directory, ident)
     try:
@@ -400,13 +292,13 @@ async def _ask(session: Any, entry: CAEntry, ident: str, config: AriConfig, prox
     except _Failed as exc:
         answer = Answer(exc.reason, detail=exc.detail)
         if not exc.detail.endswith("(cached)"):
-            _CACHE.put(key, answer, text_size(exc.detail) + 200,
+            config.cache.put(key, answer, text_size(exc.detail) + 200,
                        now + retry_seconds(exc.retry_after, now, ERROR_RETRY))
         return answer
     answer = parse_renewal_info(body)
     default = DEFAULT_RETRY if not answer.reason else ERROR_RETRY
     answer = Answer(answer.reason, answer.start, answer.end, answer.detail or url)
-    _CACHE.put(key, answer, text_size(answer.detail) + 200,
+    config.cache.put(key, answer, text_size(answer.detail) + 200,
                now + retry_seconds(retry_after, now, default))
     return answer
 
@@ -421,7 +313,7 @@ def _subjects(certs: Sequence[tuple[str, CertInfo]], served: bool) -> list[tuple
     return [(p, c) for p, c in certs if not c.is_ca]
 
 
-async def check(certs: Sequence[tuple[str, CertInfo]], config: AriConfig, deadline: float, *,
+async def check(certs: Sequence[tuple[str, CertInfo]], config: AriClient, deadline: float, *,
                 served: bool, proxy: str | None = None,
                 note: Callable[[str], None] = lambda _m: None) -> tuple[AriCheck, ...]:
     """The ARI window of each certificate ARI is about, within ``deadline`` (loop time)."""
@@ -432,7 +324,7 @@ async def check(certs: Sequence[tuple[str, CertInfo]], config: AriConfig, deadli
     now = _clock()
     for index, (_position, cert) in enumerate(subjects):
         facts = _facts(cert.der)
-        entry = config.find(facts) if facts else None
+        entry = config.settings.find(facts) if facts else None
         if facts is None or entry is None:
             results[index] = Answer("no_ca", detail="no configured or built-in ACME CA matches the issuer")
             continue
@@ -444,7 +336,7 @@ async def check(certs: Sequence[tuple[str, CertInfo]], config: AriConfig, deadli
             results[index] = Answer("refused_by_policy", detail=refused)
             continue
         ident = cert_id(facts.key_id, facts.serial)
-        cached = _CACHE.get(_key("info", config, proxy, entry.directory, ident), now)
+        cached = config.cache.get(_key("info", config, proxy, entry.directory, ident), now)
         if isinstance(cached, Answer):
             results[index] = Answer(cached.reason, cached.start, cached.end, f"{cached.detail} (from cache)")
         else:
@@ -463,10 +355,8 @@ async def check(certs: Sequence[tuple[str, CertInfo]], config: AriConfig, deadli
     return tuple(checks)
 
 
-async def _run(pending: dict[int, tuple[CAEntry, str]], budget: float, config: AriConfig,
+async def _run(pending: dict[int, tuple[CAEntry, str]], budget: float, config: AriClient,
                proxy: str | None) -> dict[int, Answer]:
-    import aiohttp
-
     timed_out = Answer("timeout", detail=f"no answer within the probe's deadline ({max(budget, 0):.2f}s left)")
     if budget <= 0:
         return dict.fromkeys(pending, timed_out)
@@ -491,14 +381,26 @@ async def _run(pending: dict[int, tuple[CAEntry, str]], budget: float, config: A
     return results
 
 
-async def apply(rec: ProbeRecorder, config: AriConfig | None, served: bool, proxy: str | None) -> None:
+class Recorder(Protocol):
+    """What :func:`apply` reads and writes: a probe's recorder (ssl_exporter.probers.base),
+    named by its shape so that this module stays below the probers."""
+
+    certs: tuple[CertInfo, ...]
+    positions: tuple[str, ...]
+    deadline: float | None
+    ari: tuple[AriCheck, ...]
+
+    def note(self, message: str) -> None: ...
+
+
+async def apply(rec: Recorder, config: AriClient | None, served: bool, proxy: str | None) -> None:
     """Record the ARI windows of a probe's certificates; never raises (a failure here must
     not cost the certificate metrics already recorded)."""
     if config is None or not rec.certs or rec.deadline is None:
         return
     try:
         rec.ari = await check(placed(rec.certs, rec.positions), config, rec.deadline, served=served,
-                              proxy=config.proxy_url or proxy, note=rec.note)
+                              proxy=config.settings.proxy_url or proxy, note=rec.note)
     except Exception as exc:
         log.exception("ARI checks crashed")
         rec.note(f"ari: checks crashed: {type(exc).__name__}: {exc}")

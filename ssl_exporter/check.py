@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from ssl_exporter import config, resolve
+from ssl_exporter import config, prepare, resolve
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.errors import OutOfResources
 from ssl_exporter.printable import escape, printable
@@ -143,7 +143,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 TLS_FILE_OPTIONS = {"ca_file": "--ca-file", "cert_file": "--cert-file", "key_file": "--key-file"}
 
 
-def load_config(args: argparse.Namespace) -> config.Config:
+def load_config(args: argparse.Namespace) -> prepare.PreparedConfig:
     """The configuration, with ``--ca-file``/``--cert-file``/``--key-file`` in the module's tls_config.
 
     The options are written into the module's YAML and the whole file loaded again, so they
@@ -154,7 +154,7 @@ def load_config(args: argparse.Namespace) -> config.Config:
         base_dir = os.path.dirname(os.path.abspath(args.config_file))
     else:
         text, source, base_dir = config.DEFAULT_CONFIG_YAML, "embedded default", None
-    cfg = config.load_text(text, source, base_dir)
+    cfg = prepare.load_text(text, source, base_dir)
     files = {key: getattr(args, key) for key in TLS_FILE_OPTIONS if getattr(args, key)}
     name = args.module or cfg.default_module
     if not files or name not in cfg.modules:  # an unknown module is parse_probe_request's to report
@@ -170,7 +170,7 @@ def load_config(args: argparse.Namespace) -> config.Config:
         tls_config.pop("key_file", None)  # the module's key belongs to the module's certificate
     tls_config.update({key: os.path.abspath(path) for key, path in files.items()})
     try:
-        return config.load_text(yaml.safe_dump(raw), source, base_dir)
+        return prepare.load_text(yaml.safe_dump(raw), source, base_dir)
     except config.ConfigError as exc:
         # "modules.https.tls_config.ca_file: file not found: ..." -> "--ca-file: file not found: ..."
         message = str(exc)

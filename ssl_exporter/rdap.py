@@ -28,32 +28,30 @@ import asyncio
 import email.utils
 import json
 import logging
-import math
-import os
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from ssl_exporter import lru
+import aiohttp
+
+from ssl_exporter import lru, tls
 from ssl_exporter.access import Policy, TargetRefused
 from ssl_exporter.errors import classify, verify_reason
 from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.printable import printable
+from ssl_exporter.rdapsettings import MAX_BOOTSTRAP_BYTES, Bootstrap, RDAPConfig, bootstrap_from, parse_time
 from ssl_exporter.result import DomainInfo
-from ssl_exporter.sources import SourceError, read_regular
 from ssl_exporter.targets import TargetError, parse_target
+from ssl_exporter.tlssettings import TLSConfig
 
 log = logging.getLogger(__name__)
 
-# The IANA registry of RDAP servers for DNS names (RFC 9224), as whodap and whoisit name it.
-IANA_BOOTSTRAP_URL = "https://data.iana.org/rdap/dns.json"
-MAX_BOOTSTRAP_BYTES = 4 * 1024 * 1024  # the IANA file is about 40 KB
 MAX_RETRY_AFTER = 86400.0  # a Retry-After beyond a day is read as a day
 MAX_STATUSES = 32  # status values kept per domain (RFC 9083 defines about 30)
 MAX_LABEL = 128  # characters of a status or registrar label value
@@ -76,191 +74,8 @@ class LookupFailed(Exception):
 # --- configuration ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Bootstrap:
-    """The DNS bootstrap registry: domain suffix (ASCII, lower case) -> service URLs."""
-
-    services: Mapping[str, tuple[str, ...]]
-    publication: str = ""
-
-    def lookup(self, domain: str) -> tuple[str, tuple[str, ...]] | None:
-        """The longest suffix of ``domain`` with an entry (RFC 9224 section 4)."""
-        labels = domain.split(".")
-        for start in range(len(labels)):
-            suffix = ".".join(labels[start:])
-            if suffix in self.services:
-                return suffix, self.services[suffix]
-        return None
-
-
-def parse_bootstrap(data: bytes | str) -> Bootstrap:
-    """Parse an RFC 9224 registry file; ValueError names what is wrong."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    return bootstrap_from(doc)
-
-
-def bootstrap_from(doc: Any) -> Bootstrap:
-    """The registry from its parsed JSON document; ValueError names what is wrong."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("services"), list):
-        raise ValueError("not an RDAP bootstrap registry (no services list)")
-    services: dict[str, tuple[str, ...]] = {}
-    for entry in doc["services"]:
-        if (not isinstance(entry, list) or len(entry) < 2 or not isinstance(entry[0], list)
-                or not isinstance(entry[1], list)):
-            raise ValueError("a service is not [[suffixes], [URLs]]")
-        urls = tuple(u for u in entry[1] if isinstance(u, str) and u.startswith(("https://", "http://")))
-        for suffix in entry[0]:
-            if isinstance(suffix, str) and suffix.strip("."):
-                services[suffix.strip(".").lower()] = urls
-    publication = doc.get("publication")
-    return Bootstrap(services, publication if isinstance(publication, str) else "")
-
-
-@dataclass(frozen=True)
-class RDAPConfig:
-    """``rdap:`` of a module (docs/domains.md)."""
-
-    bootstrap_file: str | None = None
-    bootstrap_url: str | None = None
-    bootstrap_refresh: float = 86400.0
-    servers: Mapping[str, str] = field(default_factory=dict)  # suffix -> base URL
-    cache_ttl: float = 6 * 3600.0
-    error_retry: float = 900.0
-    max_redirects: int = 3
-    max_response_bytes: int = 1024 * 1024
-    follow_referral: bool = True
-    allow_http: bool = False
-    host_concurrency: int = 2
-    proxy_url: str | None = field(default=None, repr=False)
-    expiry_override: Mapping[str, float] = field(default_factory=dict)  # domain -> timestamp
-    # The bootstrap_file, parsed at load.
-    file_bootstrap: Bootstrap | None = field(default=None, compare=False, repr=False)
-
-    def as_dict(self, redact: Callable[[str | None], str | None]) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "bootstrap_file": self.bootstrap_file, "bootstrap_url": self.bootstrap_url,
-            "bootstrap_refresh": f"{self.bootstrap_refresh:g}s", "servers": dict(self.servers) or None,
-            "cache_ttl": f"{self.cache_ttl:g}s", "error_retry": f"{self.error_retry:g}s",
-            "max_redirects": self.max_redirects, "max_response_bytes": self.max_response_bytes,
-            "follow_referral": self.follow_referral, "allow_http": self.allow_http,
-            "host_concurrency": self.host_concurrency, "proxy_url": redact(self.proxy_url),
-            "expiry_override": {d: _iso(t) for d, t in self.expiry_override.items()} or None,
-        }
-        return {k: v for k, v in out.items() if v is not None}
-
-    @property
-    def cache_key(self) -> tuple[Any, ...]:
-        """What in ``rdap:`` makes two modules' answers for a domain interchangeable (the
-        module's target policy and trust settings count too: see :func:`lookup`)."""
-        return (self.bootstrap_url, self.bootstrap_file, tuple(sorted(self.servers.items())),
-                self.follow_referral, self.allow_http, self.proxy_url, self.max_redirects,
-                self.max_response_bytes)
-
-
-RDAP_KEYS = ("bootstrap_file", "bootstrap_url", "bootstrap_refresh", "servers", "cache_ttl", "error_retry",
-             "max_redirects", "max_response_bytes", "follow_referral", "allow_http", "host_concurrency",
-             "proxy_url", "expiry_override")
-
-
-def parse_config(raw: Any, path: str, base_dir: str) -> RDAPConfig:
-    """Parse ``rdap:``; ConfigError names the key path of a mistake."""
-    from ssl_exporter import config as c
-
-    raw = {} if raw is None else raw
-    c._expect_mapping(raw, path)
-    c._reject_unknown(raw, set(RDAP_KEYS), path)
-    values: dict[str, Any] = {}
-    for key in ("bootstrap_refresh", "cache_ttl", "error_retry"):
-        if key in raw:
-            values[key] = c._parse_timeout(raw[key], f"{path}.{key}")
-    for key, low in (("max_redirects", 0), ("max_response_bytes", 1024), ("host_concurrency", 1)):
-        number = c._get(raw, key, int, path, None)
-        if number is not None:
-            if number < low:
-                raise c.ConfigError(f"{path}.{key}: must be at least {low}")
-            values[key] = number
-    for key in ("follow_referral", "allow_http"):
-        flag = c._get(raw, key, bool, path, None)
-        if flag is not None:
-            values[key] = flag
-    allow_http = values.get("allow_http", False)
-    bootstrap_url = c._get(raw, "bootstrap_url", str, path, None)
-    if bootstrap_url is not None:
-        _check_url(bootstrap_url, f"{path}.bootstrap_url", allow_http)
-    bootstrap_file = c._get(raw, "bootstrap_file", str, path, None)
-    file_bootstrap = None
-    if bootstrap_file is not None:
-        bootstrap_file = os.path.join(base_dir, os.path.expanduser(bootstrap_file))
-        try:  # a regular file only: a FIFO here would hold this load and every later one
-            data, _ = read_regular(bootstrap_file, MAX_BOOTSTRAP_BYTES)
-        except SourceError as exc:
-            raise c.ConfigError(f"{path}.bootstrap_file: cannot read {bootstrap_file}: {exc}") from None
-        try:
-            file_bootstrap = parse_bootstrap(data)
-        except ValueError as exc:
-            raise c.ConfigError(f"{path}.bootstrap_file: {bootstrap_file}: {exc}") from None
-    servers = c._get(raw, "servers", dict, path, None) or {}
-    parsed_servers = {}
-    for suffix, url in servers.items():
-        key = f"{path}.servers.{suffix}"
-        if not isinstance(suffix, str) or not isinstance(url, str):
-            raise c.ConfigError(f"{key}: expected a TLD mapped to an RDAP base URL")
-        _check_url(url, key, allow_http)
-        parsed_servers[_suffix(suffix, key)] = url
-    proxy_url = c._get(raw, "proxy_url", str, path, None)
-    if proxy_url is not None:
-        c._check_proxy_url(proxy_url, f"{path}.proxy_url")
-    overrides = c._get(raw, "expiry_override", dict, path, None) or {}
-    parsed_overrides = {}
-    for name, when in overrides.items():
-        key = f"{path}.expiry_override.{name}"
-        domain = _suffix(str(name), key)
-        stamp = _override_time(when)
-        if stamp is None:
-            raise c.ConfigError(f"{key}: expected a date like 2031-05-01 or 2031-05-01T12:00:00Z")
-        parsed_overrides[domain] = stamp
-    return RDAPConfig(bootstrap_file=bootstrap_file, bootstrap_url=bootstrap_url, servers=parsed_servers,
-                      proxy_url=proxy_url, expiry_override=parsed_overrides, file_bootstrap=file_bootstrap,
-                      **values)
-
-
-def _check_url(url: str, path: str, allow_http: bool) -> None:
-    from ssl_exporter.config import ConfigError
-
-    parts = urlsplit(url)
-    schemes = ("https", "http") if allow_http else ("https",)
-    if parts.scheme not in schemes:
-        raise ConfigError(f"{path}: {url!r} is not an https:// URL" + ("" if allow_http else
-                                                                         " (allow_http is off)"))
-    if not parts.hostname:
-        raise ConfigError(f"{path}: {url!r} has no host")
-
-
-def _suffix(name: str, path: str) -> str:
-    from ssl_exporter.config import ConfigError
-    from ssl_exporter.targets import normalise_name
-
-    try:
-        return normalise_name(name.strip("."), name)
-    except TargetError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-
-
-def _override_time(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
-    return parse_time(value) if isinstance(value, str) else None
-
-
-def client_context(tls_config: Any) -> ssl.SSLContext:
+def client_context(tls_config: TLSConfig) -> ssl.SSLContext:
     """The TLS context for RDAP servers: the module's trust store, with the hostname checked."""
-    from ssl_exporter import tls
-
     context = tls.build_client_context(tls_config)
     if tls_config.insecure_skip_verify:
         context.verify_mode = ssl.CERT_NONE
@@ -270,22 +85,6 @@ def client_context(tls_config: Any) -> ssl.SSLContext:
 
 
 # --- RDAP documents ---------------------------------------------------------------------
-
-
-def parse_time(text: Any) -> float | None:
-    """An RFC 3339 date-time (RDAP eventDate) as a timestamp; None when it is not one."""
-    if not isinstance(text, str) or not 10 <= len(text) <= 40:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        return moment.timestamp()
-    except (OverflowError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -307,7 +106,8 @@ def parse_domain(doc: Any, domain: str) -> DomainDocument:
     if isinstance(name, str) and name.lower().rstrip(".") != domain:
         raise LookupFailed("bad_response", f"the answer is about {name[:100]!r}, not {domain}")
     dates: dict[str, float] = {}
-    events = doc.get("events") if isinstance(doc.get("events"), list) else []
+    events = doc.get("events")
+    events = events if isinstance(events, list) else []
     for event in events:
         if not isinstance(event, dict) or event.get("eventAction") not in ("registration", "expiration"):
             continue
@@ -316,7 +116,8 @@ def parse_domain(doc: Any, domain: str) -> DomainDocument:
         if stamp is None:
             raise LookupFailed("bad_response", f"{action} date {str(event.get('eventDate'))[:40]!r} is not RFC 3339")
         dates.setdefault(action, stamp)
-    raw_status = doc.get("status") if isinstance(doc.get("status"), list) else []
+    raw_status = doc.get("status")
+    raw_status = raw_status if isinstance(raw_status, list) else []
     statuses = tuple(dict.fromkeys(_label(s.lower()) for s in raw_status if isinstance(s, str) and s.strip()))
     return DomainDocument(dates.get("expiration"), dates.get("registration"), statuses[:MAX_STATUSES],
                           _registrar(doc.get("entities")), _referral(doc.get("links"), domain))
@@ -364,8 +165,6 @@ class _PolicyResolver:
     the connection goes to the very addresses that were checked (no second resolution)."""
 
     def __init__(self, policy: Policy) -> None:
-        import aiohttp
-
         self.policy = policy
         self.inner = aiohttp.ThreadedResolver()
 
@@ -398,17 +197,13 @@ class _HostLimits:
                 del self._held[key]
 
 
-HOST_LIMITS = _HostLimits()
-# host -> time until which it asked us (429, Retry-After) to wait; pruned as it passes.
-_HOST_BACKOFF: dict[str, float] = {}
-
-
 class Fetcher:
     """One lookup's HTTP client: bounds, scheme, policy, proxy and per-host limits."""
 
     def __init__(self, session: Any, cfg: RDAPConfig, policy: Policy | None, note: Callable[[str], None],
-                 scope: Any = None) -> None:
+                 state: RDAPState, scope: Any = None) -> None:
         self.session = session
+        self.state = state
         self.cfg = cfg
         self.policy = policy
         self.note = note
@@ -446,12 +241,13 @@ class Fetcher:
         except (TargetError, ValueError) as exc:
             raise LookupFailed("bad_response", f"unusable URL {url[:200]!r}: {exc}") from None
         now = time.time()
-        until = _HOST_BACKOFF.get(host, 0.0)
+        backoff = self.state.host_backoff
+        until = backoff.get(host, 0.0)
         if until > now:
             raise LookupFailed("rate_limited", f"{host} asked to wait {until - now:.0f}s more (Retry-After)",
                                retry_after=until - now)
-        _HOST_BACKOFF.pop(host, None)
-        async with HOST_LIMITS.hold(host, self.cfg.host_concurrency):
+        backoff.pop(host, None)
+        async with self.state.host_limits.hold(host, self.cfg.host_concurrency):
             self.note(f"rdap: GET {url}")
             async with self.session.get(url, allow_redirects=False, proxy=self.cfg.proxy_url,
                                         headers={"Accept": ACCEPT}) as response:
@@ -460,8 +256,8 @@ class Fetcher:
                 if status == 429:
                     wait = retry_after(response.headers.get("Retry-After"), now)
                     wait = max(wait if wait is not None else self.cfg.error_retry, 1.0)
-                    _prune_backoff(now)
-                    _HOST_BACKOFF[host] = now + wait
+                    _prune_backoff(backoff, now)
+                    backoff[host] = now + wait
                     raise LookupFailed("rate_limited", f"{host} answered 429, retry after {wait:.0f}s",
                                        retry_after=wait)
                 if status in (301, 302, 303, 307, 308):
@@ -496,15 +292,13 @@ def retry_after(value: str | None, now: float) -> float | None:
     return min(max(moment.timestamp() - now, 0.0), MAX_RETRY_AFTER)
 
 
-def _prune_backoff(now: float) -> None:
-    for host in [h for h, until in _HOST_BACKOFF.items() if until <= now]:
-        del _HOST_BACKOFF[host]
+def _prune_backoff(backoff: dict[str, float], now: float) -> None:
+    for host in [h for h, until in backoff.items() if until <= now]:
+        del backoff[host]
 
 
 def failure_of(exc: BaseException) -> LookupFailed:
     """Any exception of a lookup as LookupFailed with a documented reason."""
-    import aiohttp
-
     if isinstance(exc, LookupFailed):
         return exc
     detail = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -541,9 +335,6 @@ class _BootstrapState:
     error: str = ""
 
 
-_BOOTSTRAPS: dict[tuple[str, Any], _BootstrapState] = {}  # (URL, scope of lookup) -> state
-
-
 @dataclass(frozen=True)
 class _Entry:
     good: DomainInfo | None
@@ -552,29 +343,40 @@ class _Entry:
     retry_at: float = 0.0  # no request before this time (after a failure)
 
 
-_CACHE: ByteLRU[_Entry] = lru.budgeted("rdap", CACHE_ENTRIES)
-_IN_FLIGHT: dict[tuple[int, Any], asyncio.Task[Any]] = {}
+class RDAPState:
+    """What lookups remember between probes, for every rdap module: answers, shared lookups
+    in flight, bootstrap registries, per-host back-off and concurrency. One per process
+    (ssl_exporter.prepare.Caches), handed to every load: registries rate-limit, so a
+    reload must not forget answers nor a host's Retry-After."""
+
+    def __init__(self) -> None:
+        self.answers: ByteLRU[_Entry] = lru.budgeted("rdap", CACHE_ENTRIES)
+        self.in_flight: dict[tuple[int, Any], asyncio.Task[Any]] = {}
+        self.bootstraps: dict[tuple[str, Any], _BootstrapState] = {}  # (URL, scope of lookup) -> state
+        # host -> time until which it asked us (429, Retry-After) to wait; pruned as it passes.
+        self.host_backoff: dict[str, float] = {}
+        self.host_limits = _HostLimits()
+
+    def clear(self) -> None:
+        """Forget every cached answer, bootstrap registry and back-off (tests)."""
+        self.answers.clear()
+        self.bootstraps.clear()
+        self.host_backoff.clear()
 
 
-def clear() -> None:
-    """Forget every cached answer, bootstrap registry and back-off (tests)."""
-    _CACHE.clear()
-    _BOOTSTRAPS.clear()
-    _HOST_BACKOFF.clear()
-
-
-def _shared(key: Any, factory: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
+def _shared(state: RDAPState, key: Any, factory: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
     """One task per key at a time: concurrent probes of one domain share its lookup."""
     loop = asyncio.get_running_loop()
     full = (id(loop), key)
-    task = _IN_FLIGHT.get(full)
+    in_flight = state.in_flight
+    task = in_flight.get(full)
     if task is None or task.done():
         task = loop.create_task(factory())  # type: ignore[arg-type]
-        _IN_FLIGHT[full] = task
+        in_flight[full] = task
 
         def done(finished: asyncio.Task[Any]) -> None:
-            if _IN_FLIGHT.get(full) is finished:
-                del _IN_FLIGHT[full]
+            if in_flight.get(full) is finished:
+                del in_flight[full]
             if not finished.cancelled():
                 finished.exception()  # retrieved, even when every waiter went away
 
@@ -593,7 +395,8 @@ class Outcome:
 
 
 async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                 timeout: float, deadline: float, note: Callable[[str], None], trust: Any = None) -> Outcome:
+                 timeout: float, deadline: float, note: Callable[[str], None], state: RDAPState,
+                 trust: Any = None) -> Outcome:
     """The domain's registration data, from the cache when fresh, else from RDAP.
 
     ``timeout`` bounds the lookup itself (it finishes and fills the cache even when the
@@ -610,14 +413,15 @@ async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: 
     scope = (cfg.cache_key, policy, trust)
     key = (domain, scope)
     now = time.time()
-    entry = _CACHE.get(key)
+    entry = state.answers.get(key)
     if entry is not None and entry.good is not None and now < entry.good.lookup_time + cfg.cache_ttl:  # type: ignore[operator]
         note(f"rdap: cached answer from {now - entry.good.lookup_time:.0f}s ago")  # type: ignore[operator]
         return Outcome(entry.good, cached=True)
     if entry is not None and entry.reason and now < entry.retry_at:
         note(f"rdap: last lookup failed ({entry.reason}); next attempt in {entry.retry_at - now:.0f}s")
         return Outcome(entry.good, entry.reason, entry.detail, cached=True)
-    task = _shared(key, lambda: _lookup_and_store(domain, cfg, context, policy, timeout, key, note, scope))
+    task = _shared(state, key, lambda: _lookup_and_store(domain, cfg, context, policy, timeout, key, note, scope,
+                                                         state))
     try:
         async with asyncio.timeout_at(deadline - DEADLINE_MARGIN):
             return await asyncio.shield(task)
@@ -628,20 +432,21 @@ async def lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: 
 
 
 async def _lookup_and_store(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                            timeout: float, key: Any, note: Callable[[str], None], scope: Any) -> Outcome:
+                            timeout: float, key: Any, note: Callable[[str], None], scope: Any,
+                            state: RDAPState) -> Outcome:
     try:
         async with asyncio.timeout(timeout):
-            info = await _lookup(domain, cfg, context, policy, note, scope)
+            info = await _lookup(domain, cfg, context, policy, note, state, scope)
     except Exception as exc:  # every failure is stored and waited out; cancellation passes
         failure = failure_of(exc)
         now = time.time()
         wait = max(cfg.error_retry, failure.retry_after or 0.0)
-        previous = _CACHE.get(key)
+        previous = state.answers.get(key)
         stale = previous.good if previous is not None else None
-        _store(key, _Entry(stale, failure.reason, failure.detail, now + wait))
+        _store(state, key, _Entry(stale, failure.reason, failure.detail, now + wait))
         note(f"rdap: lookup failed ({failure.reason}): {failure.detail}; next attempt in {wait:.0f}s")
         return Outcome(stale, failure.reason, failure.detail, cached=stale is not None)
-    _store(key, _Entry(info))
+    _store(state, key, _Entry(info))
     return Outcome(info)
 
 
@@ -649,23 +454,21 @@ def _escaped(note: Callable[[str], None]) -> Callable[[str], None]:
     return lambda message: note(printable(message))
 
 
-def _store(key: Any, entry: _Entry) -> None:
+def _store(state: RDAPState, key: Any, entry: _Entry) -> None:
     good = entry.good
     size = 400 + text_size(entry.detail, *(() if good is None else (good.domain, good.server, good.registrar or "",
                                                                      *good.statuses)))
-    _CACHE.put(key, entry, size)
+    state.answers.put(key, entry, size)
 
 
 async def _lookup(domain: str, cfg: RDAPConfig, context: ssl.SSLContext, policy: Policy | None,
-                  note: Callable[[str], None], scope: Any = None) -> DomainInfo:
-    import aiohttp
-
+                  note: Callable[[str], None], state: RDAPState, scope: Any = None) -> DomainInfo:
     resolver = _PolicyResolver(policy) if policy is not None and cfg.proxy_url is None else None
     connector = aiohttp.TCPConnector(ssl=context, force_close=True, limit=8, use_dns_cache=False,
                                      resolver=resolver)  # type: ignore[arg-type]
     async with aiohttp.ClientSession(connector=connector, trust_env=False,
                                      timeout=aiohttp.ClientTimeout(total=None)) as session:
-        fetcher = Fetcher(session, cfg, policy, note, scope)
+        fetcher = Fetcher(session, cfg, policy, note, state, scope)
         base = await _service(domain, cfg, fetcher, note)
         url = base.rstrip("/") + "/domain/" + domain
         registry = parse_domain(await fetcher.get_json(url, cfg.max_response_bytes), domain)
@@ -720,11 +523,12 @@ async def _bootstrap(cfg: RDAPConfig, fetcher: Fetcher, note: Callable[[str], No
             raise LookupFailed("no_rdap_service", "neither rdap.bootstrap_url nor rdap.bootstrap_file is set, "
                                                   "and rdap.servers has no entry for this domain")
         return cfg.file_bootstrap
-    state = _BOOTSTRAPS.setdefault((url, fetcher.scope), _BootstrapState())
+    state = fetcher.state.bootstraps.setdefault((url, fetcher.scope), _BootstrapState())
     now = time.time()
     due = state.registry is None or now >= state.fetched + cfg.bootstrap_refresh
     if due and now >= state.retry_at:
-        task = _shared(("bootstrap", url, fetcher.scope), lambda: _refresh_bootstrap(url, state, cfg, fetcher, note))
+        task = _shared(fetcher.state, ("bootstrap", url, fetcher.scope),
+                       lambda: _refresh_bootstrap(url, state, cfg, fetcher, note))
         await asyncio.shield(task)
     registry = state.registry or cfg.file_bootstrap
     if registry is None:
@@ -746,12 +550,6 @@ async def _refresh_bootstrap(url: str, state: _BootstrapState, cfg: RDAPConfig, 
         return
     state.registry, state.fetched, state.error = registry, time.time(), ""
     note(f"rdap: bootstrap registry from {url}: {len(registry.services)} suffixes")
-
-
-def _iso(timestamp: float) -> str:
-    if not math.isfinite(timestamp):
-        return str(timestamp)
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def trouble(statuses: tuple[str, ...]) -> list[str]:

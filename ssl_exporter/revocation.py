@@ -68,7 +68,7 @@ from ssl_exporter.within import run_within
 
 if TYPE_CHECKING:
     from ssl_exporter.access import Policy
-    from ssl_exporter.config import Module
+    from ssl_exporter.prepare import PreparedModule as Module
     from ssl_exporter.probers.base import ProbeRecorder
     from ssl_exporter.tls import HandshakeOutcome
 
@@ -910,7 +910,7 @@ async def apply(rec: ProbeRecorder, module: Module, outcome: HandshakeOutcome) -
     assert rec.deadline is not None, "run_probe sets the deadline"
     try:
         report = await check(outcome, placed(rec.certs, rec.positions), config.methods, rec.deadline,
-                             crl_files=config.crl_store, proxy=module.tcp.proxy_url, policy=module.policy,
+                             crl_files=module.crl_store, proxy=module.tcp.proxy_url, policy=module.policy,
                              note=rec.note)
     except Exception as exc:
         log.exception("revocation checks crashed")

@@ -33,7 +33,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 
-from ssl_exporter import __version__, config, lru, metrics
+from ssl_exporter import __version__, config, lru, metrics, prepare
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.errors import OutOfResources
 from ssl_exporter.history import History, ProbeRecord
@@ -69,13 +69,13 @@ class Overloaded(Exception):
 class ProbeRequest:
     """A validated probe request: what to probe, how, and which name to verify."""
 
-    module: config.Module
+    module: prepare.PreparedModule
     prober: Prober
     target: Any  # the prober's parsed target
     server_name: str
 
 
-def parse_probe_request(cfg: config.Config, module_name: str | None, raw_target: str | None,
+def parse_probe_request(cfg: prepare.PreparedConfig, module_name: str | None, raw_target: str | None,
                         hostname: str | None) -> ProbeRequest:
     """Validate probe input the same way for /probe and the check command; BadRequest if bad."""
     name = module_name or cfg.default_module
@@ -158,12 +158,12 @@ class Exporter:
         self.registry.register(_CacheCollector(self))
         self._use(self._load())  # raises ConfigError at start-up
 
-    def _load(self) -> config.Config:
+    def _load(self) -> prepare.PreparedConfig:
         if self.config_file is None:
-            return config.load_default()
-        return config.load_file(self.config_file)
+            return prepare.load_default()
+        return prepare.load_file(self.config_file)
 
-    def _use(self, cfg: config.Config) -> None:
+    def _use(self, cfg: prepare.PreparedConfig) -> None:
         # Redacted once per load: every probe's history record shares its module's dict.
         # Before anything changes, so that a failure here keeps the old config whole.
         redacted = cfg.redacted()
@@ -207,7 +207,7 @@ class Exporter:
         log.error("config reload failed, keeping the previous config", extra={"fields": {"err": error}})
         return error
 
-    def probe_timeout(self, module: config.Module, header: str | None) -> float:
+    def probe_timeout(self, module: prepare.PreparedModule, header: str | None) -> float:
         """min(module timeout, scrape timeout - offset); the module's alone without header."""
         if header is None:
             return module.timeout
@@ -256,13 +256,13 @@ class Exporter:
         return record
 
 
-async def _in_thread(work: Callable[[], config.Config]) -> config.Config:
+async def _in_thread(work: Callable[[], prepare.PreparedConfig]) -> prepare.PreparedConfig:
     """``work()`` in a daemon thread: one that never ends (a FIFO nobody writes to) must not
     keep the process from exiting, as a thread of an executor would."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[config.Config] = loop.create_future()
+    future: asyncio.Future[prepare.PreparedConfig] = loop.create_future()
 
-    def settle(result: config.Config | None, error: BaseException | None) -> None:
+    def settle(result: prepare.PreparedConfig | None, error: BaseException | None) -> None:
         if future.done():  # the reload was cancelled meanwhile (shutdown)
             return
         if error is not None:
@@ -427,7 +427,7 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
 
     async def landing(request: web.Request) -> web.Response:
         history = exporter.history
-        return _html(landing_page(__version__, exporter.config, telemetry_path, history.records(),
+        return _html(landing_page(__version__, exporter.config.settings, telemetry_path, history.records(),
                                   history.limit, history.failure_limit))
 
     app.router.add_get("/probe", probe)

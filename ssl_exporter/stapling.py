@@ -27,14 +27,11 @@ import asyncio
 import os
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ssl_exporter import tls
 from ssl_exporter.errors import ProbeFailure
-
-if TYPE_CHECKING:
-    from ssl_exporter.config import TLSConfig
-
+from ssl_exporter.tlssettings import TLS_VERSIONS, TLSConfig
 
 
 class StaplingUnavailable(RuntimeError):
@@ -61,7 +58,6 @@ def build_context(config: TLSConfig) -> Any:
         from OpenSSL import SSL
     except ImportError:  # pragma: no cover - pyOpenSSL is a dependency
         raise StaplingUnavailable("stapling needs pyOpenSSL (pip install pyOpenSSL)") from None
-    from ssl_exporter.config import TLS_VERSIONS
 
     versions = {
         ssl.TLSVersion.TLSv1: SSL.TLS1_VERSION,

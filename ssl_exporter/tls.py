@@ -16,13 +16,10 @@ import ssl
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ssl_exporter.errors import ProbeFailure
 from ssl_exporter.result import TLSInfo
-
-if TYPE_CHECKING:
-    from ssl_exporter.config import TLSConfig
+from ssl_exporter.tlssettings import TLS_VERSIONS, TLSConfig
 
 # Bytes a handshake may read before the probe gives up: a real chain is a few KiB, and
 # OpenSSL itself refuses certificate messages over 100 KiB.
@@ -61,8 +58,6 @@ def build_client_context(config: TLSConfig) -> ssl.SSLContext:
     OpenSSL's own hostname check is off: we match the name ourselves from the leaf, so that
     a chain error does not hide a hostname error (OpenSSL reports only its first error).
     """
-    from ssl_exporter.config import TLS_VERSIONS
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED

@@ -33,8 +33,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ssl_exporter import config as config_rules
-from ssl_exporter.config import TLS_VERSIONS, _type_name
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from ssl_exporter import yamlrules as rules
+from ssl_exporter.tlssettings import TLS_VERSIONS
+from ssl_exporter.yamlrules import type_name
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +123,7 @@ class WebConfig:
 
 def load(path: str) -> WebConfig:
     """Read and validate a web configuration file, certificates included; WebConfigError if bad."""
-    text = config_rules.read_text(path, WebConfigError)
+    text = rules.read_text(path, WebConfigError)
     try:
         return _parse(text, os.path.dirname(os.path.abspath(path)), path)
     except WebConfigError as exc:
@@ -128,7 +132,7 @@ def load(path: str) -> WebConfig:
 
 def _parse(text: str, base_dir: str, source: str) -> WebConfig:
     # Only the problem and its place: YAML's own message quotes the file, hashes included.
-    raw = config_rules.load_yaml(text, "", WebConfigError)  # bounded: no alias bombs, no deep nesting
+    raw = rules.load_yaml(text, "", WebConfigError)  # bounded: no alias bombs, no deep nesting
     raw = {} if raw is None else raw
     _expect_mapping(raw, "web config")
     _check_keys(raw, TOP_KEYS, "")
@@ -138,7 +142,7 @@ def _parse(text: str, base_dir: str, source: str) -> WebConfig:
     _check_keys(http, HTTP_KEYS, "http_server_config")
     http2 = http.get("http2", True)
     if not isinstance(http2, bool):
-        raise WebConfigError(f"http_server_config.http2: expected bool, got {_type_name(http2)}")
+        raise WebConfigError(f"http_server_config.http2: expected bool, got {type_name(http2)}")
     headers = _parse_headers(http.get("headers") or {})
     users = _parse_users(raw.get("basic_auth_users") or {})
     config = WebConfig(source=source, tls=tls, headers=headers, users=users, http2=http2)
@@ -191,7 +195,7 @@ def _parse_tls(raw: Any, base_dir: str) -> TLSSettings | None:
                              f"{versions['max_version']}")
     prefer = raw.get("prefer_server_cipher_suites", True)
     if not isinstance(prefer, bool):
-        raise WebConfigError(f"{path}.prefer_server_cipher_suites: expected bool, got {_type_name(prefer)}")
+        raise WebConfigError(f"{path}.prefer_server_cipher_suites: expected bool, got {type_name(prefer)}")
     return TLSSettings(cert_file=files["cert_file"] or "", key_file=files["key_file"] or "",
                        client_ca_file=files["client_ca_file"], client_ca=client_ca, client_auth_type=auth,
                        prefer_server_cipher_suites=prefer, **versions)
@@ -224,7 +228,7 @@ def _parse_users(raw: Any) -> dict[str, str]:
             raise WebConfigError(f"{path}: user names are non-empty strings without ':'")
         # The message never quotes the value: it is a secret, even when malformed.
         if not isinstance(hashed, str):
-            raise WebConfigError(f"{path}.{user}: expected a bcrypt hash, got {_type_name(hashed)}")
+            raise WebConfigError(f"{path}.{user}: expected a bcrypt hash, got {type_name(hashed)}")
         match = _BCRYPT.fullmatch(hashed)
         if match is None:
             raise WebConfigError(f"{path}.{user}: not a bcrypt hash (like $2y$10$ and 53 characters; "
@@ -268,9 +272,6 @@ def build_context(settings: TLSSettings) -> ssl.SSLContext:
 
 
 def _check_pem(settings: TLSSettings) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
     try:
         with open(settings.cert_file, "rb") as f:
             x509.load_pem_x509_certificates(f.read())
@@ -472,12 +473,12 @@ def _check_keys(raw: Mapping[str, Any], known: tuple[str, ...], path: str) -> No
 
 
 def _expect_mapping(raw: Any, path: str) -> None:
-    config_rules._expect_mapping(raw, path, WebConfigError)
+    rules.expect_mapping(raw, path, WebConfigError)
 
 
 def _get(raw: Mapping[str, Any], key: str, kind: type, path: str) -> Any:
-    return config_rules._get(raw, key, kind, path, error=WebConfigError)
+    return rules.get_typed(raw, key, kind, path, error=WebConfigError)
 
 
 def _check_readable(filename: str, path: str) -> None:
-    config_rules._check_readable(filename, path, WebConfigError)
+    rules.check_readable(filename, path, WebConfigError)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from ssl_exporter import access, config
+from ssl_exporter import access, config, prepare
 from ssl_exporter.targets import parse_target
 from tests.conftest import PKI, Samples, serve_exporter
 from tests.servers import pytls
@@ -183,7 +183,7 @@ async def test_the_module_policy_adds_to_the_global_one(tmp_path: Path, tls_port
 
 
 def test_policy_layers_unit() -> None:
-    cfg = config.load_text(textwrap.dedent("""\
+    cfg = prepare.load_text(textwrap.dedent("""\
         target_policy: {deny_link_local: true, allow_cidrs: [192.0.2.0/24, "2001:db8::/32"]}
         modules:
           a: {prober: tcp, target_policy: {deny_cidrs: [192.0.2.128/25]}}
@@ -237,7 +237,7 @@ def test_policy_layers_unit() -> None:
 )
 def test_bad_policies_are_config_errors(text: str, message: str) -> None:
     with pytest.raises(config.ConfigError) as caught:
-        config.load_text(text, source="test")
+        prepare.load_text(text, source="test")
     assert str(caught.value) == message
 
 
@@ -327,7 +327,7 @@ async def test_without_a_policy_0_reaches_the_local_host(tmp_path: Path) -> None
 
 
 def test_a_name_that_resolves_to_an_unspecified_address_is_refused() -> None:
-    cfg = config.load_text("target_policy: {deny_hosts: [x.invalid]}\nmodules: {t: {prober: tcp}}\n",
+    cfg = prepare.load_text("target_policy: {deny_hosts: [x.invalid]}\nmodules: {t: {prober: tcp}}\n",
                            source="test")
     policy = cfg.modules["t"].policy
     assert policy is not None

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from ssl_exporter import ari, config
+from ssl_exporter import ari, config, prepare
 from ssl_exporter.certs import parse_der
 from ssl_exporter.metrics import names_digest
 from tests.conftest import PKI, Samples, probe, serve_exporter
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    ari.clear_cache()
+    prepare.PROCESS_CACHES.ari.clear()
 
 
 @pytest.fixture
@@ -297,16 +297,16 @@ async def test_file_source_asks_about_each_end_entity_certificate(tmp_path: Path
 ])
 def test_config_errors_name_the_key(block: dict[str, Any], message: str) -> None:
     with pytest.raises(config.ConfigError, match=re.escape(message)):
-        config.load_text(yaml.safe_dump({"modules": {"m": {"prober": "file", "ari": block}}}), "test")
+        prepare.load_text(yaml.safe_dump({"modules": {"m": {"prober": "file", "ari": block}}}), "test")
 
 
 def test_config_shows_the_block_and_builtins() -> None:
-    loaded = config.load_text("modules:\n  m: {prober: tcp, ari: }\n", "test")
+    loaded = prepare.load_text("modules:\n  m: {prober: tcp, ari: }\n", "test")
     module = loaded.modules["m"]
     assert module.ari is not None and module.ari.builtin
     assert loaded.redacted()["modules"]["m"]["ari"] == {"builtin_cas": True}
     with pytest.raises(config.ConfigError, match="modules.k.ari: unknown key for prober kubeconfig"):
-        config.load_text("modules:\n  k: {prober: kubeconfig, ari: {}}\n", "test")
+        prepare.load_text("modules:\n  k: {prober: kubeconfig, ari: {}}\n", "test")
 
 
 def test_builtin_lets_encrypt_matches_production_intermediates_only(pki: PKI) -> None:

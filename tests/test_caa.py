@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ssl_exporter import caa, config, resolve
+from ssl_exporter import caa, config, prepare, resolve
 from ssl_exporter.certs import parse_der
 from ssl_exporter.result import CAARecord
 from tests.conftest import PKI, Samples, probe, serve_exporter
@@ -208,10 +208,10 @@ def test_decide_rules() -> None:
 
 def test_caa_config_is_validated() -> None:
     with pytest.raises(config.ConfigError, match=r"modules\.m\.caa\.identities: expected issuer name"):
-        config.load_text("modules: {m: {prober: tcp, caa: {identities: {X: []}}}}", "t")
+        prepare.load_text("modules: {m: {prober: tcp, caa: {identities: {X: []}}}}", "t")
     with pytest.raises(config.ConfigError, match=r"modules\.m\.caa\.color: unknown key"):
-        config.load_text("modules: {m: {prober: tcp, caa: {color: red}}}", "t")
-    loaded = config.load_text("modules: {m: {prober: tcp, caa: }}", "t")
+        prepare.load_text("modules: {m: {prober: tcp, caa: {color: red}}}", "t")
+    loaded = prepare.load_text("modules: {m: {prober: tcp, caa: }}", "t")
     assert loaded.modules["m"].caa == caa.CAAConfig()
     assert config.module_dict(loaded.modules["m"])["caa"] == {}
 
@@ -219,7 +219,7 @@ def test_caa_config_is_validated() -> None:
 def test_a_huge_issuer_name_is_clipped_in_the_error() -> None:
     issuer = "Evil CA " * 120  # YAML allows simple keys up to 1024 characters
     with pytest.raises(config.ConfigError) as error:
-        config.load_text(json.dumps({"modules": {"m": {"prober": "tcp", "caa": {"identities": {issuer: []}}}}}), "t")
+        prepare.load_text(json.dumps({"modules": {"m": {"prober": "tcp", "caa": {"identities": {issuer: []}}}}}), "t")
     message = str(error.value)
     assert message.startswith("modules.m.caa.identities: expected issuer name: [CAA domain, ...], got 'Evil CA")
     assert len(message) < 300 and "..." in message

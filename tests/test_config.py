@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_exporter import config, starttls
+from ssl_exporter import config, prepare, starttls, yamlrules
 
 TESTDATA = Path(__file__).parent / "testdata" / "config"
 INVALID = sorted(TESTDATA.glob("invalid-*.yml"))
@@ -29,7 +29,7 @@ def expected_message(path: Path) -> str:
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
 def test_invalid_config_is_rejected_with_key_path(path: Path) -> None:
     with pytest.raises(config.ConfigError) as caught:
-        config.load_file(str(path))
+        prepare.load_file(str(path))
     assert str(caught.value) == expected_message(path)
 
 
@@ -38,7 +38,7 @@ def test_there_is_a_fixture_per_rule() -> None:
 
 
 def test_embedded_default_config() -> None:
-    cfg = config.load_default()
+    cfg = prepare.load_default()
     assert cfg.default_module == "tcp"
     assert {"tcp", "https"} <= set(cfg.modules)
     tcp = cfg.modules["tcp"]
@@ -56,7 +56,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 
     root_pem.write_bytes(make_root("Relative Root").pem)
     cfg_file.write_text("modules:\n  web:\n    tls_config: {ca_file: root.pem}\n")
-    module = config.load_file(str(cfg_file)).modules["web"]
+    module = prepare.load_file(str(cfg_file)).modules["web"]
     assert module.tls_config.ca_file == str(root_pem)
     assert module.ssl_context is not None
     assert module.ssl_context.cert_store_stats()["x509_ca"] == 1
@@ -64,7 +64,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 
 
 def test_full_module_round_trips_with_secrets_redacted(tmp_path: Path) -> None:
-    cfg = config.load_text(
+    cfg = prepare.load_text(
         "modules:\n"
         "  web:\n"
         "    timeout: 1m30s\n"
@@ -87,13 +87,13 @@ def test_full_module_round_trips_with_secrets_redacted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("500ms", 0.5), ("1m30s", 90), ("1h", 3600)])
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert config.parse_duration(text) == seconds
+    assert yamlrules.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "10", "s", "10 s", "-1s", "1d"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
-        config.parse_duration(text)
+        yamlrules.parse_duration(text)
 
 
 def test_config_check_cli_names_the_bad_key() -> None:
@@ -122,7 +122,7 @@ def test_an_unforeseen_error_while_loading_is_a_config_error(monkeypatch) -> Non
 
     monkeypatch.setattr(tls, "build_client_context", broken)
     with pytest.raises(config.ConfigError) as caught:
-        config.load_text("modules:\n  web: {}\n", source="test")
+        prepare.load_text("modules:\n  web: {}\n", source="test")
     assert str(caught.value) == "modules.web: cannot load: RuntimeError: boom"
 
 
@@ -151,7 +151,7 @@ def test_an_alias_bomb_is_refused_before_it_expands() -> None:
 
 def test_aliases_within_the_bound_still_work() -> None:
     """Anchors for shared settings are a fair use of YAML: they keep working."""
-    cfg = config.load_text(
+    cfg = prepare.load_text(
         "modules:\n"
         "  a: {timeout: 3s, tls_config: &tls {min_version: TLS12, server_name: shared.example}}\n"
         "  b: {timeout: 4s, tls_config: *tls}\n"
@@ -167,7 +167,7 @@ def test_a_merge_key_chain_is_bounded_too() -> None:
     lines = ["modules:", "  web: {}", "x0: &x0 {k0: 1, k1: 2, k2: 3, k3: 4, k4: 5, k5: 6, k6: 7, k7: 8, k8: 9, k9: 0}"]
     lines += [f"x{i}: &x{i} {{<<: [{', '.join([f'*x{i - 1}'] * 10)}]}}" for i in range(1, 8)]
     with pytest.raises(config.ConfigError) as caught:
-        config.load_text("\n".join(lines) + "\n", source="merge.yml")
+        prepare.load_text("\n".join(lines) + "\n", source="merge.yml")
     assert str(caught.value) == "merge.yml: aliases expand to more than 100000 nodes (line 7, column 30)"
 
 
@@ -183,13 +183,13 @@ def test_the_web_config_is_bounded_alike(tmp_path: Path) -> None:
 
 def test_modules_with_the_same_trust_settings_share_one_context(tmp_path: Path) -> None:
     """Each tcp module parsed the system trust store again: 19 times for the default config."""
-    default = config.load_default()
+    default = prepare.load_default()
     assert len(default.modules) == 20
     assert len({id(m.ssl_context) for m in default.modules.values() if m.prober == "tcp"}) == 1
     from tests.pki import make_root
 
     (tmp_path / "root.pem").write_bytes(make_root("Shared Root").pem)
-    cfg = config.load_text(
+    cfg = prepare.load_text(
         "modules:\n"
         "  a: {tls_config: {ca_file: root.pem}}\n"
         "  b: {tls_config: {ca_file: root.pem, server_name: b.example, insecure_skip_verify: true}}\n"
@@ -206,21 +206,21 @@ def test_modules_with_the_same_trust_settings_share_one_context(tmp_path: Path) 
     assert m["d"].ssl_context is m["e"].ssl_context is not m["a"].ssl_context  # the system store
     assert m["e"].stapling_context is m["f"].stapling_context is not None
     # A new load builds its own: a changed CA file or system store is picked up by a reload.
-    again = config.load_text("modules:\n  a: {tls_config: {ca_file: root.pem}}\n", "test", str(tmp_path))
+    again = prepare.load_text("modules:\n  a: {tls_config: {ca_file: root.pem}}\n", "test", str(tmp_path))
     assert again.modules["a"].ssl_context is not m["a"].ssl_context
 
 
 def test_the_config_file_is_bounded_and_no_device(tmp_path: Path) -> None:
     big = tmp_path / "big.yml"
-    big.write_bytes(b"# padding\n" * (config.MAX_CONFIG_BYTES // 10 + 1))
-    with pytest.raises(config.ConfigError, match=f"^{big}: larger than {config.MAX_CONFIG_BYTES} bytes$"):
-        config.load_file(str(big))
+    big.write_bytes(b"# padding\n" * (yamlrules.MAX_CONFIG_BYTES // 10 + 1))
+    with pytest.raises(config.ConfigError, match=f"^{big}: larger than {yamlrules.MAX_CONFIG_BYTES} bytes$"):
+        prepare.load_file(str(big))
     with pytest.raises(config.ConfigError, match="^/dev/zero: not a regular file$"):
-        config.load_file("/dev/zero")
+        prepare.load_file("/dev/zero")
     # The config file itself may still come from a FIFO (--config.file=<(make-config)).
     fifo = tmp_path / "fifo.yml"
     os.mkfifo(fifo)
     writer = threading.Thread(target=fifo.write_text, args=("modules:\n  piped: {prober: tcp}\n",))
     writer.start()
-    assert "piped" in config.load_file(str(fifo)).modules
+    assert "piped" in prepare.load_file(str(fifo)).modules
     writer.join(10)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_exporter import config, resolve
+from ssl_exporter import config, prepare, resolve
 from tests.conftest import PKI, Samples, probe, serve_exporter
 from tests.pki import DAY, NOW
 from tests.servers.daemons import free_ports
@@ -256,11 +256,11 @@ async def test_the_probe_deadline_bounds_a_slow_resolution(pki: PKI, world: Worl
 def test_dns_server_option_is_validated(tmp_path: Path) -> None:
     for servers, message in (([".example"], "IP address"), (["127.0.0.1:0"], "1-65535"), ([53], "expected")):
         with pytest.raises(config.ConfigError, match=rf"modules\.m\.tcp\.dns_servers: .*{message}"):
-            config.load_text(f"modules: {{m: {{prober: tcp, tcp: {{dns_servers: {json.dumps(servers)}}}}}}}", "t")
+            prepare.load_text(f"modules: {{m: {{prober: tcp, tcp: {{dns_servers: {json.dumps(servers)}}}}}}}", "t")
     with pytest.raises(config.ConfigError, match=r"max_addresses: 0 is out of range"):
-        config.load_text("modules: {m: {prober: tcp, tcp: {all_addresses: true, max_addresses: 0}}}", "t")
+        prepare.load_text("modules: {m: {prober: tcp, tcp: {all_addresses: true, max_addresses: 0}}}", "t")
     with pytest.raises(config.ConfigError, match=r"all_addresses: cannot be combined with a proxy"):
-        config.load_text("modules: {m: {prober: tcp, tcp: {all_addresses: true, proxy_url: 'http://127.0.0.1:1'}}}",
+        prepare.load_text("modules: {m: {prober: tcp, tcp: {all_addresses: true, proxy_url: 'http://127.0.0.1:1'}}}",
                          "t")
     assert resolve.parse_server("[::1]:5353") == resolve.Server("::1", 5353)
     assert resolve.parse_server("127.0.0.1") == resolve.Server("127.0.0.1", 53)
@@ -391,7 +391,7 @@ def test_history_keeps_a_bounded_share_of_every_address(pki: PKI) -> None:
     assert [len(a.result.certs) for a in stored.result.addresses or ()] == [MAX_CERTS_KEPT // 20] * 20
     assert stored.certs_dropped == 20 * 3 - MAX_CERTS_KEPT // 20 * 20
     with pytest.raises(config.ConfigError, match=r"max_addresses: 65 is out of range 1-64"):
-        config.load_text("modules: {m: {prober: tcp, tcp: {all_addresses: true, max_addresses: 65}}}", "t")
+        prepare.load_text("modules: {m: {prober: tcp, tcp: {all_addresses: true, max_addresses: 65}}}", "t")
 
 
 def test_dns_server_flag_of_the_exporter() -> None:
@@ -433,9 +433,9 @@ def test_dns_timeout_bounds_the_system_resolver(pki: PKI, tmp_path: Path) -> Non
 
 
 def test_dns_timeout_is_shown_and_ports_are_ascii_digits() -> None:
-    shown = config.load_text("modules: {m: {prober: tcp, tcp: {dns_timeout: 2s}}}", "t").redacted()
+    shown = prepare.load_text("modules: {m: {prober: tcp, tcp: {dns_timeout: 2s}}}", "t").redacted()
     assert shown["modules"]["m"]["tcp"]["dns_timeout"] == "2s"
-    default = config.load_text("modules: {m: {prober: tcp}}", "t").redacted()
+    default = prepare.load_text("modules: {m: {prober: tcp}}", "t").redacted()
     assert "dns_timeout" not in default["modules"]["m"]["tcp"]
     with pytest.raises(ValueError, match="is not in 1-65535"):
         resolve.parse_server("127.0.0.1:\u0665\u0663")  # Arabic-Indic digits "53"

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, pkcs7, pkcs12
 
-from ssl_exporter import sources
+from ssl_exporter import containers, sources
 from ssl_exporter.probers import file as file_prober
 from tests.conftest import PKI, Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert
@@ -201,7 +201,7 @@ def test_double_star_walk_stops_at_the_match_limit(tmp_path: Path, leaf: Cert,
             yield entry
 
     monkeypatch.setattr(file_prober.os, "walk", counting_walk)
-    results = file_prober.read_files(f"{tmp_path}/**/*.pem", None, file_prober.ParseCache())
+    results = file_prober.read_files(f"{tmp_path}/**/*.pem", None, containers.ParseCache())
     assert len(walked) <= 7  # the base folder and the first six d* folders, not all twenty
     assert len(results) == 6 and results[-1].error is not None and results[-1].error.reason == "oversized"
 
@@ -211,7 +211,7 @@ def test_double_star_walk_bounds_visited_entries(tmp_path: Path, monkeypatch: py
     for i in range(100):
         (tmp_path / f"d{i:03d}").mkdir()
         (tmp_path / f"d{i:03d}" / "unrelated.txt").write_bytes(b"")
-    results = file_prober.read_files(f"{tmp_path}/**/*.pem", None, file_prober.ParseCache())
+    results = file_prober.read_files(f"{tmp_path}/**/*.pem", None, containers.ParseCache())
     assert [r.error.reason for r in results if r.error] == ["oversized"]
 
 
@@ -232,8 +232,8 @@ async def test_file_work_runs_in_its_own_threads(file_client, tmp_path: Path, le
 
 
 def test_parse_cache_is_thread_safe(leaf: Cert) -> None:
-    cache = file_prober.ParseCache(max_entries=4)
-    result = file_prober.FileResult()
+    cache = containers.ParseCache(max_entries=4)
+    result = containers.FileResult()
     errors: list[BaseException] = []
     rounds, workers = 20_000, 8
 
@@ -284,7 +284,7 @@ def _read_as_nobody(path: str) -> str:
             if os.getuid() == 0:
                 os.setgid(65534)
                 os.setuid(65534)
-            result = file_prober.read_file(path, None, file_prober.ParseCache())
+            result = containers.read_file(path, None, containers.ParseCache())
             os.write(writer, (result.error.reason if result.error else "read").encode())
         finally:
             os._exit(0)
@@ -300,7 +300,7 @@ def test_unchanged_files_are_not_parsed_again(tmp_path: Path, leaf: Cert, pki: P
         folder = tmp_path / f"d{i % 100:02d}"
         folder.mkdir(exist_ok=True)
         (folder / f"c{i}.pem").write_bytes(leaf.pem if i % 2 else pki.inter.pem)
-    cache = file_prober.ParseCache()
+    cache = containers.ParseCache()
     cold = file_prober.read_files(f"{tmp_path}/**/*.pem", None, cache)
     assert (cache.hits, cache.misses) == (0, 10_000)
     warm = file_prober.read_files(f"{tmp_path}/**/*.pem", None, cache)
@@ -389,7 +389,7 @@ def test_a_file_swapped_for_a_device_after_the_stat_is_refused(tmp_path: Path, k
         os.mkfifo(path)
     else:
         path = f"/dev/{kind}"
-    result = _in_thread(file_prober._parse_file, path, 100, None)
+    result = _in_thread(containers._parse_file, path, 100, None)
     assert result.error is not None and result.error.reason == "not_found"
     assert result.error.detail == "not a regular file"
 
@@ -457,11 +457,11 @@ def test_pkcs12_iteration_caps(leaf: Cert) -> None:
     # Within the cap: still read (the rewritten file's MAC no longer verifies, so "bad_password").
     for iterations, reason in ((600_000, "bad_password"), (sources.MAX_PKCS12_ITERATIONS + 1, "excessive_iterations"),
                                (2**64, "excessive_iterations")):
-        result = file_prober.parse_container(_costly_p12(leaf, iterations), {"file": "x.p12"}, "x.p12", b"pw")
+        result = containers.parse_container(_costly_p12(leaf, iterations), {"file": "x.p12"}, "x.p12", b"pw")
         assert result.error is not None and result.error.reason == reason, iterations
     # A real file at OpenSSL's and cryptography's defaults reads as before.
     p12 = pkcs12.serialize_key_and_certificates(b"x", leaf.key, leaf.cert, None, BestAvailableEncryption(b"pw"))
-    read = file_prober.parse_container(p12, {"file": "y.p12"}, "y.p12", b"pw")
+    read = containers.parse_container(p12, {"file": "y.p12"}, "y.p12", b"pw")
     assert [c.serial for c in read.certs] == [leaf.serial]
 
 
@@ -532,7 +532,7 @@ async def test_a_stuck_read_thread_is_counted_and_starves_no_other_prober(
 
 async def test_certificates_per_answer_are_capped(file_client, tmp_path: Path, leaf: Cert, pki: PKI,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(file_prober, "MAX_CERTS", 5)
+    monkeypatch.setattr(containers, "MAX_CERTS", 5)
     (tmp_path / "a.pem").write_bytes(leaf.pem + pki.inter.pem + pki.root.pem)
     (tmp_path / "b.pem").write_bytes(leaf.pem + pki.inter.pem + pki.root.pem)
     (tmp_path / "c.pem").write_bytes(leaf.pem)
@@ -594,10 +594,10 @@ async def test_roots_refuse_a_symlink_leading_out(rooted) -> None:
     ("[]", "expected a non-empty list of folders"),
 ])
 def test_bad_roots_are_config_errors(tmp_path: Path, roots: str, message: str) -> None:
-    from ssl_exporter import config
+    from ssl_exporter import config, prepare
 
     with pytest.raises(config.ConfigError) as caught:
-        config.load_text(f"modules:\n  f: {{prober: file, file: {{roots: {roots}}}}}\n", source="test")
+        prepare.load_text(f"modules:\n  f: {{prober: file, file: {{roots: {roots}}}}}\n", source="test")
     assert str(caught.value).startswith("modules.f.file.roots: ") and message in str(caught.value)
 
 
@@ -616,7 +616,7 @@ def test_wildcard_walk_stops_at_the_match_limit(tmp_path: Path, leaf: Cert, monk
         return real(path)
 
     monkeypatch.setattr(file_prober.os, "scandir", recording)
-    results = file_prober.read_files(f"{tmp_path}/d*/*.pem", None, file_prober.ParseCache())
+    results = file_prober.read_files(f"{tmp_path}/d*/*.pem", None, containers.ParseCache())
     assert scanned == [tmp_path.name, "d0", "d1"]  # 6 matches > 5: d2 to d9 are never listed
     assert [r.certs[0].serial for r in results[:5]] == [leaf.serial] * 5
     assert len(results) == 6 and results[-1].error is not None and results[-1].error.reason == "oversized"

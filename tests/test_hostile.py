@@ -441,13 +441,13 @@ def test_negative_serial_is_exported_with_a_sign_and_no_warning(pki: PKI) -> Non
 
 
 async def test_a_crashing_prober_reports_internal_error(pki: PKI) -> None:
-    from ssl_exporter import config as config_module
+    from ssl_exporter import prepare
     from ssl_exporter.probers.base import Prober, run_probe
 
     async def crash(rec, module, target, server_name):  # type: ignore[no-untyped-def]
         raise RuntimeError("a bug")
 
-    module = config_module.load_default().modules["tcp"]
+    module = prepare.load_default().modules["tcp"]
     prober = Prober(parse_target=lambda raw, m: raw, probe=crash, default_server_name=str)
     result = await run_probe(prober, module, "example.test:443", "example.test", 1.0)
     assert [(e.stage, e.reason) for e in result.errors] == [("resolve", "internal_error")]

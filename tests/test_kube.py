@@ -20,7 +20,8 @@ import yaml
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
-from ssl_exporter import config
+from ssl_exporter import config, prepare
+from ssl_exporter import kubeapi as kube_access
 from ssl_exporter.errors import ProbeFailure
 from ssl_exporter.probers import kube
 from tests import conftest
@@ -179,7 +180,7 @@ async def test_bad_secret_targets_are_400(kube_client, target: str) -> None:
 def test_in_cluster_without_service_account_is_a_config_error(monkeypatch) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(config.ConfigError) as caught:
-        config.load_text("modules:\n  k8s: {prober: kubernetes}\n", source="test")
+        prepare.load_text("modules:\n  k8s: {prober: kubernetes}\n", source="test")
     assert str(caught.value) == ("modules.k8s.kubernetes.kubeconfig: not running in a cluster "
                                  "(KUBERNETES_SERVICE_HOST unset) and no kubeconfig given")
 
@@ -306,7 +307,7 @@ def test_malformed_kubeconfig_is_a_config_error(tmp_path: Path, change: dict, me
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump({**_GOOD_KUBECONFIG, **change}))
     with pytest.raises(kube.KubeConfigError) as caught:
-        kube.resolve_api(str(path))
+        kube_access.resolve_api(str(path))
     assert str(caught.value) == message
 
 
@@ -432,7 +433,7 @@ def test_credential_files_must_be_regular_files(kind: str, tmp_path: Path, pki: 
 
     def load() -> None:
         try:
-            config.load_text(text, source="test")
+            prepare.load_text(text, source="test")
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome.append(exc)
 
@@ -460,7 +461,7 @@ def test_hostile_kubeconfigs_are_one_line_errors(tmp_path: Path, document: str, 
     path = tmp_path / "kubeconfig"
     path.write_text(document)
     with pytest.raises(kube.KubeConfigError) as caught:
-        _in_thread(kube.resolve_api, str(path))
+        _in_thread(kube_access.resolve_api, str(path))
     assert message in str(caught.value)
     assert len(str(caught.value)) < 500 and "\n" not in str(caught.value)
     results = _in_thread(kube.read_kubeconfig, str(path))

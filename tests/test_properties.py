@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from ssl_exporter import config, metrics, tls
+from ssl_exporter import config, metrics, prepare, tls
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.errors import REASONS, STAGES, ProbeFailure, classify
 from ssl_exporter.result import ProbeError, ProbeResult
@@ -169,7 +169,7 @@ def _check_config(cfg: config.Config) -> None:
 @example("[[[[[[[[[[]]]]]]]]]]")
 def test_load_text_raises_only_config_error(text: str) -> None:
     try:
-        cfg = config.load_text(text, "prop.yml", base_dir="/nonexistent")
+        cfg = prepare.load_text(text, "prop.yml", base_dir="/nonexistent")
     except config.ConfigError as exc:
         assert str(exc)
         return
@@ -181,7 +181,7 @@ def test_config_timeout_must_be_finite(timeout: str) -> None:
     # A NaN or infinite timeout loaded fine and gave probes no deadline; a 400-digit one
     # raised OverflowError out of load_text.
     with pytest.raises(config.ConfigError, match=r"modules\.a\.timeout"):
-        config.load_text(f"modules: {{a: {{timeout: {timeout}}}}}", "prop.yml")
+        prepare.load_text(f"modules: {{a: {{timeout: {timeout}}}}}", "prop.yml")
 
 
 # --- certificates ----------------------------------------------------------------------------------

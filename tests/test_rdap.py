@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_exporter import config, rdap
+from ssl_exporter import config, prepare, rdap, rdapsettings
 from ssl_exporter.probers.rdap import registrable_domain
 from ssl_exporter.targets import TargetError
 from tests.conftest import PKI, Samples, probe, serve_exporter
@@ -36,7 +36,7 @@ def ts(text: str) -> float:
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> None:
-    rdap.clear()
+    prepare.PROCESS_CACHES.rdap.clear()
 
 
 @pytest.fixture
@@ -446,14 +446,14 @@ def test_registrable_domain_uses_the_public_suffix_list() -> None:
 
 
 def test_bootstrap_longest_match_and_https_preference() -> None:
-    registry = rdap.parse_bootstrap(json.dumps({"services": [
+    registry = rdapsettings.parse_bootstrap(json.dumps({"services": [
         [["uk"], ["https://uk.rdap.test/"]], [["co.uk", "ORG.UK"], ["https://couk.rdap.test/"]]]}))
     assert registry.lookup("example.co.uk") == ("co.uk", ("https://couk.rdap.test/",))
     assert registry.lookup("example.org.uk") == ("org.uk", ("https://couk.rdap.test/",))
     assert registry.lookup("example.uk") == ("uk", ("https://uk.rdap.test/",))
     assert registry.lookup("example.test") is None
     with pytest.raises(ValueError, match="services"):
-        rdap.parse_bootstrap(b'{"version": "1.0"}')
+        rdapsettings.parse_bootstrap(b'{"version": "1.0"}')
 
 
 def test_retry_after_forms() -> None:
@@ -486,7 +486,7 @@ def test_rfc3339_dates() -> None:
 )
 def test_config_errors(block: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError) as error:
-        config.load_text(f"modules: {{d: {{prober: rdap, rdap: {block}}}}}", "test", str(tmp_path))
+        prepare.load_text(f"modules: {{d: {{prober: rdap, rdap: {block}}}}}", "test", str(tmp_path))
     assert str(error.value).startswith(message)
 
 
@@ -503,7 +503,7 @@ async def test_credentials_in_rdap_urls_are_redacted(tmp_path: Path, pki: PKI,
               bootstrap_url: "https://t0ken@localhost:{port}/bootstrap.json"
               servers: {{test: "https://reg:s3cret@localhost:{port}/thick/"}}
         """))
-    shown = config.load_file(str(path)).redacted()["modules"]["d"]["rdap"]
+    shown = prepare.load_file(str(path)).redacted()["modules"]["d"]["rdap"]
     assert shown["bootstrap_url"] == f"https://<secret>@localhost:{port}/bootstrap.json"
     assert shown["servers"] == {"test": f"https://reg:<secret>@localhost:{port}/thick/"}
     async with serve_exporter(path) as client:
@@ -529,9 +529,9 @@ def test_a_bootstrap_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> N
 
 
 def test_embedded_default_has_a_domain_module() -> None:
-    module = config.load_default().modules["domain"]
+    module = prepare.load_default().modules["domain"]
     assert module.prober == "rdap"
-    assert module.rdap.bootstrap_url == rdap.IANA_BOOTSTRAP_URL
+    assert module.rdap.bootstrap_url == rdapsettings.IANA_BOOTSTRAP_URL
     assert config.module_dict(module)["rdap"]["cache_ttl"] == "21600s"
 
 

@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
-from ssl_exporter import config, lru, revocation, stapling, tls
+from ssl_exporter import config, lru, prepare, revocation, stapling, tls
 from ssl_exporter.errors import classify
 from tests.conftest import Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert, make_cert, make_root
@@ -567,20 +567,20 @@ def test_caches_are_bounded_in_bytes_and_expire() -> None:
 
 
 def test_module_without_revocation_is_unchanged() -> None:
-    cfg = config.load_text("modules:\n  m: {prober: tcp}\n", source="test")
+    cfg = prepare.load_text("modules:\n  m: {prober: tcp}\n", source="test")
     m = cfg.modules["m"]
     assert m.revocation is None and m.stapling_context is None and m.legacy_versions == ()
     assert "revocation" not in config.module_dict(m)
 
 
 def test_revocation_config_defaults_and_redaction(tmp_path: Path) -> None:
-    cfg = config.load_text("modules:\n  m:\n    revocation:\n", source="test")
+    cfg = prepare.load_text("modules:\n  m:\n    revocation:\n", source="test")
     rev_config = cfg.modules["m"].revocation
     assert rev_config is not None
     assert rev_config.methods == ("ocsp", "crl") and rev_config.enforce is True
     assert cfg.modules["m"].stapling_context is None  # only stapling modules use pyOpenSSL
     assert config.module_dict(cfg.modules["m"])["revocation"] == {"methods": ["ocsp", "crl"], "enforce": True}
-    staple = config.load_text("modules:\n  m: {revocation: {methods: [stapling], enforce: false}}\n", source="t")
+    staple = prepare.load_text("modules:\n  m: {revocation: {methods: [stapling], enforce: false}}\n", source="t")
     assert staple.modules["m"].stapling_context is not None
 
 

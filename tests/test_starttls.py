@@ -19,7 +19,7 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from ssl_exporter import starttls
-from ssl_exporter.config import load_default
+from ssl_exporter.prepare import load_default
 from ssl_exporter.server import Exporter, make_app
 from tests.conftest import PKI, Samples, probe
 from tests.pki import DAY, NOW, Cert

@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from ssl_exporter import config
+from ssl_exporter import prepare
 from ssl_exporter.certs import parse_der
 from ssl_exporter.history import MAX_CERTS_KEPT, History, ProbeRecord
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, TLSInfo
@@ -120,7 +120,7 @@ def test_debug_text_decodes_every_certificate_and_gives_its_pem(pki: PKI) -> Non
 
 
 def _landing(history: History) -> str:
-    cfg = config.load_text("modules:\n  test: {}\n  files: {prober: file}\n", source="test.yml")
+    cfg = prepare.load_text("modules:\n  test: {}\n  files: {prober: file}\n", source="test.yml")
     return landing_page("9.9.9", cfg, "/metrics", history.records(), history.limit, history.failure_limit)
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ssl_exporter import ari
-from ssl_exporter.config import Module
 from ssl_exporter.errors import EXHAUSTION_ERRNOS, OutOfResources, ProbeAborted, ProbeFailure, classify
+from ssl_exporter.prepare import PreparedModule as Module
 from ssl_exporter.redact import redact_urls
 from ssl_exporter.result import (
     AddressResult,
@@ -205,7 +205,7 @@ async def _run_probe(
         recorder.fail(recorder.stage, "internal_error", f"{type(exc).__name__}: {exc}")
     # ARI (docs/renewal.md), for every prober in this one place: within what is left of the
     # deadline, from cache otherwise; it never fails the probe.
-    await ari.apply(recorder, module.ari, served=module.prober == "tcp", proxy=module.tcp.proxy_url)
+    await ari.apply(recorder, module.ari_client, served=module.prober == "tcp", proxy=module.tcp.proxy_url)
     return recorder.result()
 
 

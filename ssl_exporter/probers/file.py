@@ -13,22 +13,23 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import stat
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from ssl_exporter import lru
-from ssl_exporter.certs import CertificateError, parse_der, size_of
-from ssl_exporter.config import Module
+from ssl_exporter import containers
+from ssl_exporter.containers import (
+    FileResult,
+    ParseCache,
+    is_under,
+    read_file,
+    record_results,
+)
+from ssl_exporter.prepare import PreparedModule
 from ssl_exporter.probers.base import Prober, ProbeRecorder, ReadPool, checkpoint
-from ssl_exporter.result import CertInfo, ReadError
+from ssl_exporter.result import ReadError
 from ssl_exporter.safeyaml import clip
-from ssl_exporter.sources import SourceError, decode_certificates, read_regular
 from ssl_exporter.targets import TargetError
 
-# Files larger than this are not certificate files; reading them would only cost memory.
-MAX_FILE_BYTES = 4 * 1024 * 1024
 # Matches per probe: a glob that matches more is almost certainly a mistake.
 MAX_FILES = 100_000
 # Folders and files a walk may visit, matching or not, before it gives up.
@@ -36,8 +37,6 @@ MAX_WALK_ENTRIES = 10 * MAX_FILES
 # Symlinked folders a glob's wildcards may lead through on one path (``**`` follows none):
 # enough for real layouts, and a folder linking to itself cannot multiply the walk.
 MAX_SYMLINKED_FOLDERS = 4
-# Certificates in one answer: each costs ~2 KB of metrics, and the answer is built in memory.
-MAX_CERTS = 10_000
 _GLOB_CHARS = re.compile(r"[*?[]")
 
 # File work (walks, reads, parsing): threads of its own, not the default executor.
@@ -54,44 +53,7 @@ class OversizedGlob(Exception):
     """A ``**`` walk visited more than MAX_WALK_ENTRIES entries."""
 
 
-@dataclass(frozen=True)
-class FileResult:
-    """What one file yielded: its certificates, or why it yielded none."""
-
-    certs: tuple[CertInfo, ...] = ()
-    error: ReadError | None = None
-
-
-class ParseCache:
-    """Parsed files by (path, device, inode, size, mtime, password), least recently used out,
-    bounded in bytes by the files' share of ``--cache.max-bytes`` (:mod:`ssl_exporter.lru`)."""
-
-    def __init__(self, max_entries: int = 2 * MAX_FILES) -> None:
-        self._entries: lru.ByteLRU[FileResult] = lru.budgeted("files", max_entries)
-        self.hits = self.misses = 0  # approximate: counted outside the cache's lock
-
-    def get(self, key: tuple[object, ...]) -> FileResult | None:
-        result = self._entries.get(key)
-        if result is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return result
-
-    def put(self, key: tuple[object, ...], result: FileResult) -> None:
-        size = _RESULT_OVERHEAD + lru.text_size(str(key[0])) + sum(size_of(cert) for cert in result.certs)
-        if result.error is not None:
-            size += lru.text_size(result.error.detail)
-        self._entries.put(key, result, size)
-
-
-_RESULT_OVERHEAD = 512
-
-
-CACHE = ParseCache()
-
-
-def parse_target(raw: str, module: Module) -> str:
+def parse_target(raw: str, module: PreparedModule) -> str:
     path = raw.strip()
     if not path:
         raise TargetError("target is empty")
@@ -122,57 +84,16 @@ def check_inside_roots(path: str, roots: tuple[str, ...]) -> None:
     if ".." in parts:
         raise TargetError(f"target {clip(path)!r}: '..' is not allowed when file.roots is set")
     normal = os.path.normpath(path)
-    if not any(_under(normal, root) and not _GLOB_CHARS.search(normal[: len(root)]) for root in roots):
+    if not any(is_under(normal, root) and not _GLOB_CHARS.search(normal[: len(root)]) for root in roots):
         raise TargetError(f"target {clip(path)!r} is outside this module's file.roots")
 
 
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _resolves_inside(path: str, roots: tuple[str, ...]) -> bool:
-    # roots were resolved (realpath) at config load.
-    return any(_under(os.path.realpath(path), root) for root in roots)
-
-
-async def probe(rec: ProbeRecorder, module: Module, pattern: str, _name: str) -> None:
+async def probe(rec: ProbeRecorder, module: PreparedModule, pattern: str, _name: str) -> None:
     password = module.file.pkcs12_password.encode() if module.file.pkcs12_password else None
     with rec.phase("read"):
-        results = await FILE_POOL.run(rec.deadline, read_files, pattern, password, CACHE,
+        results = await FILE_POOL.run(rec.deadline, read_files, pattern, password, module.caches.files,
                                      module.file.resolved_roots)
     record_results(rec, results, what=f"{pattern}")
-
-
-def record_results(rec: ProbeRecorder, results: list[FileResult], what: str) -> None:
-    """Put what the sources yielded on the recorder; shared by every at-rest prober.
-
-    At most MAX_CERTS certificates are kept; past that, an ``oversized`` read error says so."""
-    certs: list[CertInfo] = []
-    positions: list[str] = []
-    errors: list[ReadError] = []
-    dropped = 0
-    for result in results:
-        if result.error is not None:
-            errors.append(result.error)
-            rec.fail("read", result.error.reason, f"{_name(result.error.source)}: {result.error.detail}")
-        for position, cert in enumerate(result.certs):
-            if len(certs) >= MAX_CERTS:
-                dropped += 1
-                continue
-            certs.append(cert)
-            positions.append(str(position))
-    if dropped:
-        rec.fail("read", "oversized", f"{what}: {len(certs) + dropped} certificates, only the first "
-                                      f"{MAX_CERTS} are exported")
-    rec.certs, rec.positions, rec.read_errors = tuple(certs), tuple(positions), tuple(errors)
-    rec.note(f"{what}: {len(results)} source(s), {len(certs)} certificate(s), {len(errors)} unreadable")
-    if not results:
-        rec.fail("read", "not_found", f"{what}: nothing matched")
-    rec.success = bool(certs) and not errors and not dropped
-
-
-def _name(source: Mapping[str, str]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in source.items())
 
 
 def read_files(pattern: str, password: bytes | None, cache: ParseCache,
@@ -195,63 +116,15 @@ def read_files(pattern: str, password: bytes | None, cache: ParseCache,
             result = read_file(path, password, cache, roots)
             results.append(result)
             certs += len(result.certs)
-            if certs > MAX_CERTS:
+            if certs > containers.MAX_CERTS:
                 results.append(FileResult(error=ReadError({"file": pattern}, "oversized",
-                                                          f"more than {MAX_CERTS} certificates in the files "
+                                                          f"more than {containers.MAX_CERTS} certificates in the files "
                                                           f"matched up to {path}")))
                 break
     except OversizedGlob:
         results.append(FileResult(error=ReadError({"file": pattern}, "oversized",
                                                   f"more than {MAX_WALK_ENTRIES} folders and files to walk")))
     return results
-
-
-def read_file(path: str, password: bytes | None, cache: ParseCache, roots: tuple[str, ...] = ()) -> FileResult:
-    source = {"file": path}
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return FileResult(error=ReadError(source, "not_found", "no such file (or a dangling symlink)"))
-    except PermissionError:
-        return FileResult(error=ReadError(source, "permission_denied", "cannot stat"))
-    except OSError as exc:
-        return FileResult(error=ReadError(source, "not_found", exc.strerror or str(exc)))
-    if not stat.S_ISREG(info.st_mode):
-        return FileResult(error=ReadError(source, "not_found", "not a regular file"))
-    # roots in the key: a result cached for a module without roots must not skip the check.
-    key = (path, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, password, roots)
-    cached = cache.get(key)
-    if cached is not None:
-        return cached
-    if roots and not _resolves_inside(path, roots):
-        return FileResult(error=ReadError(source, "permission_denied", "a symlink leads outside file.roots"))
-    result = _parse_file(path, info.st_size, password, roots)
-    cache.put(key, result)
-    return result
-
-
-def _parse_file(path: str, size: int, password: bytes | None, roots: tuple[str, ...] = ()) -> FileResult:
-    source = {"file": path}
-    if size > MAX_FILE_BYTES:
-        return FileResult(error=ReadError(source, "oversized", f"{size} bytes, over {MAX_FILE_BYTES}"))
-    try:
-        data, _info = read_regular(path, MAX_FILE_BYTES, inside=roots)
-    except SourceError as exc:
-        return FileResult(error=ReadError(source, exc.reason, str(exc)))
-    return parse_container(data, source, os.path.basename(path), password)
-
-
-def parse_container(data: bytes, source: dict[str, str], name: str, password: bytes | None) -> FileResult:
-    """Certificates of one container (file, Secret key, kubeconfig entry) as a FileResult."""
-    try:
-        ders = decode_certificates(data, name, password)
-    except SourceError as exc:
-        return FileResult(error=ReadError(source, exc.reason, str(exc)))
-    try:
-        return FileResult(certs=tuple(parse_der(der, source) for der in ders))
-    except CertificateError as exc:
-        reason = "bad_pem" if b"-----BEGIN" in data else "bad_der"
-        return FileResult(error=ReadError(source, reason, str(exc)))
 
 
 def expand(pattern: str) -> Iterator[str]:

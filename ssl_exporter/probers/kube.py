@@ -7,7 +7,8 @@ to the kubeconfig), labelled ``kubeconfig``, ``name`` and ``type`` (cluster|user
 ``kubernetes``: the target is ``namespace/name`` (globs allowed in both); Secrets of the
 configured types are listed through the Kubernetes REST API with plain aiohttp — the API
 needed is three GET parameters and a continue token, which does not justify a client
-library — using server-side field and label selectors and pagination. A namespace without
+library — using server-side field and label selectors and pagination. Where the API server
+is and how to authenticate is ssl_exporter.kubeapi's, resolved once per load. A namespace without
 glob characters is listed in that namespace only, so a namespaced Role is enough; a
 namespace glob lists Secrets cluster-wide and needs a ClusterRole.
 """
@@ -19,45 +20,35 @@ import binascii
 import fnmatch
 import json
 import os
-import ssl
-import tempfile
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from ssl_exporter import safeyaml
-from ssl_exporter.config import Module
+from ssl_exporter.containers import FileResult, ParseCache, parse_container, read_file, record_results
 from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.kubeapi import KubeAPI, KubeConfigError, load_kubeconfig
+from ssl_exporter.prepare import PreparedModule
 from ssl_exporter.probers.base import Prober, ProbeRecorder, ReadPool, checkpoint
-from ssl_exporter.probers.file import CACHE, FileResult, parse_container, read_file, record_results
 from ssl_exporter.result import ReadError
 from ssl_exporter.safeyaml import clip
-from ssl_exporter.sources import SourceError, read_regular
+from ssl_exporter.sources import SourceError
 from ssl_exporter.targets import TargetError
 
-SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 PAGE_SIZE = 500
 # One page of Secrets is at most PAGE_SIZE objects; anything far larger is not an API server.
 MAX_PAGE_BYTES = 64 * 1024 * 1024
-MAX_KUBECONFIG_BYTES = 4 * 1024 * 1024
-# A token, a CA bundle or a client certificate and key: far smaller than this.
-MAX_CREDENTIAL_BYTES = 1024 * 1024
 
 # Each prober's own read threads (docs/robustness.md).
 KUBECONFIG_POOL = ReadPool("kubeconfig")
 KUBERNETES_POOL = ReadPool("kubernetes")
 
 
-class KubeConfigError(ValueError):
-    """A kubeconfig or in-cluster setting the kubernetes prober cannot use."""
-
-
 # --- kubeconfig prober ---------------------------------------------------------------------
 
 
-def parse_path_target(raw: str, module: Module) -> str:
+def parse_path_target(raw: str, module: PreparedModule) -> str:
     path = raw.strip()
     if not path or "\x00" in path:
         raise TargetError(f"target {raw!r} is not a file path")
@@ -66,16 +57,16 @@ def parse_path_target(raw: str, module: Module) -> str:
     return os.path.normpath(path)
 
 
-async def probe_kubeconfig(rec: ProbeRecorder, module: Module, path: str, _name: str) -> None:
+async def probe_kubeconfig(rec: ProbeRecorder, module: PreparedModule, path: str, _name: str) -> None:
     with rec.phase("read"):
-        results = await KUBECONFIG_POOL.run(rec.deadline, read_kubeconfig, path)
+        results = await KUBECONFIG_POOL.run(rec.deadline, read_kubeconfig, path, module.caches.files)
     record_results(rec, results, what=path)
 
 
-def read_kubeconfig(path: str) -> list[FileResult]:
+def read_kubeconfig(path: str, cache: ParseCache | None = None) -> list[FileResult]:
     """One FileResult per cluster CA and per user client certificate in the kubeconfig."""
     try:
-        doc = _load_kubeconfig(path)
+        doc = load_kubeconfig(path)
     except KubeConfigError as exc:
         cause = exc.__cause__
         reason = cause.reason if isinstance(cause, SourceError) else "bad_kubeconfig"
@@ -95,13 +86,14 @@ def read_kubeconfig(path: str) -> list[FileResult]:
             checkpoint()
             body = entry.get(kind) or {}
             source = {"kubeconfig": path, "name": clip(entry.get("name", ""), 253), "type": kind}
-            result = _entry_certificates(body, field, base, source)
+            result = _entry_certificates(body, field, base, source, cache)
             if result is not None:
                 results.append(result)
     return results
 
 
-def _entry_certificates(body: Any, field: str, base: str, source: dict[str, str]) -> FileResult | None:
+def _entry_certificates(body: Any, field: str, base: str, source: dict[str, str],
+                        cache: ParseCache | None) -> FileResult | None:
     if not isinstance(body, dict):
         return None
     if body.get(f"{field}-data"):
@@ -111,161 +103,12 @@ def _entry_certificates(body: Any, field: str, base: str, source: dict[str, str]
             return FileResult(error=ReadError(source, "bad_pem", f"{field}-data is not valid base64"))
         return parse_container(data, source, "", None)
     if body.get(field):
-        file_result = read_file(os.path.join(base, str(body[field])), None, CACHE)
+        file_result = read_file(os.path.join(base, str(body[field])), None, cache)
         if file_result.error is not None:
             return FileResult(error=ReadError(source, file_result.error.reason,
                                               f"{clip(body[field], 200)}: {file_result.error.detail}"))
         return FileResult(certs=tuple(replace(cert, source=source) for cert in file_result.certs))
     return None  # no certificate here (a token user, or a cluster trusted via the system store)
-
-
-def _load_kubeconfig(path: str) -> dict[str, Any]:
-    """The kubeconfig's mapping: a regular file within MAX_KUBECONFIG_BYTES, YAML whose
-    aliases, expanded, stay small and whose nesting stays shallow (safeyaml)."""
-    try:
-        data, _info = read_regular(path, MAX_KUBECONFIG_BYTES)
-    except SourceError as exc:
-        raise KubeConfigError(f"cannot read {path}: {exc}") from exc
-    try:
-        doc = safeyaml.load(data)
-    except safeyaml.UnsafeYAML as exc:
-        raise KubeConfigError(f"{path}: {exc}") from None
-    if not isinstance(doc, dict):
-        raise KubeConfigError(f"{path} is not a kubeconfig (expected a mapping)")
-    return doc
-
-
-# --- kubernetes prober: how to reach the API --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KubeAPI:
-    server: str  # https://host:port
-    ssl_context: ssl.SSLContext
-    token: str | None = None
-    token_file: str | None = None  # read at each probe: service-account tokens rotate
-
-    def headers(self) -> dict[str, str]:
-        token = self.token
-        if self.token_file:
-            try:
-                data, _info = read_regular(self.token_file, MAX_CREDENTIAL_BYTES)
-            except SourceError as exc:
-                raise ProbeFailure(exc.reason, f"token file {self.token_file}: {exc}") from None
-            try:
-                token = data.decode("ascii").strip()
-            except UnicodeDecodeError:
-                raise ProbeFailure("bad_token", f"token file {self.token_file}: not ASCII text") from None
-            if not _is_header_safe(token):
-                # Never shown: it is a credential, however broken.
-                raise ProbeFailure("bad_token", f"token file {self.token_file}: holds a control character "
-                                                "(a newline or NUL inside the token)")
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _is_header_safe(token: str) -> bool:
-    return all(" " <= ch <= "~" for ch in token)
-
-
-def resolve_api(kubeconfig: str | None) -> KubeAPI:
-    """Where and how to reach the API server: the kubeconfig's current context, or in-cluster."""
-    if kubeconfig is None:
-        return _in_cluster()
-    try:
-        return _from_kubeconfig(kubeconfig)
-    except KubeConfigError:
-        raise
-    except (AttributeError, TypeError, ValueError) as exc:  # a shape the checks below missed
-        raise KubeConfigError(f"{kubeconfig} is not a usable kubeconfig: {exc}") from None
-
-
-def _from_kubeconfig(kubeconfig: str) -> KubeAPI:
-    doc = _load_kubeconfig(kubeconfig)
-    base = os.path.dirname(kubeconfig)
-    context_name = doc.get("current-context")
-    context = _named(doc, "contexts", context_name, "context")
-    cluster = _named(doc, "clusters", context.get("cluster"), "cluster")
-    user = _named(doc, "users", context.get("user"), "user") if context.get("user") else {}
-    server = str(cluster.get("server") or "")
-    if not server.startswith("https://"):
-        raise KubeConfigError(f"cluster server {clip(server)!r} is not an https:// URL")
-    ctx = ssl.create_default_context()
-    if cluster.get("insecure-skip-tls-verify"):
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    ca = _material(cluster, "certificate-authority", base)
-    if ca is not None:
-        try:
-            ctx.load_verify_locations(cadata=ca.decode("ascii", "replace"))
-        except (ssl.SSLError, OSError, ValueError):
-            raise KubeConfigError("certificate-authority does not hold a PEM certificate") from None
-    if user.get("exec") or user.get("auth-provider"):
-        raise KubeConfigError("credential plugins (exec, auth-provider) are not supported; use a token or "
-                              "client certificate")
-    cert, key = _material(user, "client-certificate", base), _material(user, "client-key", base)
-    if cert is not None and key is not None:
-        _load_client_pair(ctx, cert, key)
-    token_file, token = user.get("tokenFile"), user.get("token")
-    if not isinstance(token_file, str | None) or not isinstance(token, str | None):
-        raise KubeConfigError(f"user {clip(context.get('user'))!r}: token and tokenFile must be strings")
-    if token is not None and not _is_header_safe(token):
-        raise KubeConfigError(f"user {clip(context.get('user'))!r}: token holds a control character "
-                              "(a newline or NUL)")
-    return KubeAPI(server.rstrip("/"), ctx, token=token,
-                   token_file=os.path.join(base, token_file) if token_file else None)
-
-
-def _in_cluster() -> KubeAPI:
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if not host or not port:
-        raise KubeConfigError("not running in a cluster (KUBERNETES_SERVICE_HOST unset) and no kubeconfig given")
-    ctx = ssl.create_default_context(cafile=os.path.join(SERVICE_ACCOUNT, "ca.crt"))
-    host = f"[{host}]" if ":" in host else host
-    return KubeAPI(f"https://{host}:{port}", ctx, token_file=os.path.join(SERVICE_ACCOUNT, "token"))
-
-
-def _named(doc: dict[str, Any], section: str, name: Any, key: str) -> dict[str, Any]:
-    entries = doc.get(section) or []
-    if not isinstance(entries, list):
-        raise KubeConfigError(f"{section} is not a list")
-    for entry in entries:
-        if isinstance(entry, dict) and entry.get("name") == name:
-            body = entry.get(key) or {}
-            if not isinstance(body, dict):
-                raise KubeConfigError(f"{section[:-1]} {_shown(name)}: {key} is not a mapping")
-            return body
-    raise KubeConfigError(f"{section[:-1]} {_shown(name)} (from current-context) is not in the kubeconfig")
-
-
-def _shown(value: Any) -> str:
-    """An untrusted value for a message: as repr shows it, in one clipped line."""
-    return clip(repr(value) if isinstance(value, str | int | float | None) else value, 100)
-
-
-def _material(body: dict[str, Any], field: str, base: str) -> bytes | None:
-    try:
-        if body.get(f"{field}-data"):
-            return base64.b64decode(str(body[f"{field}-data"]), validate=True)
-        if body.get(field):
-            # A regular file of bounded size: /dev/ptmx or a FIFO here would hang the (re)load.
-            return read_regular(os.path.join(base, str(body[field])), MAX_CREDENTIAL_BYTES)[0]
-    except (binascii.Error, ValueError) as exc:
-        if isinstance(exc, SourceError):
-            raise KubeConfigError(f"{field}: {clip(body[field], 200)}: {exc}") from None
-        raise KubeConfigError(f"{field}-data is not valid base64") from None
-    return None
-
-
-def _load_client_pair(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    # ssl loads key material from files only; a private temporary file lives for the call.
-    with tempfile.NamedTemporaryFile(prefix="ssl-exporter-", suffix=".pem") as f:
-        os.chmod(f.name, 0o600)
-        f.write(cert + b"\n" + key)
-        f.flush()
-        try:
-            ctx.load_cert_chain(f.name)
-        except ssl.SSLError:
-            raise KubeConfigError("client-certificate and client-key do not load as a pair") from None
 
 
 # --- kubernetes prober -------------------------------------------------------------------------
@@ -280,7 +123,7 @@ class SecretTarget:
         return f"{self.namespace}/{self.name}"
 
 
-def parse_secret_target(raw: str, module: Module) -> SecretTarget:
+def parse_secret_target(raw: str, module: PreparedModule) -> SecretTarget:
     namespace, sep, name = raw.strip().partition("/")
     if not sep or not namespace or not name or "/" in name:
         raise TargetError(f"target {raw!r}: expected namespace/name (globs allowed, e.g. prod/*)")
@@ -294,8 +137,9 @@ def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-async def probe_kubernetes(rec: ProbeRecorder, module: Module, target: SecretTarget, _name: str) -> None:
-    api: KubeAPI = module.kube_api
+async def probe_kubernetes(rec: ProbeRecorder, module: PreparedModule, target: SecretTarget, _name: str) -> None:
+    api = module.kube_api
+    assert api is not None, "ssl_exporter.prepare resolves a kubernetes module's API access"
     options = module.kubernetes
     with rec.phase("read"):
         headers = await KUBERNETES_POOL.run(rec.deadline, api.headers)
@@ -400,7 +244,8 @@ async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes | No
     """
     if response.content_length is not None and response.content_length > limit:
         return None
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = await response.content.readany()
         if not chunk:

@@ -13,8 +13,8 @@ from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
-from ssl_exporter import rdap
-from ssl_exporter.config import Module
+from ssl_exporter import rdap, rdapsettings
+from ssl_exporter.prepare import PreparedModule
 from ssl_exporter.probers.base import Prober, ProbeRecorder
 from ssl_exporter.targets import Target, TargetError, echo, parse_target
 
@@ -35,12 +35,13 @@ def registrable_domain(raw: str) -> str:
     return str(domain)
 
 
-async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name: str) -> None:
+async def probe(rec: ProbeRecorder, module: PreparedModule, target: Target, server_name: str) -> None:
     cfg = module.rdap
     assert cfg is not None and module.ssl_context is not None and rec.deadline is not None
     with rec.phase("rdap"):
         outcome = await rdap.lookup(target.host, cfg, module.ssl_context, module.policy, module.timeout,
-                                    rec.deadline, rec.note, trust=module.tls_config)
+                                    rec.deadline, rec.note, module.caches.rdap,
+                                    trust=module.tls_config)
     rec.domain = outcome.info
     info = outcome.info
     if info is not None:
@@ -58,7 +59,7 @@ async def probe(rec: ProbeRecorder, module: Module, target: Target, server_name:
 
 
 def _when(timestamp: float | None) -> str:
-    return "unknown" if timestamp is None else rdap._iso(timestamp)
+    return "unknown" if timestamp is None else rdapsettings.iso_time(timestamp)
 
 
 PROBER = Prober(

@@ -16,8 +16,9 @@ from urllib.parse import unquote, urlsplit
 
 from ssl_exporter import caa, chainverify, lint, resolve, revocation, stapling, starttls, tls
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
-from ssl_exporter.config import Module, TCPConfig
+from ssl_exporter.config import TCPConfig
 from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
+from ssl_exporter.prepare import PreparedModule as Module
 from ssl_exporter.probers.base import EXPECTED_ERRORS, Prober, ProbeRecorder
 from ssl_exporter.result import AddressResult, CertInfo, TLSInfo
 from ssl_exporter.targets import Target, parse_target
