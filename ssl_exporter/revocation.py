@@ -62,14 +62,12 @@ from ssl_exporter import lru
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.certs import distinct
 from ssl_exporter.lru import ByteLRU, text_size
-from ssl_exporter.result import CertInfo, RevocationCheck, placed
+from ssl_exporter.result import CertInfo, RevocationCheck
 from ssl_exporter.sources import read_regular
 from ssl_exporter.within import run_within
 
 if TYPE_CHECKING:
     from ssl_exporter.access import Policy
-    from ssl_exporter.config import Module
-    from ssl_exporter.probers.base import ProbeRecorder
     from ssl_exporter.tls import HandshakeOutcome
 
 log = logging.getLogger(__name__)
@@ -801,8 +799,21 @@ def combine(verdicts: Sequence[Verdict]) -> Verdict:
 
 @dataclass(frozen=True)
 class Report:
+    """What the revocation checks of one probe found; the prober records it."""
+
     checks: tuple[RevocationCheck, ...]
-    stapled: bool | None
+    stapled: bool | None  # whether the server stapled a response; None: stapling not asked for
+
+    @property
+    def revoked(self) -> tuple[RevocationCheck, ...]:
+        """The checks that found a certificate revoked: what fails a probe that enforces revocation."""
+        return tuple(c for c in self.checks if c.status == "revoked")
+
+    def revoked_detail(self) -> str:
+        """One line naming each revoked position, method and CRL reason."""
+        return "; ".join(
+            f"position {c.position} revoked ({c.method}{', ' + c.revocation_reason if c.revocation_reason else ''})"
+            for c in self.revoked)
 
 
 async def check(
@@ -898,32 +909,3 @@ async def _run_fetches(pending: dict[tuple[str, str], Any], budget: float, crl_f
         else:
             results[job] = outcome
     return results
-
-
-async def apply(rec: ProbeRecorder, module: Module, outcome: HandshakeOutcome) -> None:
-    """Check revocation for a tcp probe and record it; a revoked certificate fails the probe
-    when the module enforces revocation. Never raises: a failure here must not hide the
-    certificate metrics already recorded."""
-    config = module.revocation
-    if config is None:
-        return
-    assert rec.deadline is not None, "run_probe sets the deadline"
-    try:
-        report = await check(outcome, placed(rec.certs, rec.positions), config.methods, rec.deadline,
-                             crl_files=config.crl_store, proxy=module.tcp.proxy_url, policy=module.policy,
-                             note=rec.note)
-    except Exception as exc:
-        log.exception("revocation checks crashed")
-        rec.note(f"revocation checks crashed: {type(exc).__name__}: {exc}")
-        return
-    rec.revocation = report.checks
-    rec.ocsp_stapled = report.stapled
-    revoked = [c for c in report.checks if c.status == "revoked"]
-    if revoked:
-        rec.fail("verify", "revoked", "; ".join(
-            f"position {c.position} revoked ({c.method}{', ' + c.revocation_reason if c.revocation_reason else ''})"
-            for c in revoked))
-        if config.enforce:
-            rec.success = False
-        else:
-            rec.note("revocation.enforce is false: revoked certificates reported but not enforced")

@@ -168,7 +168,6 @@ def record_results(rec: ProbeRecorder, results: list[FileResult], what: str) -> 
     rec.note(f"{what}: {len(results)} source(s), {len(certs)} certificate(s), {len(errors)} unreadable")
     if not results:
         rec.fail("read", "not_found", f"{what}: nothing matched")
-    rec.success = bool(certs) and not errors and not dropped
 
 
 def _name(source: Mapping[str, str]) -> str:
@@ -390,4 +389,4 @@ def _glob_regex(pattern: str) -> str:
     return "".join(out)
 
 
-PROBER = Prober(parse_target=parse_target, probe=probe, default_server_name=lambda target: "")
+PROBER = Prober(parse_target=parse_target, probe=probe, default_server_name=lambda target: "", rule="certificates")

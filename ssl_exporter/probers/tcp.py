@@ -19,7 +19,7 @@ from ssl_exporter.certs import CertificateError, distinct, matches_hostname, par
 from ssl_exporter.config import Module, TCPConfig
 from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
 from ssl_exporter.probers.base import EXPECTED_ERRORS, Prober, ProbeRecorder
-from ssl_exporter.result import AddressResult, CertInfo, TLSInfo
+from ssl_exporter.result import AddressResult, CertInfo, TLSInfo, placed
 from ssl_exporter.targets import Target, parse_target
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ async def _probe_connection(rec: ProbeRecorder, module: Module, target: Target, 
         await _fallback_handshake(rec, module, open_stream, sni, server_name)
         return
     with rec.phase("verify"):
-        _analyse(rec, outcome, server_name, module.tls_config.insecure_skip_verify)
+        _analyse(rec, outcome, server_name)
     # Revocation and legacy TLS versions (docs/revocation.md), on connections of their own.
     if module.revocation is not None or module.legacy_versions:
         await _depth_checks(rec, module, outcome, open_stream, None if _is_ip(server_name) else server_name)
@@ -171,8 +171,7 @@ async def _probe_every_address(rec: ProbeRecorder, module: Module, target: Targe
         rec.note(f"probing the first {len(probed)} of {len(addresses)} addresses (max_addresses)")
     recorders = [_AddressRecorder(rec, address) for address in probed]
     await asyncio.gather(*(_probe_address(r, module, target, server_name) for r in recorders))
-    rec.addresses = tuple(AddressResult(r.address, r.result()) for r in recorders)
-    rec.success = bool(rec.addresses) and all(a.result.success for a in rec.addresses)
+    rec.addresses = tuple(AddressResult(r.address, r.result()) for r in recorders)  # decided in run_probe
     # The handshakes are the addresses'; the whole target has none of its own.
     rec.handshake_success = rec.fallback_handshake = None
 
@@ -240,12 +239,12 @@ async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: l
         else:
             outcome = dataclasses.replace(outcome, verified=verdict.verified, tried=verdict.tried,
                                           verify_code=verdict.verify_code, verify_message=verdict.verify_message)
-        _analyse(rec, outcome, name, module.tls_config.insecure_skip_verify, fallback=True)
+        _analyse(rec, outcome, name, fallback=True)
 
 
-def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insecure: bool,
-             fallback: bool = False) -> None:
-    """Record the certificates and verdicts of a completed handshake.
+def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, fallback: bool = False) -> None:
+    """Record the certificates and verdicts of a completed handshake (ssl_exporter.success
+    decides from them whether the probe succeeded).
 
     With ``fallback`` the handshake is the fallback one: the probe's handshake failed, so
     ssl_handshake_success and the TLS series stay as they were and the probe fails; an
@@ -305,9 +304,6 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
     if not rec.hostname_valid:
         names = ", ".join((leaf.dns_names + leaf.ip_addresses)[:10]) or f"CN={leaf.subject_cn}"
         rec.fail("verify", "hostname_mismatch", f"{name} does not match the leaf ({names})")
-    rec.success = not fallback and (insecure or bool(rec.chain_valid and rec.hostname_valid))
-    if insecure and not fallback and not (rec.chain_valid and rec.hostname_valid):
-        rec.note("insecure_skip_verify: verification failures reported but not enforced")
 
 
 async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.HandshakeOutcome,
@@ -336,10 +332,30 @@ async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.Handsha
 
     jobs = []
     if module.revocation is not None:
-        jobs.append(timed("revocation", revocation.apply(rec, module, outcome)))
+        jobs.append(timed("revocation", _revocation(rec, module, outcome)))
     if module.legacy_versions:
         jobs.append(timed("legacy_versions", legacy()))
     await asyncio.gather(*jobs)
+
+
+async def _revocation(rec: ProbeRecorder, module: Module, outcome: tls.HandshakeOutcome) -> None:
+    """Check revocation and record the report; a revoked certificate is a verify error
+    (whether it fails the probe is ssl_exporter.success's call, with revocation.enforce).
+    Never raises: a failure here must not hide the certificate metrics already recorded."""
+    config = module.revocation
+    assert rec.deadline is not None and config is not None, "run_probe sets the deadline"
+    try:
+        report = await revocation.check(outcome, placed(rec.certs, rec.positions), config.methods, rec.deadline,
+                                        crl_files=config.crl_store, proxy=module.tcp.proxy_url,
+                                        policy=module.policy, note=rec.note)
+    except Exception as exc:
+        log.exception("revocation checks crashed")
+        rec.note(f"revocation checks crashed: {type(exc).__name__}: {exc}")
+        return
+    rec.revocation = report.checks
+    rec.ocsp_stapled = report.stapled
+    if report.revoked:
+        rec.fail("verify", "revoked", report.revoked_detail())
 
 
 def _parse_or_none(der: bytes) -> CertInfo | None:
@@ -454,4 +470,5 @@ PROBER = Prober(
     parse_target=lambda raw, module: parse_target(raw, module.default_port),
     probe=probe,
     default_server_name=lambda target: target.host,
+    rule="handshake",
 )
