@@ -113,18 +113,20 @@ async def _probe_connection(rec: ProbeRecorder, module: Module, target: Target, 
         with rec.phase("handshake"):
             rec.note(f"TLS handshake, SNI {sni or '(none: IP address)'}")
             assert module.ssl_context is not None
-            outcome: tls.HandshakeOutcome
-            try:
-                if module.stapling_context is not None:  # the same handshake, asking for a staple
-                    outcome = await stapling.handshake(reader, writer, module.stapling_context, sni)
-                else:
-                    outcome = await tls.handshake(reader, writer, module.ssl_context, sni)
-            except Exception as exc:
+            attempt: tls.HandshakeOutcome | tls.HandshakeFailure
+            if module.stapling_context is not None:  # the same handshake, asking for a staple
+                attempt = await stapling.attempt(reader, writer, module.stapling_context, sni)
+            else:
+                attempt = await tls.attempt(reader, writer, module.ssl_context, sni)
+            if isinstance(attempt, tls.HandshakeFailure):
                 # Failed after the ServerHello: version and cipher are known all the same.
-                rec.tls = tls.server_hello_of(exc)
+                rec.tls = attempt.server_hello
+                exc = attempt.error
                 if not (isinstance(exc, ssl.SSLError) and _fallback_applies(module, exc)):
-                    raise
+                    raise exc
                 policy_failure = exc
+            else:
+                outcome = attempt
     finally:
         await tls.close_stream(writer)
     if policy_failure is not None:
