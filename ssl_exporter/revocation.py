@@ -61,6 +61,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from ssl_exporter import lru
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.certs import distinct
+from ssl_exporter.der import tlv
 from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.result import CertInfo, RevocationCheck
 from ssl_exporter.sources import read_regular
@@ -302,35 +303,20 @@ def _spki_bits(cert: x509.Certificate) -> bytes:
     Read from the certificate's own bytes rather than re-encoded from a loaded key, so an
     issuer whose key type cryptography cannot load still gets its CertID.
     """
-    _, tbs, _ = _tlv(cert.tbs_certificate_bytes)
+    _, tbs, _ = tlv(cert.tbs_certificate_bytes)
     fields: list[tuple[int, bytes]] = []
     while tbs and len(fields) < 8:
-        tag, value, tbs = _tlv(tbs)
+        tag, value, tbs = tlv(tbs)
         fields.append((tag, value))
     if fields and fields[0][0] == 0xA0:  # explicit version
         fields = fields[1:]
     # serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
     _, spki = fields[5]
-    _, _algorithm, rest = _tlv(spki)
-    tag, bits, _ = _tlv(rest)
+    _, _algorithm, rest = tlv(spki)
+    tag, bits, _ = tlv(rest)
     if tag != 0x03 or not bits:
         raise ValueError("no subjectPublicKey BIT STRING")
     return bits[1:]  # drop the unused-bits count
-
-
-def _tlv(data: bytes) -> tuple[int, bytes, bytes]:
-    """One DER TLV: (tag, value, the rest)."""
-    if len(data) < 2:
-        raise ValueError("truncated DER")
-    tag, length, pos = data[0], data[1], 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or len(data) < 2 + count:
-            raise ValueError("bad DER length")
-        length, pos = int.from_bytes(data[2 : 2 + count], "big"), 2 + count
-    if len(data) < pos + length:
-        raise ValueError("truncated DER")
-    return tag, data[pos : pos + length], data[pos + length :]
 
 
 def _issuer_key_hash(issuer: x509.Certificate) -> str:
@@ -442,8 +428,8 @@ def _first_der(data: bytes) -> bytes:
 
 def _signed_part(der: bytes) -> memoryview:
     """The tbsCertList of a DER CRL, as it was signed (SEQUENCE { tbsCertList, ... })."""
-    _, body, _ = _tlv(memoryview(der))  # type: ignore[arg-type]
-    _, _, rest = _tlv(body)
+    _, body, _ = tlv(memoryview(der))
+    _, _, rest = tlv(body)
     return body[: len(body) - len(rest)]
 
 

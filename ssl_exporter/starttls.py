@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
+from ssl_exporter import der
 from ssl_exporter.errors import ProbeFailure
 
 # One line of a text protocol, or one binary message. Real replies are far shorter (an
@@ -471,12 +472,10 @@ async def _ldap(conversation: Conversation, server_name: str) -> None:
 
 def _ber_length_octets(first: int) -> int:
     """How many length octets follow the first one (long form), 0 for the short form."""
-    if not first & 0x80:
-        return 0
-    count = first & 0x7F
-    if not 1 <= count <= 4:
-        raise ProbeFailure(PROTOCOL, f"unsupported BER length form ({first:#04x})")
-    return count
+    try:
+        return der.length_octets(first)
+    except der.DERError:
+        raise ProbeFailure(PROTOCOL, f"unsupported BER length form ({first:#04x})") from None
 
 
 def _ber_length(first: int, extra: bytes) -> int:
