@@ -18,6 +18,7 @@ import errno
 import socket
 import ssl
 
+from ssl_exporter.printable import describe
 from ssl_exporter.result import ProbeError
 
 STAGES = ("resolve", "connect", "starttls", "handshake", "verify", "read", "rdap")
@@ -220,7 +221,7 @@ class ProbeFailure(Exception):
 
 def classify(exc: BaseException, stage: str) -> ProbeError:
     """Map an exception met during ``stage`` to a ProbeError with a documented reason."""
-    detail = _describe(exc)
+    detail = describe(exc)  # one line: errors become log fields and must not break logfmt
     if isinstance(exc, ProbeFailure):
         reason = exc.reason
     elif isinstance(exc, TimeoutError):
@@ -238,9 +239,3 @@ def classify(exc: BaseException, stage: str) -> ProbeError:
     else:
         reason = "internal_error"
     return ProbeError(stage=stage, reason=reason, detail=detail)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    # One line: errors become log fields and must not break logfmt.
-    return " ".join(text.split())

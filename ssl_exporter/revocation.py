@@ -63,6 +63,7 @@ from ssl_exporter.access import TargetRefused
 from ssl_exporter.certs import distinct
 from ssl_exporter.der import tlv
 from ssl_exporter.lru import ByteLRU, text_size
+from ssl_exporter.printable import shorten
 from ssl_exporter.result import CertInfo, RevocationCheck
 from ssl_exporter.sources import read_regular
 from ssl_exporter.within import run_within
@@ -637,7 +638,7 @@ async def _fetch(url: str, limit: int, proxy: str | None, policy: Policy | None,
                         raise _FetchFailed(f"{url} sent more than {limit} bytes")
                 return bytes(data)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        raise _FetchFailed(f"{url}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        raise _FetchFailed(f"{url}: {type(exc).__name__}: {shorten(exc)}") from None
 
 
 async def _shared_fetch(key: Hashable, budget: float, start: Callable[[], Awaitable[Any]]) -> Any:

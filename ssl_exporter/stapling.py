@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ssl_exporter import tls
+from ssl_exporter.printable import describe
 
 if TYPE_CHECKING:
     from ssl_exporter.config import TLSConfig
@@ -241,4 +242,4 @@ def _describe(exc: BaseException) -> str:
     args = exc.args[0] if exc.args else ""
     if isinstance(args, list):
         return "; ".join(str(part[-1]) for part in args if isinstance(part, tuple) and part) or type(exc).__name__
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return describe(exc)

@@ -31,6 +31,7 @@ from xml.sax.saxutils import quoteattr
 
 from ssl_exporter import der
 from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.printable import shorten
 
 # One line of a text protocol, or one binary message. Real replies are far shorter (an
 # SMTP reply line is at most 512 bytes); the bound only stops a hostile or broken peer.
@@ -121,9 +122,8 @@ class Conversation:
 
 
 def clip(text: str, width: int = MAX_NOTE_CHARS) -> str:
-    """One printable log line of at most about ``width`` characters."""
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= width else f"{text[:width]}... ({len(text)} chars)"
+    """One printable log line of at most about ``width`` characters (printable.shorten)."""
+    return shorten(text, width)
 
 
 DialogueRunner = Callable[[Conversation, str], Awaitable[None]]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.printable import shorten
 from ssl_exporter.result import TLSInfo
 
 if TYPE_CHECKING:
@@ -118,8 +119,7 @@ def build_fallback_context(config: TLSConfig) -> ssl.SSLContext:
 def _short(exc: BaseException) -> str:
     # "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4149)"
     # -> "no certificate or crl found": the rest changes between Python builds.
-    text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", " ".join(str(exc).split()))
-    return text or type(exc).__name__
+    return re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", shorten(exc)) or type(exc).__name__
 
 
 @dataclass

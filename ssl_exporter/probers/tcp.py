@@ -18,6 +18,7 @@ from ssl_exporter import caa, chainverify, lint, resolve, revocation, stapling, 
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
 from ssl_exporter.config import Module, TCPConfig
 from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
+from ssl_exporter.printable import describe
 from ssl_exporter.probers.base import EXPECTED_ERRORS, Prober, ProbeRecorder
 from ssl_exporter.result import AddressResult, CertInfo, TLSInfo, placed
 from ssl_exporter.targets import Target, parse_target
@@ -228,7 +229,7 @@ async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: l
         rec.note("fallback handshake: no answer before the deadline")
         return
     except (OSError, ssl.SSLError, ProbeFailure, EOFError, asyncio.IncompleteReadError, tls.ContextError) as exc:
-        rec.note(f"fallback handshake failed too: {' '.join(str(exc).split()) or type(exc).__name__}")
+        rec.note(f"fallback handshake failed too: {describe(exc)}")
         return
     finally:
         rec.phases["fallback"] = time.perf_counter() - begin
