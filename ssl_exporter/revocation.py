@@ -58,7 +58,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from ssl_exporter import lru
+from ssl_exporter import lru, reasons
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.certs import distinct
 from ssl_exporter.der import tlv
@@ -75,28 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Why a status is unknown: the `reason` label of ssl_revocation_status_info (docs/revocation.md).
-UNKNOWN_REASONS = {
-    "no_responder": "the certificate names no http:// OCSP responder or CRL distribution point, "
-    "and no configured CRL file is from its issuer",
-    "no_issuer": "the certificate's issuer is not known (not on the verified path nor presented), "
-    "so no answer can be checked",
-    "unverified_chain": "the chain did not verify, so the certificate's OCSP responder and CRL "
-    "distribution points are not trusted enough to be fetched",
-    "refused_by_policy": "the OCSP responder's or CRL distribution point's host is refused by the "
-    "module's target_policy",
-    "not_stapled": "stapling was requested but the server sent no OCSP response",
-    "fetch_failed": "the responder or CRL server could not be reached, answered with an HTTP error, "
-    "or sent more than the exporter reads",
-    "timeout": "the probe's deadline came before the answer",
-    "bad_response": "the answer is not a well-formed OCSP response or CRL, or the responder "
-    "answered with an error status (malformedRequest, tryLater, unauthorized, ...)",
-    "bad_signature": "the answer's signature does not verify with the issuer's key or with an "
-    "authorized delegated responder's",
-    "stale": "the answer is past its nextUpdate, or its thisUpdate is in the future",
-    "no_match": "the answer does not cover this certificate (issuer or serial differ)",
-    "responder_unknown": "the OCSP responder answered that it does not know the certificate",
-    "internal_error": "a bug in the exporter; the log has the traceback",
-}
+UNKNOWN_REASONS = reasons.REVOCATION  # the registry lives in reasons.py
 
 CLOCK_SKEW = 300.0  # seconds of clock difference tolerated on thisUpdate/nextUpdate
 MAX_OCSP_BYTES = 64 * 1024
