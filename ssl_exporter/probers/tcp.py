@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import unquote, urlsplit
 
-from ssl_exporter import caa, chainverify, lint, resolve, revocation, stapling, starttls, tls
+from ssl_exporter import caa, chainverify, legacy, resolve, revocation, stapling, starttls, tls
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
 from ssl_exporter.config import Module, TCPConfig
 from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
@@ -203,7 +203,7 @@ def _fallback_applies(module: Module, exc: ssl.SSLError) -> bool:
     return module.tls_config.fallback_handshake and classify(exc, "handshake").reason in POLICY_REASONS
 
 
-async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: lint.Connector,
+async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: legacy.Connector,
                               sni: str | None, name: str) -> None:
     """Read the certificates of a server the probe's handshake refused for policy reasons.
 
@@ -310,7 +310,7 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, fallb
 
 
 async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.HandshakeOutcome,
-                        reconnect: lint.Connector, sni: str | None) -> None:
+                        reconnect: legacy.Connector, sni: str | None) -> None:
     """Revocation and legacy-version checks, concurrently, ending before the probe's deadline.
 
     Neither raises; what they cannot learn in time is unknown (a reason, or absent), and the
@@ -326,10 +326,10 @@ async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.Handsha
         finally:
             rec.phases[phase] = rec.phases.get(phase, 0.0) + time.perf_counter() - begin
 
-    async def legacy() -> None:
+    async def legacy_check() -> None:
         try:
             async with asyncio.timeout_at(deadline - revocation.DEADLINE_MARGIN):
-                rec.legacy_versions = await lint.legacy_versions(module.legacy_versions, reconnect, sni, rec.note)
+                rec.legacy_versions = await legacy.legacy_versions(module.legacy_versions, reconnect, sni, rec.note)
         except TimeoutError:
             rec.note("legacy versions: no answer before the deadline")
 
@@ -337,7 +337,7 @@ async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.Handsha
     if module.revocation is not None:
         jobs.append(timed("revocation", _revocation(rec, module, outcome)))
     if module.legacy_versions:
-        jobs.append(timed("legacy_versions", legacy()))
+        jobs.append(timed("legacy_versions", legacy_check()))
     await asyncio.gather(*jobs)
 
 
