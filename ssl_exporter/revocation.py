@@ -46,6 +46,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -688,7 +689,7 @@ async def _ask_ocsp(subject: Subject, proxy: str | None, policy: Policy | None, 
             continue
         try:
             der = await _shared_fetch(("ocsp", url, request, proxy, policy), budget,
-                                      lambda url=url: _fetch(url, MAX_OCSP_BYTES, proxy, policy, body=request))
+                                      partial(_fetch, url, MAX_OCSP_BYTES, proxy, policy, body=request))
         except _FetchFailed as exc:
             verdict = _unknown("fetch_failed", str(exc))
             continue
@@ -722,10 +723,10 @@ async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, 
             verdicts.append(refused)
             continue
         key = (url, proxy, policy)
-        loaded = _CRLS.get(key, time.time())
-        if loaded is None:
+        crl = _CRLS.get(key, time.time())
+        if crl is None:
             try:
-                loaded = await _shared_fetch(("crl", *key), budget, lambda url=url: _download_crl(url, proxy, policy))
+                crl = await _shared_fetch(("crl", *key), budget, partial(_download_crl, url, proxy, policy))
             except _FetchFailed as exc:
                 verdicts.append(_unknown("fetch_failed", str(exc)))
                 continue
@@ -736,14 +737,14 @@ async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, 
                 verdicts.append(_unknown("bad_response", f"{url}: {exc}"))
                 continue
         fetched = time.time()
-        verdict = await asyncio.to_thread(loaded.evaluate, subject.cert, issuer, fetched)
+        verdict = await asyncio.to_thread(crl.evaluate, subject.cert, issuer, fetched)
         if verdict.status != "unknown":  # verified: kept until its nextUpdate, or for a while
             until = verdict.next_update
             if until is None:
                 until = fetched + CRL_TTL_WITHOUT_NEXT_UPDATE
                 verdict = replace(verdict, cache_until=until)
             if key not in _CRLS:
-                _CRLS.put(key, loaded, loaded.size, until)
+                _CRLS.put(key, crl, crl.size, until)
         verdicts.append(replace(verdict, detail=f"{url}: {verdict.detail}" if verdict.detail else url))
     if not verdicts:
         return _unknown("no_responder", "no http:// CRL distribution point and no configured CRL file "
