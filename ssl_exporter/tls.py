@@ -1,4 +1,4 @@
-"""TLS client contexts and the one handshake a probe makes.
+"""TLS client contexts, the one handshake a probe makes, and the one loop every handshake runs.
 
 The handshake is driven over ``ssl.MemoryBIO`` rather than ``asyncio``'s SSL transport:
 that way one handshake yields both OpenSSL's verification verdict and the whole presented
@@ -6,6 +6,10 @@ chain, also when verification fails (``asyncio.open_connection(ssl=...)`` loses 
 object on failure), and the ServerHello passes through our hands, so the negotiated version
 and cipher are known for broken certificates too (after a failed verification
 ``SSLObject.version()`` is None).
+
+:func:`drive` is that loop, shared with pyOpenSSL's handshake (ssl_exporter.stapling);
+:func:`attempt` returns the outcome, or a :class:`HandshakeFailure` that carries the
+ServerHello's version and cipher when the handshake failed after it.
 """
 
 from __future__ import annotations
