@@ -136,7 +136,9 @@ class Prober:
     parse_target: TargetParser  # raises targets.TargetError on bad input (HTTP 400)
     probe: ProbeFn
     default_server_name: Callable[[Any], str]
-    # Which row of ssl_exporter.success's table decides the probe's success from its facts.
+    # Which row of ssl_exporter.success's table decides the probe's success from its facts:
+    # "handshake" (tcp), "lookup" (rdap), or "certificates" for the probers that read them
+    # at rest (file, and kube's two, which keep the default).
     rule: Rule = "certificates"
 
 
