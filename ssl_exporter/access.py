@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ssl_exporter import reasons
 from ssl_exporter.errors import ProbeAborted
 from ssl_exporter.targets import Target
 
@@ -52,15 +53,7 @@ LINK_LOCAL_AND_METADATA: tuple[IPNetwork, ...] = tuple(
 )
 
 # Values of the ``reason`` label of ssl_exporter_probes_refused_total: a finite set.
-REASONS = {
-    "host_denied": "the target's name matches deny_hosts",
-    "host_not_allowed": "allow_hosts is set and the target's name (or IP-address target) matches none of it",
-    "address_denied": "an address of the target is in deny_cidrs",
-    "address_not_allowed": "allow_cidrs is set and an address of the target is outside it",
-    "link_local": "an address of the target is link-local or a cloud metadata address (deny_link_local)",
-    "unspecified_address": "an address of the target is unspecified (0.0.0.0/8 or ::, in any form), which "
-                           "connects to the local host; refused under any policy",
-}
+REASONS = reasons.REFUSED  # the registry lives in reasons.py
 
 POLICY_KEYS = ("allow_hosts", "deny_hosts", "allow_cidrs", "deny_cidrs", "except_cidrs", "deny_link_local")
 

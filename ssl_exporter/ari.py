@@ -40,7 +40,7 @@ import aiohttp
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from ssl_exporter import lru
+from ssl_exporter import lru, reasons
 from ssl_exporter.access import Policy, TargetRefused
 from ssl_exporter.arisettings import AriConfig, AriConfigError, CAEntry, CertFacts
 from ssl_exporter.lru import ByteLRU, text_size
@@ -51,19 +51,7 @@ from ssl_exporter.within import run_within
 log = logging.getLogger(__name__)
 
 # Why a window is unknown: the ``reason`` label of ssl_cert_ari_status_info (docs/metrics.md).
-REASONS = {
-    "no_ca": "no built-in or configured ACME CA matches the certificate's issuer",
-    "no_key_id": "the certificate has no authority key identifier, so no ARI certificate ID can be built",
-    "refused_by_policy": "the ACME server's host is refused by the module's target_policy",
-    "no_renewal_info": "the CA's ACME directory names no renewalInfo URL (the CA does not offer ARI)",
-    "not_found": "the CA answered 404: it does not know the certificate",
-    "fetch_failed": "the ACME server could not be reached, answered with another HTTP error, "
-    "or sent more than the exporter reads",
-    "timeout": "the probe's deadline came before the answer",
-    "bad_response": "the directory or the renewalInfo answer is not the JSON RFC 9773 describes, "
-    "or its window ends before it starts",
-    "internal_error": "a bug in the exporter; the log has the traceback",
-}
+REASONS = reasons.ARI  # the registry lives in reasons.py
 
 DEFAULT_RETRY = 6 * 3600.0  # seconds an answer is kept when the CA sends no Retry-After
 MIN_RETRY = 60.0  # RFC 9773 4.3: clients clamp Retry-After to a reasonable range

@@ -37,7 +37,10 @@ _LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ChainVerdict:
+    """OpenSSL's verdict on a presented chain (named apart from revocation.Verdict, one
+    certificate's revocation status by one method)."""
+
     verified: list[bytes] | None  # the path OpenSSL built, leaf to root; None when it failed
     tried: list[bytes]  # on failure, the path OpenSSL tried (leaf first)
     verify_code: int | None  # X509_V_ERR_* when verification failed
@@ -107,7 +110,7 @@ def available() -> bool:
     return _libcrypto() is not None
 
 
-def verify(presented: Sequence[bytes], ca_file: str | None, flags: int, security_level: int) -> Verdict | None:
+def verify(presented: Sequence[bytes], ca_file: str | None, flags: int, security_level: int) -> ChainVerdict | None:
     """Verify ``presented`` (DER, leaf first) as OpenSSL verifies a server's chain.
 
     ``ca_file`` is the module's trust store (None: the system's default paths, as
@@ -123,7 +126,7 @@ def verify(presented: Sequence[bytes], ca_file: str | None, flags: int, security
 
 
 def _verify(lib: ctypes.CDLL, presented: Sequence[bytes], ca_file: str | None, flags: int,
-            security_level: int) -> Verdict | None:
+            security_level: int) -> ChainVerdict | None:
     certs: list[int] = []
     stack = store_ctx = None
     try:
@@ -152,10 +155,10 @@ def _verify(lib: ctypes.CDLL, presented: Sequence[bytes], ca_file: str | None, f
         ok = lib.X509_verify_cert(store_ctx) == 1
         path = _stack_der(lib, lib.X509_STORE_CTX_get0_chain(store_ctx))
         if ok:
-            return Verdict(verified=path, tried=[], verify_code=None, verify_message="")
+            return ChainVerdict(verified=path, tried=[], verify_code=None, verify_message="")
         code = lib.X509_STORE_CTX_get_error(store_ctx)
         message = (lib.X509_verify_cert_error_string(code) or b"").decode("ascii", "replace")
-        return Verdict(verified=None, tried=path, verify_code=code, verify_message=message)
+        return ChainVerdict(verified=None, tried=path, verify_code=code, verify_message=message)
     finally:
         if store_ctx:
             lib.X509_STORE_CTX_free(store_ctx)

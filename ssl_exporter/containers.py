@@ -34,7 +34,6 @@ class Recorder(Protocol):
     """What :func:`record_results` writes: a probe's recorder (ssl_exporter.probers.base),
     named by its shape so that this module stays below the probers."""
 
-    success: bool
     certs: tuple[CertInfo, ...]
     positions: tuple[str, ...]
     read_errors: tuple[ReadError, ...]
@@ -117,7 +116,6 @@ def record_results(rec: Recorder, results: list[FileResult], what: str) -> None:
     rec.note(f"{what}: {len(results)} source(s), {len(certs)} certificate(s), {len(errors)} unreadable")
     if not results:
         rec.fail("read", "not_found", f"{what}: nothing matched")
-    rec.success = bool(certs) and not errors and not dropped
 
 
 def _name(source: Mapping[str, str]) -> str:

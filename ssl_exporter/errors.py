@@ -18,70 +18,13 @@ import errno
 import socket
 import ssl
 
+from ssl_exporter import reasons
+from ssl_exporter.printable import describe
 from ssl_exporter.result import ProbeError
 
 STAGES = ("resolve", "connect", "starttls", "handshake", "verify", "read", "rdap")
 
-REASONS = {
-    # Network, any stage.
-    "timeout": "the probe's deadline passed during this stage (at stage resolve: also tcp.dns_timeout)",
-    "dns": "the name did not resolve (or not to an address of an allowed IP family)",
-    # Resolution through configured DNS servers (tcp.dns_servers, --dns.server) says why.
-    "nxdomain": "the DNS server says the name does not exist (NXDOMAIN)",
-    "no_address": "the name exists but has no address of an allowed IP family",
-    "servfail": "the DNS servers failed to answer (SERVFAIL)",
-    "refused": "the port actively refused the connection (at stage resolve: the DNS server answered REFUSED)",
-    "unreachable": "no route to the host or network",
-    "reset": "the peer reset the connection",
-    "closed": "the peer closed the connection before the stage completed",
-    "network_error": "another socket error (see the log line for errno)",
-    "proxy_error": "the proxy refused or failed the CONNECT request",
-    "oversized": "the peer sent more than the exporter reads in this stage",
-    # STARTTLS dialogue.
-    "starttls_unsupported": "the server does not offer STARTTLS",
-    "starttls_refused": "the server refused the STARTTLS command",
-    "starttls_protocol": "unexpected or malformed reply in the STARTTLS dialogue",
-    # TLS handshake.
-    "tls_protocol": "the peer does not speak TLS (garbage, plain HTTP, bad record)",
-    "protocol_version": "no TLS version acceptable to both sides",
-    "handshake_failure": "the peer aborted the handshake with an alert",
-    "tls_error": "another TLS error the exporter does not classify (OpenSSL's words are in the log line)",
-    # Certificate verification.
-    "expired": "a certificate on the path is past its not-after",
-    "not_yet_valid": "a certificate on the path is before its not-before",
-    "unknown_issuer": "the chain leads to a CA that is not in the trust store",
-    "self_signed": "the leaf is self-signed and not trusted",
-    "incomplete_chain": "the server did not send the intermediate that issued its leaf",
-    "hostname_mismatch": "the leaf does not match the verified name",
-    "weak_crypto": "a key, DH group or signature below OpenSSL's security level (in the handshake or on the chain)",
-    "invalid_purpose": "a certificate is not allowed for TLS server authentication",
-    "bad_certificate": "a certificate is malformed or its signature does not verify",
-    "revoked": "a certificate on the path is revoked (OCSP, CRL or a stapled OCSP response)",
-    # Reading certificates at rest.
-    "not_found": "no such file, or nothing matched (rdap: the registry answered 404 for the domain)",
-    "permission_denied": "the file could not be read for lack of permission",
-    "bad_pem": "a PEM block could not be decoded",
-    "bad_der": "DER data could not be decoded",
-    "bad_pkcs12": "a PKCS#12 file could not be decoded",
-    "bad_password": "the PKCS#12 password is wrong or missing",
-    "excessive_iterations": "a PKCS#12 file asks for more key-derivation or MAC iterations than allowed",
-    "no_certificate": "the source holds no certificate",
-    "bad_kubeconfig": "the kubeconfig is not a YAML mapping, or nests too deep or grows too large by its aliases",
-    "api_error": "the Kubernetes API answered with an error other than 401/403, or not with a list",
-    "bad_token": "the Kubernetes token file holds what cannot be a bearer token (a control character)",
-    "internal_error": "a bug in the exporter; the log has the traceback",
-    # Domain registration lookups (stage rdap, docs/domains.md).
-    "no_rdap_service": "no RDAP server for the domain's TLD in the bootstrap registry or rdap.servers",
-    "bootstrap_unavailable": "the bootstrap registry could not be fetched from rdap.bootstrap_url "
-    "and no rdap.bootstrap_file is configured",
-    "rate_limited": "the RDAP server answered 429, or its Retry-After has not passed yet",
-    "http_error": "the RDAP server answered with an HTTP status other than 200, 3xx, 404 or 429",
-    "bad_response": "the answer is not JSON, not an RDAP domain object, names another domain, "
-    "or has an unreadable date",
-    "too_many_redirects": "more redirects than rdap.max_redirects, or a redirect loop",
-    "insecure_url": "an RDAP URL (bootstrap, redirect or referral) is not https:// and rdap.allow_http is off",
-    "refused_by_policy": "an RDAP server's host or address is refused by the module's target_policy",
-}
+REASONS = reasons.PROBE  # the reason label of ssl_probe_error_info (the registry lives in reasons.py)
 
 # OpenSSL X509_V_ERR_* codes -> reason. Codes not listed are "bad_certificate".
 _VERIFY_REASONS = {
@@ -220,7 +163,7 @@ class ProbeFailure(Exception):
 
 def classify(exc: BaseException, stage: str) -> ProbeError:
     """Map an exception met during ``stage`` to a ProbeError with a documented reason."""
-    detail = _describe(exc)
+    detail = describe(exc)  # one line: errors become log fields and must not break logfmt
     if isinstance(exc, ProbeFailure):
         reason = exc.reason
     elif isinstance(exc, TimeoutError):
@@ -238,9 +181,3 @@ def classify(exc: BaseException, stage: str) -> ProbeError:
     else:
         reason = "internal_error"
     return ProbeError(stage=stage, reason=reason, detail=detail)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    # One line: errors become log fields and must not break logfmt.
-    return " ".join(text.split())

@@ -5,6 +5,9 @@ that is not printable (controls, NUL, ESC, format and separator characters, lone
 surrogates such as a JSON ``"\\ud800"``) becomes a Python-style ``\\xNN``/``\\uNNNN``/
 ``\\UNNNNNNNN`` escape. The result is printable and encodes as UTF-8, so it can neither
 split a line nor make an encoder raise.
+
+:func:`shorten` is the one way to put free text (an exception's message, a server's
+line) on one bounded line; :func:`describe` does it for an exception.
 """
 
 from __future__ import annotations
@@ -21,3 +24,21 @@ def escape(ch: str) -> str:
     """One character as an escape sequence."""
     code = ord(ch)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def shorten(text: object, width: int | None = None) -> str:
+    """``text`` (any object's ``str()``) as one printable line of at most about ``width`` characters.
+
+    Runs of whitespace, line breaks included, become one space; what else is unprintable is
+    escaped (:func:`printable`); past ``width`` the line is cut, with a marker saying how
+    long it was.
+    """
+    line = printable(" ".join(str(text).split()))
+    if width is None or len(line) <= width:
+        return line
+    return f"{line[:width]}... ({len(line)} chars)"
+
+
+def describe(exc: BaseException, width: int | None = None) -> str:
+    """An exception as one line (:func:`shorten`): its message, or its type's name when it has none."""
+    return shorten(exc, width) or type(exc).__name__

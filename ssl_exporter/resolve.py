@@ -38,6 +38,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.printable import describe
 
 DNS_PORT = 53
 # The system resolver's configuration, read by dnspython for CAA lookups without dns_servers.
@@ -117,7 +118,7 @@ def read_system_servers() -> SystemServers:
     try:
         return SystemServers(tuple(dns.resolver.Resolver(filename=RESOLV_CONF).nameservers))
     except (dns.exception.DNSException, OSError, ValueError) as exc:  # NoResolverConfiguration mostly
-        return SystemServers(error=f"{RESOLV_CONF}: {_one_line(exc)}")
+        return SystemServers(error=f"{RESOLV_CONF}: {describe(exc)}")
 
 
 def make_resolver(servers: Sequence[Server], timeout: float,
@@ -191,7 +192,7 @@ async def resolve(host: str, port: int, preferred: str, fallback: bool, servers:
     # The most telling reason: a missing name, then a server's failure, then no address.
     for reason in ("nxdomain", "refused", "servfail", "timeout", "dns", "no_address"):
         if reason in reasons:
-            detail = "; ".join(f"{rdtype}: {_one_line(exc)}" for rdtype, exc in zip(families, failures, strict=False))
+            detail = "; ".join(f"{rdtype}: {describe(exc)}" for rdtype, exc in zip(families, failures, strict=False))
             raise ProbeFailure(reason, f"{host} via {', '.join(map(str, servers))}: {detail}")
     raise ProbeFailure("no_address", f"{host} has no {preferred} address and ip_protocol_fallback is off")
 
@@ -211,7 +212,3 @@ async def _system(host: str, port: int, preferred: str, fallback: bool, timeout:
     if not addresses:
         raise ProbeFailure("no_address", f"{host} has no {preferred} address and ip_protocol_fallback is off")
     return addresses
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join((str(exc) or type(exc).__name__).split())

@@ -46,6 +46,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -58,45 +59,24 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from ssl_exporter import lru
+from ssl_exporter import lru, reasons
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.certs import distinct
+from ssl_exporter.der import tlv
 from ssl_exporter.lru import ByteLRU, text_size
-from ssl_exporter.result import CertInfo, RevocationCheck, placed
+from ssl_exporter.printable import shorten
+from ssl_exporter.result import CertInfo, RevocationCheck
 from ssl_exporter.sources import read_regular
 from ssl_exporter.within import run_within
 
 if TYPE_CHECKING:
     from ssl_exporter.access import Policy
-    from ssl_exporter.prepare import PreparedModule as Module
-    from ssl_exporter.probers.base import ProbeRecorder
     from ssl_exporter.tls import HandshakeOutcome
 
 log = logging.getLogger(__name__)
 
 # Why a status is unknown: the `reason` label of ssl_revocation_status_info (docs/revocation.md).
-UNKNOWN_REASONS = {
-    "no_responder": "the certificate names no http:// OCSP responder or CRL distribution point, "
-    "and no configured CRL file is from its issuer",
-    "no_issuer": "the certificate's issuer is not known (not on the verified path nor presented), "
-    "so no answer can be checked",
-    "unverified_chain": "the chain did not verify, so the certificate's OCSP responder and CRL "
-    "distribution points are not trusted enough to be fetched",
-    "refused_by_policy": "the OCSP responder's or CRL distribution point's host is refused by the "
-    "module's target_policy",
-    "not_stapled": "stapling was requested but the server sent no OCSP response",
-    "fetch_failed": "the responder or CRL server could not be reached, answered with an HTTP error, "
-    "or sent more than the exporter reads",
-    "timeout": "the probe's deadline came before the answer",
-    "bad_response": "the answer is not a well-formed OCSP response or CRL, or the responder "
-    "answered with an error status (malformedRequest, tryLater, unauthorized, ...)",
-    "bad_signature": "the answer's signature does not verify with the issuer's key or with an "
-    "authorized delegated responder's",
-    "stale": "the answer is past its nextUpdate, or its thisUpdate is in the future",
-    "no_match": "the answer does not cover this certificate (issuer or serial differ)",
-    "responder_unknown": "the OCSP responder answered that it does not know the certificate",
-    "internal_error": "a bug in the exporter; the log has the traceback",
-}
+UNKNOWN_REASONS = reasons.REVOCATION  # the registry lives in reasons.py
 
 CLOCK_SKEW = 300.0  # seconds of clock difference tolerated on thisUpdate/nextUpdate
 MAX_OCSP_BYTES = 64 * 1024
@@ -304,35 +284,20 @@ def _spki_bits(cert: x509.Certificate) -> bytes:
     Read from the certificate's own bytes rather than re-encoded from a loaded key, so an
     issuer whose key type cryptography cannot load still gets its CertID.
     """
-    _, tbs, _ = _tlv(cert.tbs_certificate_bytes)
+    _, tbs, _ = tlv(cert.tbs_certificate_bytes)
     fields: list[tuple[int, bytes]] = []
     while tbs and len(fields) < 8:
-        tag, value, tbs = _tlv(tbs)
+        tag, value, tbs = tlv(tbs)
         fields.append((tag, value))
     if fields and fields[0][0] == 0xA0:  # explicit version
         fields = fields[1:]
     # serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
     _, spki = fields[5]
-    _, _algorithm, rest = _tlv(spki)
-    tag, bits, _ = _tlv(rest)
+    _, _algorithm, rest = tlv(spki)
+    tag, bits, _ = tlv(rest)
     if tag != 0x03 or not bits:
         raise ValueError("no subjectPublicKey BIT STRING")
     return bits[1:]  # drop the unused-bits count
-
-
-def _tlv(data: bytes) -> tuple[int, bytes, bytes]:
-    """One DER TLV: (tag, value, the rest)."""
-    if len(data) < 2:
-        raise ValueError("truncated DER")
-    tag, length, pos = data[0], data[1], 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or len(data) < 2 + count:
-            raise ValueError("bad DER length")
-        length, pos = int.from_bytes(data[2 : 2 + count], "big"), 2 + count
-    if len(data) < pos + length:
-        raise ValueError("truncated DER")
-    return tag, data[pos : pos + length], data[pos + length :]
 
 
 def _issuer_key_hash(issuer: x509.Certificate) -> str:
@@ -444,8 +409,8 @@ def _first_der(data: bytes) -> bytes:
 
 def _signed_part(der: bytes) -> memoryview:
     """The tbsCertList of a DER CRL, as it was signed (SEQUENCE { tbsCertList, ... })."""
-    _, body, _ = _tlv(memoryview(der))  # type: ignore[arg-type]
-    _, _, rest = _tlv(body)
+    _, body, _ = tlv(memoryview(der))
+    _, _, rest = tlv(body)
     return body[: len(body) - len(rest)]
 
 
@@ -653,7 +618,7 @@ async def _fetch(url: str, limit: int, proxy: str | None, policy: Policy | None,
                         raise _FetchFailed(f"{url} sent more than {limit} bytes")
                 return bytes(data)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        raise _FetchFailed(f"{url}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        raise _FetchFailed(f"{url}: {type(exc).__name__}: {shorten(exc)}") from None
 
 
 async def _shared_fetch(key: Hashable, budget: float, start: Callable[[], Awaitable[Any]]) -> Any:
@@ -724,7 +689,7 @@ async def _ask_ocsp(subject: Subject, proxy: str | None, policy: Policy | None, 
             continue
         try:
             der = await _shared_fetch(("ocsp", url, request, proxy, policy), budget,
-                                      lambda url=url: _fetch(url, MAX_OCSP_BYTES, proxy, policy, body=request))
+                                      partial(_fetch, url, MAX_OCSP_BYTES, proxy, policy, body=request))
         except _FetchFailed as exc:
             verdict = _unknown("fetch_failed", str(exc))
             continue
@@ -758,10 +723,10 @@ async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, 
             verdicts.append(refused)
             continue
         key = (url, proxy, policy)
-        loaded = _CRLS.get(key, time.time())
-        if loaded is None:
+        crl = _CRLS.get(key, time.time())
+        if crl is None:
             try:
-                loaded = await _shared_fetch(("crl", *key), budget, lambda url=url: _download_crl(url, proxy, policy))
+                crl = await _shared_fetch(("crl", *key), budget, partial(_download_crl, url, proxy, policy))
             except _FetchFailed as exc:
                 verdicts.append(_unknown("fetch_failed", str(exc)))
                 continue
@@ -772,14 +737,14 @@ async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, 
                 verdicts.append(_unknown("bad_response", f"{url}: {exc}"))
                 continue
         fetched = time.time()
-        verdict = await asyncio.to_thread(loaded.evaluate, subject.cert, issuer, fetched)
+        verdict = await asyncio.to_thread(crl.evaluate, subject.cert, issuer, fetched)
         if verdict.status != "unknown":  # verified: kept until its nextUpdate, or for a while
             until = verdict.next_update
             if until is None:
                 until = fetched + CRL_TTL_WITHOUT_NEXT_UPDATE
                 verdict = replace(verdict, cache_until=until)
             if key not in _CRLS:
-                _CRLS.put(key, loaded, loaded.size, until)
+                _CRLS.put(key, crl, crl.size, until)
         verdicts.append(replace(verdict, detail=f"{url}: {verdict.detail}" if verdict.detail else url))
     if not verdicts:
         return _unknown("no_responder", "no http:// CRL distribution point and no configured CRL file "
@@ -801,8 +766,21 @@ def combine(verdicts: Sequence[Verdict]) -> Verdict:
 
 @dataclass(frozen=True)
 class Report:
+    """What the revocation checks of one probe found; the prober records it."""
+
     checks: tuple[RevocationCheck, ...]
-    stapled: bool | None
+    stapled: bool | None  # whether the server stapled a response; None: stapling not asked for
+
+    @property
+    def revoked(self) -> tuple[RevocationCheck, ...]:
+        """The checks that found a certificate revoked: what fails a probe that enforces revocation."""
+        return tuple(c for c in self.checks if c.status == "revoked")
+
+    def revoked_detail(self) -> str:
+        """One line naming each revoked position, method and CRL reason."""
+        return "; ".join(
+            f"position {c.position} revoked ({c.method}{', ' + c.revocation_reason if c.revocation_reason else ''})"
+            for c in self.revoked)
 
 
 async def check(
@@ -898,32 +876,3 @@ async def _run_fetches(pending: dict[tuple[str, str], Any], budget: float, crl_f
         else:
             results[job] = outcome
     return results
-
-
-async def apply(rec: ProbeRecorder, module: Module, outcome: HandshakeOutcome) -> None:
-    """Check revocation for a tcp probe and record it; a revoked certificate fails the probe
-    when the module enforces revocation. Never raises: a failure here must not hide the
-    certificate metrics already recorded."""
-    config = module.revocation
-    if config is None:
-        return
-    assert rec.deadline is not None, "run_probe sets the deadline"
-    try:
-        report = await check(outcome, placed(rec.certs, rec.positions), config.methods, rec.deadline,
-                             crl_files=module.crl_store, proxy=module.tcp.proxy_url, policy=module.policy,
-                             note=rec.note)
-    except Exception as exc:
-        log.exception("revocation checks crashed")
-        rec.note(f"revocation checks crashed: {type(exc).__name__}: {exc}")
-        return
-    rec.revocation = report.checks
-    rec.ocsp_stapled = report.stapled
-    revoked = [c for c in report.checks if c.status == "revoked"]
-    if revoked:
-        rec.fail("verify", "revoked", "; ".join(
-            f"position {c.position} revoked ({c.method}{', ' + c.revocation_reason if c.revocation_reason else ''})"
-            for c in revoked))
-        if config.enforce:
-            rec.success = False
-        else:
-            rec.note("revocation.enforce is false: revoked certificates reported but not enforced")

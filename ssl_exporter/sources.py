@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7, pkcs12
 
+from ssl_exporter.der import DERError, header
+
 # PEM labels that hold a certificate (RFC 7468; "TRUSTED CERTIFICATE" is OpenSSL's, with
 # trust settings after the certificate).
 _CERT_LABELS = {"CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"}
@@ -166,15 +168,13 @@ def _looks_like_pkcs12(data: bytes) -> bool:
 
 def _first_tlv(der: bytes) -> bytes:
     """The first DER element of ``der`` (a TRUSTED CERTIFICATE has trust data after it)."""
-    if len(der) < 2 or der[0] != 0x30:
+    if der[:1] != b"\x30":
         return der
-    length = der[1]
-    if length < 0x80:
-        return der[: 2 + length]
-    size = length & 0x7F
-    if size == 0 or size > 4 or len(der) < 2 + size:
+    try:
+        _tag, length, start = header(der)
+    except DERError:
         return der
-    return der[: 2 + size + int.from_bytes(der[2 : 2 + size], "big")]
+    return der[: start + length]
 
 
 # --- reading a container from disk ---------------------------------------------------------
@@ -314,21 +314,13 @@ def _der_parse(data: bytes, pos: int, end: int, depth: int, nodes: list[int]) ->
     tag = data[pos]
     if tag & 0x1F == 0x1F:
         raise ValueError("high tag numbers do not occur in PKCS#12")
-    first = data[pos + 1]
-    pos += 2
-    indefinite = first == 0x80
+    indefinite = data[pos + 1] == 0x80  # BER: the content ends with two zero octets
     if indefinite:
         if not tag & 0x20:
             raise ValueError("indefinite length on a primitive element")
-        length = -1
-    elif first & 0x80:
-        size = first & 0x7F
-        if size > 4 or end - pos < size:
-            raise ValueError("bad length")
-        length = int.from_bytes(data[pos : pos + size], "big")
-        pos += size
+        length, pos = -1, pos + 2
     else:
-        length = first
+        _tag, length, pos = header(data, pos, end)  # DERError is a ValueError
     if not indefinite and length > end - pos:
         raise ValueError("length past the end")
     if tag & 0x20:  # constructed: SEQUENCE, SET, [n] EXPLICIT, BER constructed strings

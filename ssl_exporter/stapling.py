@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssl_exporter import tls
-from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.printable import describe
 from ssl_exporter.tlssettings import TLS_VERSIONS, TLSConfig
 
 
@@ -113,18 +113,20 @@ def _ocsp_callback(conn: Any, ocsp_data: bytes, _data: Any) -> bool:
     return True  # judged later, with the verified chain in hand (ssl_exporter.revocation)
 
 
-async def handshake(
+async def attempt(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     context: Any,
     server_name: str | None,
-) -> StapledOutcome:
+) -> StapledOutcome | tls.HandshakeFailure:
     """Run one TLS handshake that requests a stapled OCSP response.
 
-    Same contract as :func:`ssl_exporter.tls.handshake`: returns the outcome when the
-    handshake completed (verification aside); raises ``ssl.SSLError`` (mapped from
+    Same contract as :func:`ssl_exporter.tls.attempt`, over the same loop
+    (:func:`ssl_exporter.tls.drive`): the outcome when the handshake completed
+    (verification aside), else the failure, whose error is an ``ssl.SSLError`` (mapped from
     pyOpenSSL's errors, so that errors.classify reads them alike), ``OSError`` or
-    ``ProbeFailure`` otherwise.
+    ``ProbeFailure``. The failure names no ServerHello: cipher names come from the
+    standard library's OpenSSL, which this context does not use.
     """
     from OpenSSL import SSL, crypto
 
@@ -135,25 +137,20 @@ async def handshake(
     if server_name:
         conn.set_tlsext_host_name(server_name.encode("ascii"))
     conn.request_ocsp()
-    received = 0
-    while True:
+
+    def step() -> bool:
         try:
             conn.do_handshake()
-            break
         except SSL.WantReadError:
-            await _flush(writer, conn)
-            data = await reader.read(16384)
-            if not data:
-                conn.bio_shutdown()
-                continue
-            received += len(data)
-            if received > tls.MAX_HANDSHAKE_BYTES:
-                raise ProbeFailure("oversized", f"handshake exceeded {tls.MAX_HANDSHAKE_BYTES} bytes") from None
-            conn.bio_write(data)
+            return False
         except SSL.Error as exc:
-            _flush_quietly(writer, conn)  # send OpenSSL's alert, as a client would
             raise as_ssl_error(exc) from None
-    _flush_quietly(writer, conn)
+        return True
+
+    try:
+        await tls.drive(reader, writer, step, conn.bio_write, conn.bio_shutdown, lambda: _pending(conn))
+    except Exception as exc:
+        return tls.HandshakeFailure(exc)
 
     presented_all = [crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in conn.get_peer_cert_chain() or []]
     presented = presented_all[: tls.MAX_CHAIN_CERTS]
@@ -174,20 +171,17 @@ async def handshake(
     )
 
 
-async def _flush(writer: asyncio.StreamWriter, conn: Any) -> None:
-    data = _pending(conn)
-    if data:
-        writer.write(data)
-        await writer.drain()
-
-
-def _flush_quietly(writer: asyncio.StreamWriter, conn: Any) -> None:
-    try:
-        data = _pending(conn)
-        if data and not writer.is_closing():
-            writer.write(data)
-    except (OSError, RuntimeError):
-        pass
+async def handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    context: Any,
+    server_name: str | None,
+) -> StapledOutcome:
+    """:func:`attempt`, raising the failure's error."""
+    result = await attempt(reader, writer, context, server_name)
+    if isinstance(result, tls.HandshakeFailure):
+        raise result.error
+    return result
 
 
 def _pending(conn: Any) -> bytes:
@@ -244,4 +238,4 @@ def _describe(exc: BaseException) -> str:
     args = exc.args[0] if exc.args else ""
     if isinstance(args, list):
         return "; ".join(str(part[-1]) for part in args if isinstance(part, tuple) and part) or type(exc).__name__
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return describe(exc)

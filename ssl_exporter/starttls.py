@@ -29,7 +29,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
+from ssl_exporter import der
 from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.printable import shorten
 
 # One line of a text protocol, or one binary message. Real replies are far shorter (an
 # SMTP reply line is at most 512 bytes); the bound only stops a hostile or broken peer.
@@ -120,9 +122,8 @@ class Conversation:
 
 
 def clip(text: str, width: int = MAX_NOTE_CHARS) -> str:
-    """One printable log line of at most about ``width`` characters."""
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= width else f"{text[:width]}... ({len(text)} chars)"
+    """One printable log line of at most about ``width`` characters (printable.shorten)."""
+    return shorten(text, width)
 
 
 DialogueRunner = Callable[[Conversation, str], Awaitable[None]]
@@ -471,12 +472,10 @@ async def _ldap(conversation: Conversation, server_name: str) -> None:
 
 def _ber_length_octets(first: int) -> int:
     """How many length octets follow the first one (long form), 0 for the short form."""
-    if not first & 0x80:
-        return 0
-    count = first & 0x7F
-    if not 1 <= count <= 4:
-        raise ProbeFailure(PROTOCOL, f"unsupported BER length form ({first:#04x})")
-    return count
+    try:
+        return der.length_octets(first)
+    except der.DERError:
+        raise ProbeFailure(PROTOCOL, f"unsupported BER length form ({first:#04x})") from None
 
 
 def _ber_length(first: int, extra: bytes) -> int:

@@ -1,4 +1,4 @@
-"""TLS client contexts and the one handshake a probe makes.
+"""TLS client contexts, the one handshake a probe makes, and the one loop every handshake runs.
 
 The handshake is driven over ``ssl.MemoryBIO`` rather than ``asyncio``'s SSL transport:
 that way one handshake yields both OpenSSL's verification verdict and the whole presented
@@ -6,6 +6,10 @@ chain, also when verification fails (``asyncio.open_connection(ssl=...)`` loses 
 object on failure), and the ServerHello passes through our hands, so the negotiated version
 and cipher are known for broken certificates too (after a failed verification
 ``SSLObject.version()`` is None).
+
+:func:`drive` is that loop, shared with pyOpenSSL's handshake (ssl_exporter.stapling);
+:func:`attempt` returns the outcome, or a :class:`HandshakeFailure` that carries the
+ServerHello's version and cipher when the handshake failed after it.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import re
 import ssl
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.printable import shorten
 from ssl_exporter.result import TLSInfo
 from ssl_exporter.tlssettings import TLS_VERSIONS, TLSConfig
 
@@ -112,8 +118,7 @@ def build_fallback_context(config: TLSConfig) -> ssl.SSLContext:
 def _short(exc: BaseException) -> str:
     # "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4149)"
     # -> "no certificate or crl found": the rest changes between Python builds.
-    text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", " ".join(str(exc).split()))
-    return text or type(exc).__name__
+    return re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", shorten(exc)) or type(exc).__name__
 
 
 @dataclass
@@ -128,52 +133,49 @@ class HandshakeOutcome:
     dropped_certs: int  # presented certificates beyond MAX_CHAIN_CERTS
 
 
-async def handshake(
+@dataclass(frozen=True)
+class HandshakeFailure:
+    """A handshake that failed otherwise than in verification.
+
+    ``error`` is what failed it (``ssl.SSLError``, ``OSError``, ``ProbeFailure``, ...), as
+    errors.classify reads it; ``server_hello`` the version and cipher of the ServerHello
+    received before the failure, if one was.
+    """
+
+    error: Exception
+    server_hello: TLSInfo | None = None
+
+
+async def attempt(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     context: ssl.SSLContext,
     server_name: str | None,
-) -> HandshakeOutcome:
+) -> HandshakeOutcome | HandshakeFailure:
     """Run one TLS handshake over an open connection.
 
-    Returns the outcome when the handshake completed or failed only in verification;
-    raises ``ssl.SSLError``/``OSError``/``ProbeFailure`` when it failed otherwise. When the
-    ServerHello came before that failure, the raised exception carries its version and
-    cipher as ``server_hello`` (a :class:`TLSInfo`; read it with :func:`server_hello_of`).
+    The outcome when the handshake completed or failed only in verification; otherwise
+    the failure, with the ServerHello's version and cipher when it came before.
     """
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name)
     hello = ServerHelloSniffer()
-    received = 0
     verify_error: ssl.SSLCertVerificationError | None = None
+
+    def step() -> bool:
+        nonlocal verify_error
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLCertVerificationError as exc:
+            verify_error = exc  # the handshake is over; the verdict and the chain are known
+        return True
+
     try:
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await _flush(writer, outgoing)
-                data = await reader.read(16384)
-                if not data:
-                    incoming.write_eof()
-                    continue
-                received += len(data)
-                if received > MAX_HANDSHAKE_BYTES:
-                    raise ProbeFailure("oversized", f"handshake exceeded {MAX_HANDSHAKE_BYTES} bytes") from None
-                hello.feed(data)
-                incoming.write(data)
-            except ssl.SSLCertVerificationError as exc:
-                verify_error = exc
-                break
-            except ssl.SSLError:
-                await _flush_quietly(writer, outgoing)  # send OpenSSL's alert, as a client would
-                raise
+        await drive(reader, writer, step, incoming.write, incoming.write_eof, outgoing.read, hello)
     except Exception as exc:  # the exception itself is unchanged: errors.classify reads it alike
-        if hello.version is not None and hello.cipher_id is not None:
-            exc.server_hello = TLSInfo(  # type: ignore[attr-defined]
-                _VERSIONS.get(hello.version, f"0x{hello.version:04X}"), cipher_name(context, hello.cipher_id))
-        raise
-    await _flush_quietly(writer, outgoing)
+        return HandshakeFailure(exc, _server_hello(hello, context))
 
     presented_all = _unverified_chain(tls)
     presented = presented_all[:MAX_CHAIN_CERTS]
@@ -206,10 +208,64 @@ async def handshake(
     )
 
 
-def server_hello_of(exc: BaseException) -> TLSInfo | None:
-    """The version and cipher of the ServerHello a failed handshake had received, if any."""
-    info = getattr(exc, "server_hello", None)
-    return info if isinstance(info, TLSInfo) else None
+def _server_hello(hello: ServerHelloSniffer, context: ssl.SSLContext) -> TLSInfo | None:
+    if hello.version is None or hello.cipher_id is None:
+        return None
+    return TLSInfo(_VERSIONS.get(hello.version, f"0x{hello.version:04X}"), cipher_name(context, hello.cipher_id))
+
+
+async def handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    context: ssl.SSLContext,
+    server_name: str | None,
+) -> HandshakeOutcome:
+    """:func:`attempt`, raising the failure's error: for callers that do not need the ServerHello."""
+    result = await attempt(reader, writer, context, server_name)
+    if isinstance(result, HandshakeFailure):
+        raise result.error
+    return result
+
+
+async def drive(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    step: Callable[[], bool],
+    receive: Callable[[bytes], object],
+    receive_eof: Callable[[], object],
+    pending: Callable[[], bytes],
+    hello: ServerHelloSniffer | None = None,
+) -> None:
+    """Drive one client handshake over memory BIOs: the one loop of every handshake we make
+    (this module's, and pyOpenSSL's in ssl_exporter.stapling).
+
+    ``step`` advances the TLS engine: True once the handshake is over (the caller's step
+    notes a verification failure it let through), False when it needs the peer's bytes; it
+    raises when the handshake failed, and what the engine has to send then (its alert, as a
+    client would) is sent, best effort. ``receive``/``receive_eof`` give the engine the
+    peer's bytes or end, ``pending`` takes what it has to send. At most MAX_HANDSHAKE_BYTES
+    are read; ``hello`` sees them first.
+    """
+    received = 0
+    while True:
+        try:
+            if step():
+                break
+        except Exception:
+            _send_quietly(writer, pending)
+            raise
+        await _send(writer, pending)
+        data = await reader.read(16384)
+        if not data:
+            receive_eof()
+            continue
+        received += len(data)
+        if received > MAX_HANDSHAKE_BYTES:
+            raise ProbeFailure("oversized", f"handshake exceeded {MAX_HANDSHAKE_BYTES} bytes")
+        if hello is not None:
+            hello.feed(data)
+        receive(data)
+    _send_quietly(writer, pending)
 
 
 async def close_stream(writer: asyncio.StreamWriter) -> None:
@@ -227,17 +283,17 @@ async def close_stream(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-async def _flush(writer: asyncio.StreamWriter, outgoing: ssl.MemoryBIO) -> None:
-    data = outgoing.read()
+async def _send(writer: asyncio.StreamWriter, pending: Callable[[], bytes]) -> None:
+    data = pending()
     if data:
         writer.write(data)
         await writer.drain()
 
 
-async def _flush_quietly(writer: asyncio.StreamWriter, outgoing: ssl.MemoryBIO) -> None:
+def _send_quietly(writer: asyncio.StreamWriter, pending: Callable[[], bytes]) -> None:
     # Best effort: the peer may already be gone, and the probe's verdict does not depend on it.
     try:
-        data = outgoing.read()
+        data = pending()
         if data and not writer.is_closing():
             writer.write(data)
     except (OSError, RuntimeError):

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from ssl_exporter import config, lru, prepare, revocation, stapling, tls
+from ssl_exporter.der import tlv
 from ssl_exporter.errors import classify
 from tests.conftest import Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert, make_cert, make_root
@@ -597,10 +598,10 @@ def _der(tag: int, body: bytes) -> bytes:
 
 def _children(der: bytes) -> list[bytes]:
     """The DER elements inside one SEQUENCE, each with its header."""
-    _, body, _ = revocation._tlv(der)
+    _, body, _ = tlv(der)
     out = []
     while body:
-        _, _, rest = revocation._tlv(body)
+        _, _, rest = tlv(body)
         out.append(body[: len(body) - len(rest)])
         body = rest
     return out

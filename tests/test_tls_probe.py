@@ -415,7 +415,7 @@ def test_unparsable_presented_certificate_keeps_the_positions_of_the_others(pki:
                                    verify_code=20, verify_message="unable to get local issuer certificate",
                                    version="TLS 1.3", cipher="TLS_AES_256_GCM_SHA384", dropped_certs=0)
     rec = ProbeRecorder()
-    _analyse(rec, outcome, HOST, insecure=False)
+    _analyse(rec, outcome, HOST)
     result = rec.result()
     assert [(position, cert.der) for position, cert in result.placed_certs()] == [
         ("1", pki.inter.der), ("2", pki.root.der)]

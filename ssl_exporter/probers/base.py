@@ -2,12 +2,14 @@
 
 A prober is a coroutine ``probe(recorder, module, target, server_name)`` that records what
 it learns on a :class:`ProbeRecorder` and lets expected exceptions propagate; the runner
-applies the deadline and maps those exceptions, once, to ``(stage, reason)``.
+applies the deadline, maps those exceptions, once, to ``(stage, reason)``, and has
+:mod:`ssl_exporter.success` decide the probe's success from the facts recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 import threading
@@ -18,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ssl_exporter import ari
+from ssl_exporter import ari, success
 from ssl_exporter.errors import EXHAUSTION_ERRNOS, OutOfResources, ProbeAborted, ProbeFailure, classify
 from ssl_exporter.prepare import PreparedModule as Module
 from ssl_exporter.redact import redact_urls
@@ -34,6 +36,7 @@ from ssl_exporter.result import (
     RevocationCheck,
     TLSInfo,
 )
+from ssl_exporter.success import Enforcement, Rule
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,6 @@ class ProbeRecorder:
         self.phases: dict[str, float] = {}
         self.log: list[str] = []
         self.errors: list[ProbeError] = []
-        self.success = False
         self.certs: tuple[CertInfo, ...] = ()
         self.positions: tuple[str, ...] = ()
         self.read_errors: tuple[ReadError, ...] = ()
@@ -95,8 +97,10 @@ class ProbeRecorder:
         self.note(f"FAILED stage={stage} reason={reason}" + (f": {detail}" if detail else ""))
 
     def result(self) -> ProbeResult:
+        """The facts recorded, frozen; ``success`` is not decided here (False) but by
+        ssl_exporter.success at the end of run_probe."""
         return ProbeResult(
-            success=self.success and not self._enforced_errors(),
+            success=False,
             duration=time.perf_counter() - self.started,
             phases=dict(self.phases),
             errors=tuple(self.errors),
@@ -122,11 +126,6 @@ class ProbeRecorder:
             ari=self.ari,
         )
 
-    def _enforced_errors(self) -> bool:
-        # Verification errors are reported but only fail the probe when the prober says so
-        # (insecure_skip_verify); any other error always fails it.
-        return any(e.stage != "verify" for e in self.errors)
-
 
 ProbeFn = Callable[[ProbeRecorder, Module, Any, str], Awaitable[None]]
 TargetParser = Callable[[str, Module], Any]
@@ -137,6 +136,19 @@ class Prober:
     parse_target: TargetParser  # raises targets.TargetError on bad input (HTTP 400)
     probe: ProbeFn
     default_server_name: Callable[[Any], str]
+    # Which row of ssl_exporter.success's table decides the probe's success from its facts:
+    # "handshake" (tcp), "lookup" (rdap), or "certificates" for the probers that read them
+    # at rest (file, and kube's two, which keep the default).
+    rule: Rule = "certificates"
+
+
+def enforcement(prober: Prober, module: Module) -> Enforcement:
+    """The settings of ``module`` that decide what fails a probe by ``prober``."""
+    return Enforcement(
+        rule=prober.rule,
+        insecure_skip_verify=module.tls_config.insecure_skip_verify,
+        revocation=module.revocation is not None and module.revocation.enforce,
+    )
 
 
 # Exceptions a prober may let through; anything else is a bug, logged with its traceback.
@@ -206,7 +218,9 @@ async def _run_probe(
     # ARI (docs/renewal.md), for every prober in this one place: within what is left of the
     # deadline, from cache otherwise; it never fails the probe.
     await ari.apply(recorder, module.ari_client, served=module.prober == "tcp", proxy=module.tcp.proxy_url)
-    return recorder.result()
+    # The one place ssl_probe_success is decided, from the facts the prober recorded.
+    result = success.decided(recorder.result(), enforcement(prober, module), recorder.note)
+    return dataclasses.replace(result, log=tuple(recorder.log))  # with the decision's notes
 
 
 # --- worker threads for the at-rest probers ----------------------------------------------------

@@ -263,4 +263,4 @@ def _glob_regex(pattern: str) -> str:
     return "".join(out)
 
 
-PROBER = Prober(parse_target=parse_target, probe=probe, default_server_name=lambda target: "")
+PROBER = Prober(parse_target=parse_target, probe=probe, default_server_name=lambda target: "", rule="certificates")

@@ -54,8 +54,6 @@ async def probe(rec: ProbeRecorder, module: PreparedModule, target: Target, serv
         if info is not None and info.lookup_time is not None:
             rec.note(f"serving the last good answer, fetched {_when(info.lookup_time)}")
         rec.fail("rdap", outcome.reason, outcome.detail)
-        return
-    rec.success = True
 
 
 def _when(timestamp: float | None) -> str:
@@ -66,4 +64,5 @@ PROBER = Prober(
     parse_target=lambda raw, module: Target(registrable_domain(raw), 443),
     probe=probe,
     default_server_name=lambda target: target.host,
+    rule="lookup",
 )

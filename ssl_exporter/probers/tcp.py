@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import unquote, urlsplit
 
-from ssl_exporter import caa, chainverify, lint, resolve, revocation, stapling, starttls, tls
+from ssl_exporter import caa, chainverify, legacy, resolve, revocation, stapling, starttls, tls
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
 from ssl_exporter.config import TCPConfig
 from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
 from ssl_exporter.prepare import PreparedModule as Module
+from ssl_exporter.printable import describe
 from ssl_exporter.probers.base import EXPECTED_ERRORS, Prober, ProbeRecorder
-from ssl_exporter.result import AddressResult, CertInfo, TLSInfo
+from ssl_exporter.result import AddressResult, CertInfo, TLSInfo, placed
 from ssl_exporter.targets import Target, parse_target
 
 log = logging.getLogger(__name__)
@@ -114,18 +115,20 @@ async def _probe_connection(rec: ProbeRecorder, module: Module, target: Target, 
         with rec.phase("handshake"):
             rec.note(f"TLS handshake, SNI {sni or '(none: IP address)'}")
             assert module.ssl_context is not None
-            outcome: tls.HandshakeOutcome
-            try:
-                if module.stapling_context is not None:  # the same handshake, asking for a staple
-                    outcome = await stapling.handshake(reader, writer, module.stapling_context, sni)
-                else:
-                    outcome = await tls.handshake(reader, writer, module.ssl_context, sni)
-            except Exception as exc:
+            attempt: tls.HandshakeOutcome | tls.HandshakeFailure
+            if module.stapling_context is not None:  # the same handshake, asking for a staple
+                attempt = await stapling.attempt(reader, writer, module.stapling_context, sni)
+            else:
+                attempt = await tls.attempt(reader, writer, module.ssl_context, sni)
+            if isinstance(attempt, tls.HandshakeFailure):
                 # Failed after the ServerHello: version and cipher are known all the same.
-                rec.tls = tls.server_hello_of(exc)
+                rec.tls = attempt.server_hello
+                exc = attempt.error
                 if not (isinstance(exc, ssl.SSLError) and _fallback_applies(module, exc)):
-                    raise
+                    raise exc
                 policy_failure = exc
+            else:
+                outcome = attempt
     finally:
         await tls.close_stream(writer)
     if policy_failure is not None:
@@ -134,7 +137,7 @@ async def _probe_connection(rec: ProbeRecorder, module: Module, target: Target, 
         await _fallback_handshake(rec, module, open_stream, sni, server_name)
         return
     with rec.phase("verify"):
-        _analyse(rec, outcome, server_name, module.tls_config.insecure_skip_verify)
+        _analyse(rec, outcome, server_name)
     # Revocation and legacy TLS versions (docs/revocation.md), on connections of their own.
     if module.revocation is not None or module.legacy_versions:
         await _depth_checks(rec, module, outcome, open_stream, None if _is_ip(server_name) else server_name)
@@ -172,8 +175,7 @@ async def _probe_every_address(rec: ProbeRecorder, module: Module, target: Targe
         rec.note(f"probing the first {len(probed)} of {len(addresses)} addresses (max_addresses)")
     recorders = [_AddressRecorder(rec, address) for address in probed]
     await asyncio.gather(*(_probe_address(r, module, target, server_name) for r in recorders))
-    rec.addresses = tuple(AddressResult(r.address, r.result()) for r in recorders)
-    rec.success = bool(rec.addresses) and all(a.result.success for a in rec.addresses)
+    rec.addresses = tuple(AddressResult(r.address, r.result()) for r in recorders)  # decided in run_probe
     # The handshakes are the addresses'; the whole target has none of its own.
     rec.handshake_success = rec.fallback_handshake = None
 
@@ -202,7 +204,7 @@ def _fallback_applies(module: Module, exc: ssl.SSLError) -> bool:
     return module.tls_config.fallback_handshake and classify(exc, "handshake").reason in POLICY_REASONS
 
 
-async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: lint.Connector,
+async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: legacy.Connector,
                               sni: str | None, name: str) -> None:
     """Read the certificates of a server the probe's handshake refused for policy reasons.
 
@@ -228,7 +230,7 @@ async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: l
         rec.note("fallback handshake: no answer before the deadline")
         return
     except (OSError, ssl.SSLError, ProbeFailure, EOFError, asyncio.IncompleteReadError, tls.ContextError) as exc:
-        rec.note(f"fallback handshake failed too: {' '.join(str(exc).split()) or type(exc).__name__}")
+        rec.note(f"fallback handshake failed too: {describe(exc)}")
         return
     finally:
         rec.phases["fallback"] = time.perf_counter() - begin
@@ -241,12 +243,12 @@ async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: l
         else:
             outcome = dataclasses.replace(outcome, verified=verdict.verified, tried=verdict.tried,
                                           verify_code=verdict.verify_code, verify_message=verdict.verify_message)
-        _analyse(rec, outcome, name, module.tls_config.insecure_skip_verify, fallback=True)
+        _analyse(rec, outcome, name, fallback=True)
 
 
-def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insecure: bool,
-             fallback: bool = False) -> None:
-    """Record the certificates and verdicts of a completed handshake.
+def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, fallback: bool = False) -> None:
+    """Record the certificates and verdicts of a completed handshake (ssl_exporter.success
+    decides from them whether the probe succeeded).
 
     With ``fallback`` the handshake is the fallback one: the probe's handshake failed, so
     ssl_handshake_success and the TLS series stay as they were and the probe fails; an
@@ -306,13 +308,10 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, insec
     if not rec.hostname_valid:
         names = ", ".join((leaf.dns_names + leaf.ip_addresses)[:10]) or f"CN={leaf.subject_cn}"
         rec.fail("verify", "hostname_mismatch", f"{name} does not match the leaf ({names})")
-    rec.success = not fallback and (insecure or bool(rec.chain_valid and rec.hostname_valid))
-    if insecure and not fallback and not (rec.chain_valid and rec.hostname_valid):
-        rec.note("insecure_skip_verify: verification failures reported but not enforced")
 
 
 async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.HandshakeOutcome,
-                        reconnect: lint.Connector, sni: str | None) -> None:
+                        reconnect: legacy.Connector, sni: str | None) -> None:
     """Revocation and legacy-version checks, concurrently, ending before the probe's deadline.
 
     Neither raises; what they cannot learn in time is unknown (a reason, or absent), and the
@@ -328,19 +327,39 @@ async def _depth_checks(rec: ProbeRecorder, module: Module, outcome: tls.Handsha
         finally:
             rec.phases[phase] = rec.phases.get(phase, 0.0) + time.perf_counter() - begin
 
-    async def legacy() -> None:
+    async def legacy_check() -> None:
         try:
             async with asyncio.timeout_at(deadline - revocation.DEADLINE_MARGIN):
-                rec.legacy_versions = await lint.legacy_versions(module.legacy_versions, reconnect, sni, rec.note)
+                rec.legacy_versions = await legacy.legacy_versions(module.legacy_versions, reconnect, sni, rec.note)
         except TimeoutError:
             rec.note("legacy versions: no answer before the deadline")
 
     jobs = []
     if module.revocation is not None:
-        jobs.append(timed("revocation", revocation.apply(rec, module, outcome)))
+        jobs.append(timed("revocation", _revocation(rec, module, outcome)))
     if module.legacy_versions:
-        jobs.append(timed("legacy_versions", legacy()))
+        jobs.append(timed("legacy_versions", legacy_check()))
     await asyncio.gather(*jobs)
+
+
+async def _revocation(rec: ProbeRecorder, module: Module, outcome: tls.HandshakeOutcome) -> None:
+    """Check revocation and record the report; a revoked certificate is a verify error
+    (whether it fails the probe is ssl_exporter.success's call, with revocation.enforce).
+    Never raises: a failure here must not hide the certificate metrics already recorded."""
+    config = module.revocation
+    assert rec.deadline is not None and config is not None, "run_probe sets the deadline"
+    try:
+        report = await revocation.check(outcome, placed(rec.certs, rec.positions), config.methods, rec.deadline,
+                                        crl_files=module.crl_store, proxy=module.tcp.proxy_url,
+                                        policy=module.policy, note=rec.note)
+    except Exception as exc:
+        log.exception("revocation checks crashed")
+        rec.note(f"revocation checks crashed: {type(exc).__name__}: {exc}")
+        return
+    rec.revocation = report.checks
+    rec.ocsp_stapled = report.stapled
+    if report.revoked:
+        rec.fail("verify", "revoked", report.revoked_detail())
 
 
 def _parse_or_none(der: bytes) -> CertInfo | None:
@@ -455,4 +474,5 @@ PROBER = Prober(
     parse_target=lambda raw, module: parse_target(raw, module.default_port),
     probe=probe,
     default_server_name=lambda target: target.host,
+    rule="handshake",
 )
