@@ -24,7 +24,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import access, ari, caa, resolve, starttls, tls
+from ssl_exporter import access, ari, caa, durations, resolve, starttls, tls
 from ssl_exporter.certs import CertificateError, parse_der
 from ssl_exporter.redact import redact_urls
 from ssl_exporter.result import CertInfo
@@ -855,7 +855,8 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    return f"{seconds:g}s"
+    """A duration in the configuration's own syntax, as /config shows it ("0.5s", "90s")."""
+    return durations.format_duration(seconds, style="config")
 
 
 def _parse_timeout(raw: Any, path: str) -> float:
