@@ -1,7 +1,8 @@
 """``ssl-exporter check TARGET``: one probe as a Nagios/Icinga plugin, in place of check_ssl_cert.
 
-It runs the very probe ``/probe`` runs (the same input validation, module and
-:func:`~ssl_exporter.probers.base.run_probe`), prints the Nagios status line with perfdata
+It runs the very probe ``/probe`` runs, through :mod:`ssl_exporter.service` (the same input
+validation, module and :func:`~ssl_exporter.service.run_request`), and describes the result
+with :mod:`ssl_exporter.describe` as the pages do; it prints the Nagios status line with perfdata
 first, then a human report (or one JSON document with ``--format json``), and exits with the
 plugin's state:
 
@@ -20,7 +21,7 @@ are CRITICAL, as check_ssl_cert reports them; UNKNOWN is kept for "the plugin co
 tell", which is what the Nagios plugin guidelines reserve it for.
 
 Time left comes from the verified chain's earliest not-after when the chain verified (an
-intermediate can expire before the leaf), else from the leaf.
+intermediate can expire before the leaf), else from the leaf (:func:`~ssl_exporter.describe.expiry_of`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from ssl_exporter.errors import OutOfResources
 from ssl_exporter.printable import escape, printable
 from ssl_exporter.rdap import trouble
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, all_errors
-from ssl_exporter.server import BadRequest, parse_probe_request, run_request
+from ssl_exporter.service import BadRequest, parse_probe_request, run_request
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
