@@ -1,7 +1,8 @@
 """``ssl-exporter check TARGET``: one probe as a Nagios/Icinga plugin, in place of check_ssl_cert.
 
-It runs the very probe ``/probe`` runs (the same input validation, module and
-:func:`~ssl_exporter.probers.base.run_probe`), prints the Nagios status line with perfdata
+It runs the very probe ``/probe`` runs, through :mod:`ssl_exporter.service` (the same input
+validation, module and :func:`~ssl_exporter.service.run_request`), and describes the result
+with :mod:`ssl_exporter.describe` as the pages do; it prints the Nagios status line with perfdata
 first, then a human report (or one JSON document with ``--format json``), and exits with the
 plugin's state:
 
@@ -20,7 +21,7 @@ are CRITICAL, as check_ssl_cert reports them; UNKNOWN is kept for "the plugin co
 tell", which is what the Nagios plugin guidelines reserve it for.
 
 Time left comes from the verified chain's earliest not-after when the chain verified (an
-intermediate can expire before the leaf), else from the leaf.
+intermediate can expire before the leaf), else from the leaf (:func:`~ssl_exporter.describe.expiry_of`).
 """
 
 from __future__ import annotations
@@ -40,20 +41,21 @@ import yaml
 
 from ssl_exporter import config, prepare, resolve
 from ssl_exporter.access import TargetRefused
+from ssl_exporter.describe import (
+    chain_expires_before_leaf,
+    describe_expiry,
+    error_text,
+    expiry_of,
+    format_utc,
+    positions,
+    source_text,
+)
+from ssl_exporter.durations import format_span
 from ssl_exporter.errors import OutOfResources
 from ssl_exporter.printable import escape, printable
 from ssl_exporter.rdap import trouble
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, all_errors
-from ssl_exporter.server import BadRequest, parse_probe_request, run_request
-from ssl_exporter.web import (
-    describe_expiry,
-    format_span,
-    format_utc,
-    is_presented_chain,
-    leaf_or_soonest,
-    positions,
-    source_text,
-)
+from ssl_exporter.service import BadRequest, parse_probe_request, run_request
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -191,11 +193,11 @@ class Verdict:
 def evaluate(result: ProbeResult, target: str, warning_days: float, critical_days: float,
              now: float) -> Verdict:
     """The plugin state of a probe result (see the module docstring for the rules)."""
-    expiry, source = _expiry(result)
-    parts = [_error_text(address, e) for address, e in all_errors(result)]
+    expiry, source = expiry_of(result)
+    parts = [error_text(address, e) for address, e in all_errors(result)]
     parts += [f"cannot read {source_text(e.source)}: {e.reason}" for e in result.read_errors]
     if expiry is not None:
-        what = "chain" if source == "verified_chain" and _chain_expires_before_leaf(result, expiry) else "certificate"
+        what = "chain" if source == "verified_chain" and chain_expires_before_leaf(result, expiry) else "certificate"
         parts.append(f"{what} {describe_expiry(expiry, now)} ({format_utc(expiry, seconds=False)})")
     elif result.success:
         parts.append("no certificate obtained")
@@ -221,7 +223,7 @@ def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, criti
     """The plugin state of an rdap probe: its registration expiry, and CRITICAL for a failed
     lookup or a status that means trouble (hold, redemption period, pending delete)."""
     info = result.domain
-    parts = [_error_text("", e) for e in result.errors]
+    parts = [error_text("", e) for e in result.errors]
     troubles = trouble(info.statuses) if info else []
     if troubles:
         parts.append("status " + ", ".join(troubles))
@@ -234,28 +236,6 @@ def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, criti
         parts.append("the registry gives no expiration date (set expiry_override)")
     state = _state(result, expiry, warning_days, critical_days, now, failed=not result.success or bool(troubles))
     return Verdict(state, f"{domain}: " + "; ".join(parts), expiry, info.source if info else None, "DOMAIN")
-
-
-def _error_text(address: str, error: ProbeError) -> str:
-    where = f"{address} " if address else ""
-    return f"{where}{error.stage}/{error.reason}" + (f": {error.detail}" if error.detail else "")
-
-
-def _expiry(result: ProbeResult) -> tuple[float | None, str | None]:
-    if result.addresses is not None:  # every address: the soonest of their expiries
-        known = [found for a in result.addresses if (found := _expiry(a.result))[0] is not None]
-        return min(known, key=lambda found: found[0] or 0.0) if known else (None, None)
-    if result.chain_valid and result.verified_chain_expiry is not None:
-        return result.verified_chain_expiry, "verified_chain"
-    cert = leaf_or_soonest(result)
-    if cert is None:
-        return None, None
-    return cert.not_after, "leaf" if is_presented_chain(result) else "soonest"
-
-
-def _chain_expires_before_leaf(result: ProbeResult, chain_expiry: float) -> bool:
-    # Say "chain" only when something other than the leaf expires first.
-    return bool(result.certs) and chain_expiry < result.certs[0].not_after
 
 
 def perfdata(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, now: float) -> str:
@@ -306,7 +286,7 @@ def _details(verdict: Verdict, result: ProbeResult, target: str, module: str, se
         lines.append(f"Time left:  {describe_expiry(verdict.expiry, now)}, from {source[verdict.expiry_source or '']}")
     if result.domain is not None:
         lines += _domain_lines(result, now)
-    lines += [f"Error:      {_error_text(address, e)}" for address, e in all_errors(result)]
+    lines += [f"Error:      {error_text(address, e)}" for address, e in all_errors(result)]
     if result.certs:
         lines += ["", *_chain_table(result, now)]
     for item in result.addresses or ():  # tcp.all_addresses: each address's own verdicts and chain

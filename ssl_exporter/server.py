@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -37,10 +36,10 @@ from ssl_exporter import __version__, config, lru, metrics, prepare
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.errors import OutOfResources
 from ssl_exporter.history import History, ProbeRecord
-from ssl_exporter.probers import PROBERS
-from ssl_exporter.probers.base import Prober, ReadPoolCollector, run_probe
+from ssl_exporter.probers.base import ReadPoolCollector
 from ssl_exporter.result import ProbeResult, all_errors
-from ssl_exporter.targets import TargetError, echo, parse_hostname
+from ssl_exporter.service import BadRequest, display_target, parse_probe_request, run_request
+from ssl_exporter.targets import echo
 from ssl_exporter.web import SECURITY_HEADERS, debug_text, landing_page, log_page
 from ssl_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
 
@@ -57,65 +56,8 @@ MAX_ERROR_LINE = 1024
 MAX_PROBE_ID_DIGITS = 20
 
 
-class BadRequest(ValueError):
-    """Bad input to a probe: HTTP 400 (UNKNOWN for the check command) with this one-line message."""
-
-
 class Overloaded(Exception):
     """--probe.max-concurrent probes are in flight: HTTP 503 at once, rather than queueing."""
-
-
-@dataclass(frozen=True)
-class ProbeRequest:
-    """A validated probe request: what to probe, how, and which name to verify."""
-
-    module: prepare.PreparedModule
-    prober: Prober
-    target: Any  # the prober's parsed target
-    server_name: str
-
-
-def parse_probe_request(cfg: prepare.PreparedConfig, module_name: str | None, raw_target: str | None,
-                        hostname: str | None) -> ProbeRequest:
-    """Validate probe input the same way for /probe and the check command; BadRequest if bad."""
-    name = module_name or cfg.default_module
-    module = cfg.modules.get(name)
-    if module is None:
-        raise BadRequest(f"unknown module {echo(name)}")
-    if raw_target is None:
-        raise BadRequest("target parameter is missing")
-    prober = PROBERS[module.prober]
-    try:
-        target = prober.parse_target(raw_target, module)
-        if hostname is not None:
-            server_name = parse_hostname(hostname)
-        else:
-            server_name = module.tls_config.server_name or prober.default_server_name(target)
-    except TargetError as exc:
-        raise BadRequest(str(exc)) from None
-    return ProbeRequest(module, prober, target, server_name)
-
-
-async def run_request(req: ProbeRequest, timeout: float) -> ProbeResult:
-    """Run a validated probe under its module's target_policy; TargetRefused if refused.
-
-    The policy is checked here for what needs no resolution (name globs, an IP-address
-    target), and by the tcp prober on the addresses it resolved, just before it connects to
-    them; a refusal there passes through :func:`run_probe` as the exception it is.
-    """
-    if req.module.policy is not None:
-        req.module.policy.check_target(req.target)
-    return await run_probe(req.prober, req.module, req.target, req.server_name, timeout)
-
-
-def display_target(raw: str) -> str:
-    """The target as given, for logs and pages, without a URL's password."""
-    if "@" not in raw:  # a cheap test first: this runs on every probe
-        return raw
-    try:
-        return config.redact_url(raw) or raw
-    except ValueError:  # not a URL after all (parse_target accepted it as something else)
-        return raw
 
 
 class Exporter:

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import html
 import ssl
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
 import yaml
 
 from ssl_exporter import config, metrics
+from ssl_exporter.describe import (
+    describe_expiry,
+    error_text,
+    format_utc,
+    is_presented_chain,
+    leaf_or_soonest,
+    source_text,
+)
+from ssl_exporter.durations import format_duration
 from ssl_exporter.history import ProbeRecord
-from ssl_exporter.result import CertInfo, ProbeResult, address_views, all_errors
+from ssl_exporter.result import CertInfo, address_views, all_errors
 
 # Sent with every HTML page: if escaping were ever missed, inline script still would not run.
 SECURITY_HEADERS = {
@@ -24,38 +32,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-# --- time, in the words the pages and the check command share --------------------------
-
-
-def format_utc(timestamp: float, seconds: bool = True) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
-
-
-def format_span(seconds: float) -> str:
-    """A duration as people read it on a certificate: '3d 4h', '5h 12m', '42s'."""
-    total = int(abs(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
-
-
-def describe_expiry(not_after: float, now: float) -> str:
-    """'expires in 3d 4h' or 'expired 2d 1h ago'."""
-    left = not_after - now
-    return f"expires in {format_span(left)}" if left >= 0 else f"expired {format_span(left)} ago"
-
-
-def format_duration(seconds: float) -> str:
-    if seconds >= 10:
-        return f"{seconds:.1f} s"
-    return f"{seconds * 1000:.1f} ms" if seconds < 0.01 else f"{seconds * 1000:.0f} ms"
 
 
 # --- the debug text -----------------------------------------------------------------------
@@ -114,8 +90,7 @@ def _summary(record: ProbeRecord) -> str:
                      + (f", {view.tls.version} {view.tls.cipher}" if view.tls else "")
                      + (f", certificates read by the fallback handshake: {view.fallback_tls.version}, cipher "
                         f"{view.fallback_tls.cipher}" if view.fallback_tls else ""))
-    lines += [f"error {address + ' ' if address else ''}{e.stage}/{e.reason}" + (f": {e.detail}" if e.detail else "")
-              for address, e in all_errors(result)]
+    lines += [f"error {error_text(address, e)}" for address, e in all_errors(result)]
     lines += [f"read error {source_text(e.source)}: {e.reason}" + (f": {e.detail}" if e.detail else "")
               for e in result.read_errors]
     return "\n".join(lines) + "\n"
@@ -146,15 +121,6 @@ def describe_cert(cert: CertInfo, position: str, now: float) -> str:
     text = f"[{position}] {cert.subject_cn or cert.subject}\n"
     text += "".join(f"    {name + ':':<12}{value}\n" for name, value in fields)
     return text + ssl.DER_cert_to_PEM_cert(cert.der)
-
-
-def positions(result: ProbeResult) -> Sequence[str]:
-    """The position label of each certificate, as the metrics have it."""
-    return [position for position, _cert in result.placed_certs()]
-
-
-def source_text(source: Mapping[str, str]) -> str:
-    return " ".join(f"{key}={value}" for key, value in source.items())
 
 
 # --- HTML ---------------------------------------------------------------------------------
@@ -267,24 +233,6 @@ def _expiry_cell(record: ProbeRecord) -> str:
     else:
         note = "" if is_presented_chain(record.result) else f" (soonest of {len(record.result.certs)})"
     return f"{describe_expiry(cert.not_after, record.time)}<br><small>{html.escape(label)}{note}</small>"
-
-
-def is_presented_chain(result: ProbeResult) -> bool:
-    """Whether the certificates are a server's chain (leaf first) rather than certificates at rest."""
-    return bool(result.certs) and not result.certs[0].source
-
-
-def leaf_or_soonest(result: ProbeResult) -> CertInfo | None:
-    """The leaf of a presented chain; for certificates at rest, the one that expires first;
-    for a probe of every address, the leaf that expires first."""
-    if result.addresses is not None:
-        leaves = [leaf for a in result.addresses if (leaf := leaf_or_soonest(a.result)) is not None]
-        return min(leaves, key=lambda cert: cert.not_after, default=None)
-    if not result.certs:
-        return None
-    if is_presented_chain(result):  # the leaf, unless it could not be parsed
-        return next((cert for position, cert in result.placed_certs() if position == "0"), None)
-    return min(result.certs, key=lambda cert: cert.not_after)
 
 
 def log_page(record: ProbeRecord) -> str:

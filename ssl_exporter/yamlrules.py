@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ssl_exporter import safeyaml
+from ssl_exporter import durations, safeyaml
 from ssl_exporter.redact import redact_urls
 
 
@@ -106,7 +106,8 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    return f"{seconds:g}s"
+    """A duration in the configuration's own syntax, as /config shows it ("0.5s", "90s")."""
+    return durations.format_duration(seconds, style="config")
 
 
 def parse_timeout(raw: Any, path: str) -> float:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ssl_exporter import metrics, tls, web
+from ssl_exporter import describe, metrics, tls
 from ssl_exporter.probers.base import ProbeRecorder
 from ssl_exporter.probers.tcp import _analyse
 from tests.conftest import PKI, Samples, probe
@@ -426,5 +426,5 @@ def test_unparsable_presented_certificate_keeps_the_positions_of_the_others(pki:
         assert sorted(labels["position"] for labels in s.series(name)) == ["1", "2"]
     assert s.get("ssl_cert_not_after_timestamp_seconds", position="1", serial=pki.inter.serial) == pki.inter.not_after
     # The debug output and the recent-probes page place them alike; the leaf is unknown there too.
-    assert list(web.positions(result)) == ["1", "2"]
-    assert web.leaf_or_soonest(result) is None
+    assert list(describe.positions(result)) == ["1", "2"]
+    assert describe.leaf_or_soonest(result) is None

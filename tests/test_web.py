@@ -10,9 +10,11 @@ import pytest
 
 from ssl_exporter import prepare
 from ssl_exporter.certs import parse_der
+from ssl_exporter.describe import describe_expiry
+from ssl_exporter.durations import format_span
 from ssl_exporter.history import MAX_CERTS_KEPT, History, ProbeRecord
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, TLSInfo
-from ssl_exporter.web import debug_text, describe_expiry, format_span, landing_page, log_page
+from ssl_exporter.web import debug_text, landing_page, log_page
 from tests.conftest import PKI
 from tests.pki import DAY, NOW
 
