@@ -183,3 +183,14 @@ def test_the_import_scan_finds_imports_in_functions_and_methods_only(tmp_path: P
         ("top.py", "json", 6), ("top.py", "pkg.tls.build", 8), ("top.py", "pkg.tls.TLSConfig", 8),
         ("top.py", ".sibling", 12), ("sub/deep.py", "zlib", 2),
     }
+
+
+def test_the_architecture_page_lists_the_layers_of_the_contract() -> None:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c["layers"] for c in contracts if c.get("containers") == [PACKAGE])
+    in_contract = [name.strip(" ()") for layer in layers for name in layer.split("|")]
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    section = page.split("\n## Layers\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[2] for line in section.splitlines() if line.startswith("|")][2:]  # after the header
+    in_page = [name for row in rows for name in re.findall(r"`([a-z_]+)`", row)]
+    assert in_page == in_contract
