@@ -179,7 +179,7 @@ def _store(lib: ctypes.CDLL, ca_file: str | None) -> int | None:
     key = (ca_file, stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
     if key in _STORES:
         return _STORES[key]
-    store = lib.X509_STORE_new()
+    store: int | None = lib.X509_STORE_new()  # c_void_p: an address, or None for NULL
     if not store:
         return None
     loaded = (lib.X509_STORE_load_locations(store, os.fsencode(ca_file), None) if ca_file

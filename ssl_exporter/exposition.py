@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from prometheus_client import utils as _prometheus_utils
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.utils import floatToGoString
 
 _LABEL_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
 _TEXT_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
 _OPENMETRICS_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
 OPENMETRICS = "application/openmetrics-text"
+
+# prometheus_client leaves floatToGoString unannotated; this is the signature it has.
+floatToGoString: Callable[[float], str] = _prometheus_utils.floatToGoString
 
 
 class GaugeFamily:
@@ -50,7 +53,7 @@ class LateGauge(GaugeFamily):
         super().__init__(name, documentation)
         self.value = value
 
-    @property  # type: ignore[override]
+    @property
     def lines(self) -> list[str]:
         return [sample_line(self.name, (), (), self.value())]
 

@@ -20,7 +20,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 V = TypeVar("V")
 
@@ -44,8 +44,8 @@ SHARES = {
 }
 
 
-class _Entry(NamedTuple):
-    value: object
+class _Entry(NamedTuple, Generic[V]):
+    value: V
     size: int
     expires: float
 
@@ -57,7 +57,7 @@ class ByteLRU(Generic[V]):
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.name = name
-        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry[V]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -70,13 +70,13 @@ class ByteLRU(Generic[V]):
                 self._drop(key)
                 return None
             self._entries.move_to_end(key)
-            return entry.value  # type: ignore[return-value]
+            return entry.value
 
     def peek(self, key: Hashable) -> V | None:
         """The value held for ``key``, without making it recently used (nor expiring it)."""
         with self._lock:
             entry = self._entries.get(key)
-            return None if entry is None else entry.value  # type: ignore[return-value]
+            return None if entry is None else entry.value
 
     def put(self, key: Hashable, value: V, size: int, expires: float = _NEVER) -> None:
         with self._lock:
@@ -97,7 +97,7 @@ class ByteLRU(Generic[V]):
     def values(self) -> list[V]:
         """The values held, least recently used first."""
         with self._lock:
-            return [entry.value for entry in self._entries.values()]  # type: ignore[misc]
+            return [entry.value for entry in self._entries.values()]
 
     def _evict(self) -> None:
         while self._entries and (self._bytes > self.max_bytes
@@ -133,7 +133,7 @@ def text_size(*parts: str | bytes) -> int:
 # --- the shared budget -------------------------------------------------------------------
 
 _budget = DEFAULT_BUDGET
-_caches: weakref.WeakSet[ByteLRU[object]] = weakref.WeakSet()
+_caches: weakref.WeakSet[ByteLRU[Any]] = weakref.WeakSet()  # every cache, whatever it holds
 
 
 def share(name: str) -> int:
@@ -144,7 +144,7 @@ def share(name: str) -> int:
 def budgeted(name: str, max_entries: int | None = None) -> ByteLRU[V]:
     """A cache holding at most its share ``name`` of the total budget, resized with it."""
     cache: ByteLRU[V] = ByteLRU(share(name), max_entries, name)
-    _caches.add(cache)  # type: ignore[arg-type]
+    _caches.add(cache)
     return cache
 
 

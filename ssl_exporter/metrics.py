@@ -247,8 +247,8 @@ def domain_families(domain: DomainInfo) -> list[GaugeFamily]:
             families.append(gauge(name, doc, value))
     if domain.statuses:
         status = GaugeFamily("ssl_domain_status_info", "1 per RDAP status of the domain.", ["status"])
-        for value in domain.statuses:
-            status.add([value], 1.0)
+        for domain_status in domain.statuses:
+            status.add([domain_status], 1.0)
         families.append(status)
     if domain.registrar:
         families.append(_info("ssl_domain_registrar_info", "The domain's registrar.", "registrar",

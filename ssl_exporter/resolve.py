@@ -132,7 +132,8 @@ def make_resolver(servers: Sequence[Server], timeout: float,
     else:
         system = system if system is not None else read_system_servers()
         if system.error:
-            raise dns.resolver.NoResolverConfiguration(system.error)
+            # dnspython's exceptions take untyped *args.
+            raise dns.resolver.NoResolverConfiguration(system.error)  # type: ignore[no-untyped-call]
         resolver.nameservers = list(system.nameservers)
     resolver.lifetime = timeout
     resolver.timeout = timeout
