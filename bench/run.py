@@ -43,12 +43,18 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# One PKI and one nginx launcher for the tests and the bench: tests/pki.py, tests/servers/.
+sys.path.insert(0, str(ROOT))
+from tests.pki import DAY, NOW, Cert, make_root  # noqa: E402
+from tests.servers.nginx import Site, run_nginx  # noqa: E402
+
 BENCH = ROOT / "bench"
 DOC = ROOT / "docs" / "performance.md"
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
@@ -306,127 +312,55 @@ class PKI:
     root: Path
     chain: Path  # leaf + intermediate, what nginx serves
     key: Path
-    inter_cert: Any = field(repr=False)
-    inter_key: Any = field(repr=False)
+    inter: Cert = field(repr=False)
 
 
 def make_pki(directory: Path) -> PKI:
-    """An EC P-256 chain: root -> intermediate -> leaf for HOSTNAME."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _cert("bench root CA", root_key.public_key(), None, root_key, ca=True)
-    inter_key = ec.generate_private_key(ec.SECP256R1())
-    inter = _cert("bench intermediate CA", inter_key.public_key(), root, root_key, ca=True)
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    """An EC P-256 chain from the tests' PKI: root -> intermediate -> leaf for HOSTNAME."""
+    root = make_root("bench root CA")
+    inter = root.issue("bench intermediate CA", ca=True)
     # The wildcard lets every probe of ours verify a distinct name (see make_exporters).
-    leaf = _cert(HOSTNAME, leaf_key.public_key(), inter, inter_key, dns=(HOSTNAME, f"*.{HOSTNAME}"))
-    pem = serialization.Encoding.PEM
-    (directory / "root.pem").write_bytes(root.public_bytes(pem))
-    (directory / "chain.pem").write_bytes(leaf.public_bytes(pem) + inter.public_bytes(pem))
-    (directory / "leaf.key").write_bytes(leaf_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return PKI(directory / "root.pem", directory / "chain.pem", directory / "leaf.key", inter, inter_key)
-
-
-def _cert(cn: str, public_key: Any, issuer: Any, issuer_key: Any, *, ca: bool = False,
-          dns: tuple[str, ...] = (), serial: int | None = None, days: int = 90) -> Any:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    builder = (x509.CertificateBuilder()
-               .subject_name(name)
-               .issuer_name(issuer.subject if issuer is not None else name)
-               .public_key(public_key)
-               .serial_number(serial or x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(days=1))
-               .not_valid_after(now + dt.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
-    else:
-        builder = (builder
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
-    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    if issuer is not None:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+    leaf = inter.issue(HOSTNAME, dns=(HOSTNAME, f"*.{HOSTNAME}"))
+    (directory / "root.pem").write_bytes(root.pem)
+    chain, key = leaf.write(directory, "leaf", chain=(inter,))
+    return PKI(directory / "root.pem", chain, key, inter)
 
 
 def make_cert_files(directory: Path, pki: PKI, count: int) -> Path:
     """``count`` distinct leaf certificates, 100 per folder; returns the glob for them."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())  # one key: signing is what takes time
     for i in range(count):
         folder = directory / f"d{i // 100:04d}"
         if i % 100 == 0:
             folder.mkdir(parents=True, exist_ok=True)
         name = f"host{i:05d}.bench.example.test"
-        cert = _cert(name, key.public_key(), pki.inter_cert, pki.inter_key, dns=(name,),
-                     days=30 + i % 365)
-        (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        cert = pki.inter.issue(name, dns=(name,), not_after=NOW + (30 + i % 365) * DAY)
+        (folder / f"{name}.pem").write_bytes(cert.pem)
     return directory / "**" / "*.pem"
 
 
-NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile 16384;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log error;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
-  uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
-  server {{
-    listen 127.0.0.1:{port} ssl backlog=4096;
-    ssl_certificate {chain};
-    ssl_certificate_key {key};
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    location / {{ return 200 "ok\\n"; }}
-  }}
-}}
-"""
-
-
-def start_nginx(directory: Path, pki: PKI) -> tuple[subprocess.Popen[bytes], int]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    (directory / "tmp").mkdir(exist_ok=True)
-    port = free_port()
-    conf = directory / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=directory, port=port, chain=pki.chain, key=pki.key))
-    check = subprocess.run([nginx, "-t", "-q", "-p", str(directory), "-c", str(conf)],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        raise BenchError(f"nginx rejected its config: {check.stderr.strip()}")
-    proc = start([nginx, "-p", str(directory), "-c", str(conf)], directory / "nginx.log")
-    context = ssl.create_default_context(cafile=str(pki.root))
-    deadline = time.monotonic() + 20
-    while True:  # ready when a verified handshake works
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
-                    context.wrap_socket(raw, server_hostname=HOSTNAME):
-                return proc, port
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(f"nginx did not start: {(directory / 'nginx-error.log').read_text()[-500:]}") \
-                    from None
-            time.sleep(0.05)
+@contextmanager
+def nginx_target(directory: Path, pki: PKI) -> Iterator[tuple[int, int]]:
+    """nginx (the tests' launcher) serving the bench chain with no session cache and no
+    tickets, so that every probe is a full handshake; yields (master pid, port) once a
+    verified handshake works."""
+    site = Site(pki.chain, pki.key, ["ssl_session_cache off;", "ssl_session_tickets off;"])
+    # Thousands of concurrent handshakes: room for them in nginx and in its accept queue.
+    with run_nginx(directory / "nginx", {"bench": site}, worker_connections=8192, backlog=4096) as ports:
+        port = ports["bench"]
+        context = ssl.create_default_context(cafile=str(pki.root))
+        deadline = time.monotonic() + 20
+        while True:  # the socket accepts at once; nginx answers once it runs
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
+                        context.wrap_socket(raw, server_hostname=HOSTNAME):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    log = directory / "nginx" / "error.log"
+                    raise BenchError(f"nginx did not start: {log.read_text()[-500:] if log.exists() else ''}") \
+                        from None
+                time.sleep(0.05)
+        yield int((directory / "nginx" / "nginx.pid").read_text()), port
 
 
 def start_silent(directory: Path, budget: float) -> tuple[subprocess.Popen[bytes], int]:
@@ -909,13 +843,14 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": [],
     }
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="ssl-exporter-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ssl-exporter-bench-") as tmp, ExitStack() as stack:
         directory = Path(tmp)
         pki = make_pki(directory)
-        nginx, nginx_port = start_nginx(directory, pki)
-        silent = silent_port = None
+        nginx_pid, nginx_port = stack.enter_context(nginx_target(directory, pki))
+        silent_port = None
         if "silent" in settings.only:
             silent, silent_port = start_silent(directory, budget=3600)
+            stack.callback(stop, silent)
         files_glob = None
         if "file" in settings.only:
             t = time.perf_counter()
@@ -929,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
                 for exporter in exporters:
                     if set(settings.only) - {"file"}:
                         t = time.perf_counter()
-                        row[exporter.key] = session(exporter, settings, directory, (nginx.pid, nginx_port), silent_port)
+                        row[exporter.key] = session(exporter, settings, directory, (nginx_pid, nginx_port), silent_port)
                         print(f"bench: round {i + 1} {exporter.name}: {time.perf_counter() - t:.0f} s",
                               file=sys.stderr)
                 if files_glob is not None:
@@ -938,10 +873,6 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 1
-        finally:
-            for proc in (silent, nginx):
-                if proc is not None:
-                    stop(proc)
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     result["summary"] = summarize(result["rounds"])
     result["goals"] = goals(result["summary"], settings)
