@@ -360,7 +360,9 @@ def nginx_target(directory: Path, pki: PKI) -> Iterator[tuple[int, int]]:
     """nginx (the tests' launcher) serving the bench chain with no session cache and no
     tickets, so that every probe is a full handshake; yields (master pid, port) once a
     verified handshake works."""
-    site = Site(pki.chain, pki.key, ["ssl_session_cache off;", "ssl_session_tickets off;"])
+    # nginx before 1.23.4 offers TLS 1.2 at most unless told otherwise: name TLS 1.3.
+    site = Site(pki.chain, pki.key, ["ssl_protocols TLSv1.2 TLSv1.3;", "ssl_session_cache off;",
+                                     "ssl_session_tickets off;"])
     # Thousands of concurrent handshakes: room for them in nginx and in its accept queue.
     with run_nginx(directory / "nginx", {"bench": site}, worker_connections=8192, backlog=4096) as ports:
         port = ports["bench"]
@@ -590,6 +592,8 @@ def session(exporter: Exporter, settings: Settings, directory: Path, nginx: tupl
         status, body, _ = http_get(run.port, exporter.probe_path(target).replace("{n}", "0"))
         if status != 200 or f"\n{exporter.marker}".encode() not in b"\n" + body:
             raise BenchError(f"{exporter.name}: a probe of nginx did not succeed ({status}): {body[:800]!r}")
+        version = re.search(rb'^\w*tls_version_info\{version="([^"]*)"', body, re.MULTILINE)
+        out["tls_version"] = version.group(1).decode() if version else "unknown"
         if "throughput" in settings.only:
             for concurrency in settings.concurrency:
                 out.update(measure_throughput(run, target, concurrency, settings, nginx_pid))
@@ -666,7 +670,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if file_rows:
         ok = [row for row in file_rows if row.get("file_status") == "ok"]
         file = {"file_status": "ok", **_numbers(ok)} if ok else dict(file_rows[-1])
-    runtime = {key: {k: r[key][k] for k in ("event_loop", "tls_library") if k in r[key]}
+    runtime = {key: {k: r[key][k] for k in ("event_loop", "tls_library", "tls_version") if k in r[key]}
                for r in rounds for key in (OURS, BLACKBOX_KEY) if key in r}
     return {OURS: ours, BLACKBOX_KEY: blackbox, "ratio": ratio, "file": file, "runtime": runtime}
 
@@ -782,7 +786,8 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| file prober, {settings.file_count} files | {f.get('file_status')} | n/a | |")
     lines.append("")
     for key, rt in s.get("runtime", {}).items():
-        lines.append(f"- {key}: event loop {rt.get('event_loop')}; TLS {rt.get('tls_library')}")
+        lines.append(f"- {key}: event loop {rt.get('event_loop')}; TLS {rt.get('tls_library')}; "
+                     f"negotiated {rt.get('tls_version')}")
     lines += ["", "| goal | target | measured | met |", "|---|---|---|---|"]
     for g in result["goals"]:
         value = g["measured"]

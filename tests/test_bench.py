@@ -58,6 +58,7 @@ def test_quick_bench_writes_wellformed_json_and_table(tmp_path: Path) -> None:
     assert runtime["ssl_exporter"]["event_loop"] in ("uvloop", "asyncio")
     assert runtime["ssl_exporter"]["tls_library"].startswith("ssl module, OpenSSL"), runtime
     assert runtime["blackbox"]["event_loop"] == "Go runtime"
+    assert runtime["ssl_exporter"]["tls_version"] == runtime["blackbox"]["tls_version"] == "TLS 1.3", runtime
 
     goals = result["goals"]
     assert len(goals) == 11  # issue 15's ten, issue 7's file scrape
