@@ -31,6 +31,7 @@ LIBRARIES = [
     ("dns.asyncresolver", "dnspython: tcp.dns_servers, --dns.server, CAA"),
     ("publicsuffixlist", "rdap prober"),
     ("yaml", "always (config)"),
+    ("uvloop", "the event loop, where installed (imported by cli.main)"),
     ("ssl_exporter.cli", "everything the exporter imports at start"),
 ]
 # The exporter's own modules behind optional features: what they cost in `import
