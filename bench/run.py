@@ -567,9 +567,8 @@ def runtime(exporter: Exporter, pid: int) -> dict[str, str]:
     if libssl:
         tls += f", {ssl.OPENSSL_VERSION} ({libssl.group(0)})"  # the interpreter that runs it
     if re.search(r"/cryptography/hazmat/bindings/_rust", maps):
-        import OpenSSL  # noqa: F401  (pyOpenSSL, loaded by the exporter too: its OpenSSL)
-        from cryptography.hazmat.backends.openssl.backend import backend
-        tls += f"; cryptography's bundled {backend.openssl_version_text()} loaded"
+        from cryptography.hazmat.backends.openssl.backend import backend  # the same wheel as the exporter's
+        tls += f"; cryptography's bundled {backend.openssl_version_text()} for certificates and stapling"
     return {"event_loop": loop, "tls_library": tls}
 
 
