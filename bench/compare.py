@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,29 +47,26 @@ def main() -> int:
     bench.raise_nofile()
     settings = bench.Settings(duration=args.duration, warmup=1)
     rows: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in builds}
-    with tempfile.TemporaryDirectory(prefix="ssl-exporter-compare-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ssl-exporter-compare-") as tmp, ExitStack() as stack:
         directory = Path(tmp)
         pki = bench.make_pki(directory)
-        nginx, port = bench.start_nginx(directory, pki)
-        try:
-            for i in range(args.rounds):
-                for name, root, extra in builds:
-                    exporter = bench.make_exporters(directory, pki, settings, extra)[0]
-                    exporter.cwd, exporter.env = root, dict(exporter.env or {}, PYTHONPATH=str(root))
-                    running, ready = bench.launch(exporter, directory)
-                    row = {"ready_s": ready}
-                    try:
-                        time.sleep(0.5)
-                        for c in concurrency:
-                            row.update(bench.measure_throughput(running, f"127.0.0.1:{port}", c, settings,
-                                                                nginx.pid))
-                    finally:
-                        bench.stop(running.proc)
-                    rows[name].append(row)
-                    print(f"round {i + 1} {name}: " + ", ".join(
-                        f"{k} {v:.3f}" for k, v in row.items() if k.endswith(SHOWN)), file=sys.stderr)
-        finally:
-            bench.stop(nginx)
+        nginx_pid, port = stack.enter_context(bench.nginx_target(directory, pki))
+        for i in range(args.rounds):
+            for name, root, extra in builds:
+                exporter = bench.make_exporters(directory, pki, settings, extra)[0]
+                exporter.cwd, exporter.env = root, dict(exporter.env or {}, PYTHONPATH=str(root))
+                running, ready = bench.launch(exporter, directory)
+                row = {"ready_s": ready}
+                try:
+                    time.sleep(0.5)
+                    for c in concurrency:
+                        row.update(bench.measure_throughput(running, f"127.0.0.1:{port}", c, settings,
+                                                            nginx_pid))
+                finally:
+                    bench.stop(running.proc)
+                rows[name].append(row)
+                print(f"round {i + 1} {name}: " + ", ".join(
+                    f"{k} {v:.3f}" for k, v in row.items() if k.endswith(SHOWN)), file=sys.stderr)
     keys = [k for k in rows[builds[0][0]][0] if k.endswith(SHOWN)]
     print("| build | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,10 +120,10 @@ def main() -> int:
     bench.raise_nofile()
     args.out.mkdir(parents=True, exist_ok=True)
     settings = bench.Settings()
-    with tempfile.TemporaryDirectory(prefix="ssl-exporter-profile-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ssl-exporter-profile-") as tmp, ExitStack() as stack:
         directory = Path(tmp)
         pki = bench.make_pki(directory)
-        nginx, nginx_port = bench.start_nginx(directory, pki)
+        nginx_pid, nginx_port = stack.enter_context(bench.nginx_target(directory, pki))
         ours = bench.make_exporters(directory, pki, settings, args.ours_arg)[0]
         running, _ = bench.launch(ours, directory)
         path = ours.probe_path(f"127.0.0.1:{nginx_port}")
@@ -156,7 +157,6 @@ def main() -> int:
                           file=sys.stderr)
         finally:
             bench.stop(running.proc)
-            bench.stop(nginx)
     summary = summarize(args.out / "profile.txt", cpu_ms)
     (args.out / "profile-summary.md").write_text(summary)
     print(summary)

@@ -301,11 +301,14 @@ def _cert_label_values(position: str, cert: CertInfo, source_keys: Sequence[str]
 
 
 def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> tuple[str, str, str, str]:
-    values = _cert_label_values(position, cert, source_keys)
-    key = (cert.fingerprint_sha256, position, source_keys, values[len(CERT_LABELS):])
+    # Keyed by the source labels as read: the capped values are a function of them, worked
+    # out only when the lines are rendered.
+    source = tuple(cert.source.get(k, "") for k in source_keys)
+    key = (cert.fingerprint_sha256, position, source_keys, source)
     lines = _CERT_LINES.get(key)
     if lines is not None:
         return lines
+    values = _cert_label_values(position, cert, source_keys)
     labels = (*CERT_LABELS, *source_keys)
     facts = lint.facts(cert.der)
     info_values = (*values, clip_label(cert.subject, MAX_DN_LABEL), clip_label(cert.issuer, MAX_DN_LABEL),
@@ -317,7 +320,7 @@ def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> 
         sample_line("ssl_cert_info", (*labels, *CERT_INFO_LABELS), info_values, 1.0),
         sample_line("ssl_cert_validity_period_seconds", labels, values, facts.validity_seconds) if facts else "",
     )
-    _CERT_LINES.put(key, lines, _CERT_LINES_KEY_BYTES + lru.text_size(*lines, *values[len(CERT_LABELS):]))
+    _CERT_LINES.put(key, lines, _CERT_LINES_KEY_BYTES + lru.text_size(*lines, *source))
     return lines
 
 

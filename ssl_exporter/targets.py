@@ -189,6 +189,8 @@ def _make_target(host: str, port: int, raw: str) -> Target:
 
 
 def _ip_or_none(text: str) -> IPAddress | None:
+    if ":" not in text and not text.replace(".", "").isdigit():
+        return None  # a name: ipaddress would fail on it too, through two exceptions (bench/)
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:

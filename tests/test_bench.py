@@ -16,10 +16,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 TOOLS = {"nginx": "nginx", "wrk": "wrk", "/usr/bin/prometheus-blackbox-exporter": "prometheus-blackbox-exporter"}
-PER_EXPORTER = ["ready_s", "idle_rss_mib"] + [
+PER_EXPORTER = ["ready_s", "idle_rss_mib", "idle_pss_mib", "processes"] + [
     f"c{c}_{m}" for c in (8, 64) for m in ("probes_per_s", "cpu_ms_per_probe", "p50_ms", "p99_ms")
 ]
-PER_SILENT = ["answered", "last_answer_s", "slowest_probe_s", "peak_rss_mib"]
+PER_SILENT = ["answered", "last_answer_s", "slowest_probe_s", "peak_rss_mib", "peak_pss_mib"]
 
 
 def test_quick_bench_writes_wellformed_json_and_table(tmp_path: Path) -> None:
@@ -54,10 +54,18 @@ def test_quick_bench_writes_wellformed_json_and_table(tmp_path: Path) -> None:
     else:
         assert file["file_status"].startswith("n/a"), file
 
+    runtime = summary["runtime"]
+    assert runtime["ssl_exporter"]["event_loop"] in ("uvloop", "asyncio")
+    assert runtime["ssl_exporter"]["tls_library"].startswith("ssl module, OpenSSL"), runtime
+    assert runtime["blackbox"]["event_loop"] == "Go runtime"
+    assert runtime["ssl_exporter"]["tls_version"] == runtime["blackbox"]["tls_version"] == "TLS 1.3", runtime
+
     goals = result["goals"]
-    assert len(goals) == 6
+    assert len(goals) == 11  # issue 15's ten, issue 7's file scrape
     assert all(set(goal) == {"goal", "target", "measured", "met"} for goal in goals)
+    assert all(goal["met"] in (True, False) for goal in goals[:10]), goals
 
     table = (tmp_path / "latest.md").read_text()
     assert "| measurement | ssl_exporter | blackbox_exporter | ratio this/blackbox |" in table
     assert "| goal | target | measured | met |" in table
+    assert "- ssl_exporter: event loop " in table

@@ -36,7 +36,7 @@ master_process on;
 worker_processes 1;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
-events {{ worker_connections 256; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
   access_log off;
   client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;
@@ -57,10 +57,13 @@ _SERVER = """\
 
 
 @contextmanager
-def run_nginx(root: Path, sites: dict[str, Site]) -> Iterator[dict[str, int]]:
-    """Start nginx with one TLS server per site; yield {site name: port}."""
+def run_nginx(root: Path, sites: dict[str, Site], *, worker_connections: int = 256,
+              backlog: int = 128) -> Iterator[dict[str, int]]:
+    """Start nginx with one TLS server per site; yield {site name: port}. nginx's master
+    process id is in ``root / "nginx.pid"`` once it has started. bench/run.py raises the
+    connection numbers for thousands of concurrent handshakes."""
     (root / "tmp").mkdir(parents=True, exist_ok=True)
-    sockets = {name: _listening_socket(site.address, site.port) for name, site in sites.items()}
+    sockets = {name: _listening_socket(site.address, site.port, backlog) for name, site in sites.items()}
     ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
     servers = "".join(
         _SERVER.format(address=f"[{site.address}]" if ":" in site.address else site.address,
@@ -69,7 +72,7 @@ def run_nginx(root: Path, sites: dict[str, Site]) -> Iterator[dict[str, int]]:
         for name, site in sites.items()
     )
     conf = root / "nginx.conf"
-    conf.write_text(_CONF.format(root=root, servers=servers))
+    conf.write_text(_CONF.format(root=root, servers=servers, worker_connections=worker_connections))
     check = subprocess.run([NGINX, "-t", "-q", "-p", str(root), "-c", str(conf)],
                            capture_output=True, text=True)
     if check.returncode != 0:
@@ -89,9 +92,9 @@ def run_nginx(root: Path, sites: dict[str, Site]) -> Iterator[dict[str, int]]:
             raise RuntimeError(f"nginx exited {process.returncode}: {stderr.decode()[-500:]}")
 
 
-def _listening_socket(address: str = "127.0.0.1", port: int = 0) -> socket.socket:
+def _listening_socket(address: str = "127.0.0.1", port: int = 0, backlog: int = 128) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))
-    sock.listen(128)
+    sock.listen(backlog)
     return sock
