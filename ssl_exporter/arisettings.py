@@ -44,7 +44,7 @@ class CAEntry:
 # URL of the certificates they issue. Only entries whose directory and hosts are certain:
 # Let's Encrypt's production intermediates (R3, R10, R11, E5, E6, ...) are published under
 # http://<name>.i.lencr.org/. Staging ("stg-...") certificates do not match on purpose.
-BUILTIN_CAS = (
+BUILTIN_CAS: tuple[CAEntry, ...] = (
     CAEntry(directory="https://acme-v02.api.letsencrypt.org/directory",
             ca_issuers_hosts=("r*.i.lencr.org", "e*.i.lencr.org")),
 )

@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from ssl_exporter import config, prepare, resolve
+from ssl_exporter import config, prepare, resolve, yamlrules
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.describe import (
     chain_expires_before_leaf,
@@ -152,7 +152,7 @@ def load_config(args: argparse.Namespace) -> prepare.PreparedConfig:
     are checked and turned into the module's SSL context exactly as the same keys in a file.
     """
     if args.config_file:
-        text, source = config.read_text(args.config_file), args.config_file
+        text, source = yamlrules.read_text(args.config_file), args.config_file
         base_dir = os.path.dirname(os.path.abspath(args.config_file))
     else:
         text, source, base_dir = config.DEFAULT_CONFIG_YAML, "embedded default", None
@@ -165,7 +165,7 @@ def load_config(args: argparse.Namespace) -> prepare.PreparedConfig:
         options = ", ".join(TLS_FILE_OPTIONS[key] for key in files)
         raise _UsageError(f"{options}: module {name} probes certificates at rest (prober "
                           f"{cfg.modules[name].prober}), not a TLS server")
-    raw = config.load_yaml(text, source)  # loaded once above already: the same bounds and messages
+    raw = yamlrules.load_yaml(text, source)  # loaded once above already: the same bounds and messages
     module = raw["modules"][name] = raw["modules"][name] or {}
     tls_config = module["tls_config"] = module.get("tls_config") or {}
     if "cert_file" in files:

@@ -26,8 +26,8 @@ from ssl_exporter.rdapsettings import RDAPConfig
 from ssl_exporter.redact import redact_urls
 from ssl_exporter.targets import TargetError, parse_hostname
 from ssl_exporter.tlssettings import TLS_VERSIONS, TLSConfig
+from ssl_exporter.yamlrules import ConfigError as ConfigError  # config's own error, re-exported
 from ssl_exporter.yamlrules import (
-    ConfigError,
     check_proxy_url,
     check_readable,
     clip,
@@ -177,11 +177,12 @@ class Config:
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration, secrets replaced, for /config and debug output."""
-        return redact_tree({
+        tree: dict[str, Any] = redact_tree({
             "default_module": self.default_module,
             **({"target_policy": self.target_policy.as_dict()} if self.target_policy else {}),
             "modules": {name: module_dict(m) for name, m in self.modules.items()},
         })
+        return tree
 
 
 def module_dict(module: Module) -> dict[str, Any]:

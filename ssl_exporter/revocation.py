@@ -50,6 +50,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -67,9 +68,10 @@ from ssl_exporter.lru import ByteLRU, text_size
 from ssl_exporter.printable import shorten
 from ssl_exporter.result import CertInfo, RevocationCheck
 from ssl_exporter.sources import read_regular
+from ssl_exporter.targets import parse_target
 from ssl_exporter.within import run_within
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: the runtime imports would be unused
     from ssl_exporter.access import Policy
     from ssl_exporter.tls import HandshakeOutcome
 
@@ -578,10 +580,6 @@ def _guarded_resolver(policy: Policy) -> Any:
     applies the module's target_policy to every address before aiohttp connects to any of
     them: a denied address is refused whichever way the URL writes it (``localhost``, ``0x7f000001``),
     and the addresses checked are the ones used (no second lookup that could differ)."""
-    import aiohttp
-
-    from ssl_exporter.targets import parse_target
-
     class GuardedResolver(aiohttp.ThreadedResolver):
         async def resolve(self, host: str, port: int = 0,
                           family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
@@ -595,8 +593,6 @@ def _guarded_resolver(policy: Policy) -> Any:
 async def _fetch(url: str, limit: int, proxy: str | None, policy: Policy | None, body: bytes | None = None) -> bytes:
     """GET (or POST ``body`` to) ``url``; at most ``limit`` bytes; TargetRefused when the
     policy refuses an address the URL's host resolves to."""
-    import aiohttp
-
     headers = {"Content-Type": "application/ocsp-request"} if body is not None else {}
     # Through a proxy the proxy resolves the name: only the name and a literal address are
     # checked then (_refusal), as for a probe's target.
@@ -656,8 +652,6 @@ def _refusal(url: str, policy: Policy | None) -> Verdict | None:
     """
     if policy is None:
         return None
-    from ssl_exporter.targets import parse_target
-
     try:
         parts = urlsplit(url)
         policy.check_target(parse_target(parts.hostname or "", parts.port or 80))

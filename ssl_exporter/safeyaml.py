@@ -75,7 +75,7 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         limits = self._limits
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
             if not limits.aliases:
                 raise _Refused(f"YAML aliases (*{clip(event.anchor)}) are not accepted", event.start_mark)
             target = self.anchors.get(event.anchor)
@@ -89,7 +89,8 @@ class _Loader(yaml.SafeLoader):
                     raise _Refused(f"aliases expand to more than {limits.max_alias_nodes} nodes", event.start_mark)
             return super().compose_node(parent, index)
         if self._depth >= limits.max_depth:
-            raise _Refused(f"nested deeper than {limits.max_depth} levels", self.peek_event().start_mark)
+            raise _Refused(f"nested deeper than {limits.max_depth} levels",
+                           self.peek_event().start_mark)  # type: ignore[no-untyped-call]
         self._depth += 1
         try:
             node = super().compose_node(parent, index)

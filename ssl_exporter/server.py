@@ -32,7 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 
-from ssl_exporter import __version__, config, lru, metrics, prepare
+from ssl_exporter import __version__, config, lru, metrics, prepare, yamlrules
 from ssl_exporter.access import TargetRefused
 from ssl_exporter.errors import OutOfResources
 from ssl_exporter.history import History, ProbeRecord
@@ -141,7 +141,7 @@ class Exporter:
             error = str(exc)
         except Exception as exc:  # a bug must not leave the gauge at 1, nor escape as a 500 page
             log.exception("config reload crashed")
-            error = f"internal error: {type(exc).__name__}: {config.clip(str(exc))}"
+            error = f"internal error: {type(exc).__name__}: {yamlrules.clip(str(exc))}"
         else:
             log.info("config reloaded", extra={"fields": {"source": new.source, "modules": len(new.modules)}})
             return None
@@ -558,7 +558,8 @@ class _Guard(asyncio.Protocol):
             self._head_timer = None
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        keep_open: bool | None = self.inner.eof_received()  # aiohttp's protocol is untyped here
+        return keep_open
 
     def pause_writing(self) -> None:
         # The client's buffers are full: it must read some of its answer within the deadline.

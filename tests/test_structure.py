@@ -26,34 +26,8 @@ LINT_IMPORTS = ("-c", "import sys; from importlinter.cli import lint_imports_com
 LAZY_IMPORTS = {
     ("webconfig.py", "bcrypt"): "only needed, and only loaded, when basic auth is configured",
     ("stapling.py", "OpenSSL"): "pyOpenSSL's bindings (0.7 MB) load only for modules that check stapling",
+    ("cli.py", "uvloop"): "optional: asyncio's own loop where uvloop is not installed (not Linux)",
 }
-
-# Function-level imports on main d5041e7 that dodge import cycles or have no reason to be
-# lazy; issue 14's branches remove them (owner in the comment). An entry that no longer
-# matches fails test_imports_sit_at_the_top_of_modules. TODO(lead): delete it then.
-UNTIL_ISSUE_14_MERGES = {
-    ("ari.py", "os"),  # s-settings
-    ("ari.py", "aiohttp"),  # s-settings
-    ("ari.py", "ssl_exporter.access"),  # s-settings
-    ("ari.py", "ssl_exporter.config"),  # s-settings
-    ("ari.py", "ssl_exporter.targets"),  # s-settings
-    ("rdap.py", "aiohttp"),  # s-settings
-    ("rdap.py", "ssl_exporter.config"),  # s-settings
-    ("rdap.py", "ssl_exporter.targets"),  # s-settings
-    ("rdap.py", "ssl_exporter.tls"),  # s-settings
-    ("config.py", "ssl_exporter.probers.kube"),  # s-settings
-    ("config.py", "ssl_exporter.rdap"),  # s-settings
-    ("config.py", "ssl_exporter.revocation"),  # s-settings
-    ("config.py", "ssl_exporter.stapling"),  # s-settings
-    ("config.py", "ssl_exporter.targets"),  # s-settings
-    ("webconfig.py", "cryptography"),  # s-settings
-    ("revocation.py", "aiohttp"),  # s-success
-    ("revocation.py", "ssl_exporter.targets"),  # s-success
-    ("stapling.py", "ssl_exporter.config"),  # s-success
-    ("tls.py", "ssl_exporter.config"),  # s-success
-    ("probers/base.py", "prometheus_client"),  # s-success
-}
-
 
 def _run(args: tuple[str, ...] | list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(cwd)}
@@ -152,7 +126,7 @@ def _allowed_by(entry: tuple[str, str], file: str, module: str) -> bool:
 
 
 def test_imports_sit_at_the_top_of_modules() -> None:
-    allowed = set(LAZY_IMPORTS) | UNTIL_ISSUE_14_MERGES
+    allowed = set(LAZY_IMPORTS)
     found = _function_level_imports()
     unexplained = sorted(f"ssl_exporter/{file}:{line}: {module}" for file, module, line in found
                          if not any(_allowed_by(entry, file, module) for entry in allowed))

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from prometheus_client.core import GaugeMetricFamily
+
 from ssl_exporter import ari, success
 from ssl_exporter.errors import EXHAUSTION_ERRNOS, OutOfResources, ProbeAborted, ProbeFailure, classify
 from ssl_exporter.prepare import PreparedModule as Module
@@ -314,8 +316,6 @@ class ReadPoolCollector:
     """``ssl_exporter_read_threads_stuck{prober}`` for the exporter's own /metrics."""
 
     def collect(self) -> Iterable[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
         family = GaugeMetricFamily("ssl_exporter_read_threads_stuck",
                                    "Read threads of an at-rest prober still busy past their probe's deadline.",
                                    labels=["prober"])
