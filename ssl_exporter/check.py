@@ -52,7 +52,7 @@ from ssl_exporter.describe import (
 )
 from ssl_exporter.durations import format_span
 from ssl_exporter.errors import OutOfResources
-from ssl_exporter.printable import escape, printable
+from ssl_exporter.printable import cut, escape, printable
 from ssl_exporter.rdap import trouble
 from ssl_exporter.result import CertInfo, ProbeError, ProbeResult, all_errors
 from ssl_exporter.service import BadRequest, parse_probe_request, run_request
@@ -182,7 +182,7 @@ def load_config(args: argparse.Namespace) -> prepare.PreparedConfig:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Status:
     state: int
     summary: str  # the status line's text after "SERVICE STATE - "
     expiry: float | None  # the not-after the time left counts down to
@@ -191,7 +191,7 @@ class Verdict:
 
 
 def evaluate(result: ProbeResult, target: str, warning_days: float, critical_days: float,
-             now: float) -> Verdict:
+             now: float) -> Status:
     """The plugin state of a probe result (see the module docstring for the rules)."""
     expiry, source = expiry_of(result)
     parts = [error_text(address, e) for address, e in all_errors(result)]
@@ -202,7 +202,7 @@ def evaluate(result: ProbeResult, target: str, warning_days: float, critical_day
     elif result.success:
         parts.append("no certificate obtained")
     state = _state(result, expiry, warning_days, critical_days, now, failed=not result.success)
-    return Verdict(state, f"{target}: " + "; ".join(parts), expiry, source)
+    return Status(state, f"{target}: " + "; ".join(parts), expiry, source)
 
 
 def _state(result: ProbeResult, expiry: float | None, warning_days: float, critical_days: float, now: float,
@@ -219,7 +219,7 @@ def _state(result: ProbeResult, expiry: float | None, warning_days: float, criti
 
 
 def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, critical_days: float,
-                    now: float) -> Verdict:
+                    now: float) -> Status:
     """The plugin state of an rdap probe: its registration expiry, and CRITICAL for a failed
     lookup or a status that means trouble (hold, redemption period, pending delete)."""
     info = result.domain
@@ -235,10 +235,10 @@ def evaluate_domain(result: ProbeResult, domain: str, warning_days: float, criti
     elif result.success:
         parts.append("the registry gives no expiration date (set expiry_override)")
     state = _state(result, expiry, warning_days, critical_days, now, failed=not result.success or bool(troubles))
-    return Verdict(state, f"{domain}: " + "; ".join(parts), expiry, info.source if info else None, "DOMAIN")
+    return Status(state, f"{domain}: " + "; ".join(parts), expiry, info.source if info else None, "DOMAIN")
 
 
-def perfdata(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, now: float) -> str:
+def perfdata(verdict: Status, result: ProbeResult, args: argparse.Namespace, now: float) -> str:
     """``days_left=3.18;21;7;; duration=0.012s;;;0;`` (label=value;warn;crit;min;max)."""
     parts = []
     if verdict.expiry is not None:
@@ -259,7 +259,7 @@ def plain(text: str) -> str:
 _escape = escape  # the name this module used before the helper was shared
 
 
-def text_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, target: str,
+def text_report(verdict: Status, result: ProbeResult, args: argparse.Namespace, target: str,
                 module: str, server_name: str, now: float) -> str:
     status = f"{verdict.service} {STATE_NAMES[verdict.state]} - {plain(verdict.summary)}"
     status += f" | {perf}" if (perf := perfdata(verdict, result, args, now)) else ""
@@ -267,7 +267,7 @@ def text_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace,
     return "\n".join(lines) + "\n"
 
 
-def _details(verdict: Verdict, result: ProbeResult, target: str, module: str, server_name: str,
+def _details(verdict: Status, result: ProbeResult, target: str, module: str, server_name: str,
              now: float) -> list[str]:
     """The long output after the status line, unescaped (text_report escapes each line)."""
     lines = ["", f"Target:     {target} (module {module})", f"Name:       {server_name}"]
@@ -330,10 +330,10 @@ def _chain_table(result: ProbeResult, now: float) -> list[str]:
 
 
 def _clip(text: str, width: int = 40) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return cut(text, width, marker_fits=True)
 
 
-def json_report(verdict: Verdict, result: ProbeResult, args: argparse.Namespace, target: str,
+def json_report(verdict: Status, result: ProbeResult, args: argparse.Namespace, target: str,
                 module: str, server_name: str, now: float) -> str:
     doc: dict[str, Any] = {
         "status": STATE_NAMES[verdict.state],

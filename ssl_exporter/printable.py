@@ -26,6 +26,21 @@ def escape(ch: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
+def cut(text: str, width: int, marker: str = "…", *, marker_fits: bool = False) -> str:
+    """``text`` if it has at most ``width`` characters, else its first ``width`` and ``marker``
+    (``width - len(marker)`` and ``marker`` when ``marker_fits``, so the result fits too).
+
+    ``marker`` may name ``{total}`` (the text's length) and ``{cut}`` (characters left out).
+    The one place text is cut short; each caller picks the marker its readers already know.
+    """
+    if len(text) <= width:
+        return text
+    keep = width
+    if marker_fits:
+        keep = max(0, width - len(marker))
+    return text[:keep] + marker.format(total=len(text), cut=len(text) - keep)
+
+
 def shorten(text: object, width: int | None = None) -> str:
     """``text`` (any object's ``str()``) as one printable line of at most about ``width`` characters.
 
@@ -34,9 +49,7 @@ def shorten(text: object, width: int | None = None) -> str:
     long it was.
     """
     line = printable(" ".join(str(text).split()))
-    if width is None or len(line) <= width:
-        return line
-    return f"{line[:width]}... ({len(line)} chars)"
+    return line if width is None else cut(line, width, "... ({total} chars)")
 
 
 def describe(exc: BaseException, width: int | None = None) -> str:

@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 import yaml.composer
 
+from ssl_exporter.printable import cut
+
 # Deeper than any kubeconfig or configuration file (they nest 5 to 8 levels), far below
 # Python's recursion limit.
 MAX_DEPTH = 64
@@ -159,5 +161,4 @@ def load_config(text: str, source: str, error: type[ValueError], limits: Limits 
 
 def clip(value: object, limit: int = 80) -> str:
     """``value`` as one line of at most ``limit`` characters: safe to put in an error message."""
-    text = " ".join(str(value)[: 4 * limit].split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    return cut(" ".join(str(value)[: 4 * limit].split()), limit)

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ssl_exporter import durations, safeyaml
+from ssl_exporter.printable import cut
 from ssl_exporter.redact import redact_urls
 
 
@@ -74,7 +75,7 @@ def load_yaml(text: str, source: str, error: type[ValueError] = ConfigError) -> 
 
 def clip(text: str, limit: int = 100) -> str:
     """At most ``limit`` characters of ``text``, with a marker when cut."""
-    return text if len(text) <= limit else f"{text[:limit]}...({len(text) - limit} more characters)"
+    return cut(text, limit, "...({cut} more characters)")
 
 
 _SHOWN = reprlib.Repr()
