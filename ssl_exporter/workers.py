@@ -398,6 +398,7 @@ class Pool:
         self._local: ProbeRunner = base._run_probe
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restarts: Counter | None = None
+        self._exits_writer: asyncio.StreamWriter | None = None
 
     # configuration ------------------------------------------------------------------
 
@@ -439,7 +440,8 @@ class Pool:
         workers_gauge = Gauge("ssl_exporter_workers", "Worker processes ready to run probes (--web.workers).",
                               registry=registry)
         workers_gauge.set_function(lambda: sum(1 for w in self.workers if w is not None and w.ready))
-        exits_reader, _ = await asyncio.open_connection(sock=self.zygote.exits)
+        # The writer is kept: a StreamWriter that goes away closes its transport.
+        exits_reader, self._exits_writer = await asyncio.open_connection(sock=self.zygote.exits)
         self._spawn(self._watch_exits(exits_reader))
         await asyncio.gather(*(self._start_worker(index) for index in range(self.size)))
         base.runner = self.execute
