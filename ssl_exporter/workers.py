@@ -476,7 +476,12 @@ class Pool:
 
     async def _start_worker(self, index: int) -> None:
         assert self.zygote is not None
-        pid, sock = self.zygote.spawn(index, self.worker_budget)
+        try:
+            pid, sock = self.zygote.spawn(index, self.worker_budget)
+        except OSError as exc:  # the zygote is gone (killed): probes run in this process from now on
+            log.error("cannot start a worker; its probes run in the main process", extra={"fields": {
+                "worker": index, "err": exc.strerror or str(exc)}, "rate_limited": True})
+            return
         worker = _Worker(index, pid, sock)
         self.workers[index] = worker
         await worker.connect()

@@ -282,3 +282,16 @@ def test_sigterm_lets_a_probe_in_a_worker_finish_then_every_process_exits(
     finally:
         release.set()
         exporter.stop()
+
+
+def test_workers_flag_must_be_at_least_one() -> None:
+    run = subprocess.run([sys.executable, "-m", "ssl_exporter", "--web.workers=0"],
+                         capture_output=True, text=True, timeout=WAIT)
+    assert run.returncode == 2
+    assert "--web.workers must be at least 1" in run.stderr
+
+
+def test_the_default_is_the_usable_cpus() -> None:
+    from ssl_exporter import cli
+
+    assert cli.parse_args([]).workers == len(os.sched_getaffinity(0))
