@@ -234,6 +234,7 @@ async def serve(exporter: Exporter, args: argparse.Namespace,
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_exception)
     if exporter.pool is not None:  # first, so that its sockets count among the descriptors in use
+        # (the workers load the config meanwhile; until one is ready, probes run here)
         await exporter.pool.start(exporter.config, exporter.registry)
     open_files = getattr(args, "open_files", None) or resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     limit = connection_limit(open_files, _open_descriptors(), args.max_concurrent)

@@ -443,8 +443,12 @@ class Pool:
         # The writer is kept: a StreamWriter that goes away closes its transport.
         exits_reader, self._exits_writer = await asyncio.open_connection(sock=self.zygote.exits)
         self._spawn(self._watch_exits(exits_reader))
+        base.runner = self.execute  # probes run here until a worker is ready
+        # In the background: the exporter is ready before its workers have loaded the config.
+        self._spawn(self._start_all())
+
+    async def _start_all(self) -> None:
         await asyncio.gather(*(self._start_worker(index) for index in range(self.size)))
-        base.runner = self.execute
         log.info("workers started", extra={"fields": {
             "workers": self.size, "pids": ",".join(str(w.pid) for w in self.workers if w is not None)}})
 
