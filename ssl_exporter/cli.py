@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ssl_exporter import __version__, check, config, logs, lru, resolve, webconfig
+from ssl_exporter import __version__, check, config, logs, lru, resolve, webconfig, workers
 from ssl_exporter.history import History
 from ssl_exporter.probers import base
 from ssl_exporter.server import Connections, Exporter, Listener, listening_sockets, make_app
@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="memory for everything kept from probes (parsed certificates, rendered lines, "
                              "parsed files, recent probes, revocation, RDAP and ARI answers), e.g. 64MiB "
                              "(default 256MiB)")
+    parser.add_argument("--web.workers", dest="workers", type=int, default=workers.usable_cpus(), metavar="N",
+                        help="processes that run TLS probes, this one serving HTTP for all of them; 1: probes "
+                             "run in this process (default: the usable CPUs, here %(default)s)")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration and exit (0 valid, 1 invalid)")
     parser.add_argument("--version", action="version", version=f"ssl_exporter {__version__}")
@@ -113,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--web.read-header-timeout and --web.idle-timeout must be positive")
     if args.write_timeout == 0:
         parser.error("--web.write-timeout must be positive")
+    if args.workers < 1:
+        parser.error("--web.workers must be at least 1")
     if args.max_connections < 0:
         parser.error("--web.max-connections must not be negative (0: derived from the open-files limit)")
     if args.history_limit < 0 or args.history_failure_limit < 0:
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     lru.set_budget(args.cache_max_bytes)
     try:
         history = History(args.history_limit, args.history_failure_limit)
-        exporter = Exporter(args.config_file, args.timeout_offset, history, args.max_concurrent)
+        pool = workers.Pool(args.workers, args.cache_max_bytes) if args.workers > 1 and not args.config_check else None
+        exporter = Exporter(args.config_file, args.timeout_offset, history, args.max_concurrent, pool)
     except config.ConfigError as exc:
         print(f"ssl-exporter: invalid configuration: {exc}", file=sys.stderr)
         return 1
@@ -209,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"web config OK: {web_config.source}: TLS {'on' if web_config.tls else 'off'}, "
                   f"{len(web_config.users)} basic auth user(s)")
         return 0
+    if pool is not None:
+        pool.fork_zygote()  # before asyncio.run: no thread, no event loop yet
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(serve(exporter, args, web_config))
@@ -237,6 +245,9 @@ async def serve(exporter: Exporter, args: argparse.Namespace,
     app = make_app(exporter, args.telemetry_path, web_config, args.enable_lifecycle)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_exception)
+    if exporter.pool is not None:  # first, so that its sockets count among the descriptors in use
+        # (the workers load the config meanwhile; until one is ready, probes run here)
+        await exporter.pool.start(exporter.config, exporter.registry)
     open_files = getattr(args, "open_files", None) or resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     limit = connection_limit(open_files, _open_descriptors(), args.max_concurrent)
     if args.max_connections:
@@ -292,6 +303,8 @@ async def serve(exporter: Exporter, args: argparse.Namespace,
     cancelled = base.cancel_all()
     connections.abort_all()
     await runner.cleanup()
+    if exporter.pool is not None:
+        await exporter.pool.stop()
     log.info("stopped", extra={"fields": {"probes_in_flight": exporter.active, "probes_cancelled": cancelled}})
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from aiohttp import web
@@ -43,6 +43,9 @@ from ssl_exporter.targets import echo
 from ssl_exporter.web import SECURITY_HEADERS, debug_text, landing_page, log_page
 from ssl_exporter.webconfig import AuthBusy, BasicAuth, WebConfig
 
+if TYPE_CHECKING:
+    from ssl_exporter.workers import Pool
+
 log = logging.getLogger(__name__)
 
 EXPORTER: web.AppKey[Exporter] = web.AppKey("exporter")
@@ -64,8 +67,11 @@ class Exporter:
     """The running exporter's state: its config, how to reload it, its own metrics and history."""
 
     def __init__(self, config_file: str | None, timeout_offset: float = 0.5,
-                 history: History | None = None, max_concurrent: int = 0) -> None:
+                 history: History | None = None, max_concurrent: int = 0, pool: Pool | None = None) -> None:
         self.config_file = config_file
+        # --web.workers > 1: loads go through the pool, which reads the file once and has every
+        # worker load the same text before the new config is used (ssl_exporter.workers).
+        self.pool = pool
         self.timeout_offset = timeout_offset
         self.max_concurrent = max_concurrent  # 0: no limit
         self.active = 0
@@ -101,6 +107,8 @@ class Exporter:
         self._use(self._load())  # raises ConfigError at start-up
 
     def _load(self) -> prepare.PreparedConfig:
+        if self.pool is not None:
+            return self.pool.load(self.config_file)
         if self.config_file is None:
             return prepare.load_default()
         return prepare.load_file(self.config_file)
@@ -136,6 +144,8 @@ class Exporter:
         self._running_reload, self._next_reload = self._next_reload, None
         try:
             new = await _in_thread(self._load)
+            if self.pool is not None:
+                await self.pool.commit(new)  # ConfigError when a worker cannot load it
             self._use(new)
         except config.ConfigError as exc:
             error = str(exc)

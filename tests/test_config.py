@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from ssl_exporter import config, prepare, starttls, yamlrules
+from tests.command import exporter_command
 
 TESTDATA = Path(__file__).parent / "testdata" / "config"
 INVALID = sorted(TESTDATA.glob("invalid-*.yml"))
@@ -98,7 +98,7 @@ def test_parse_duration_rejects(text: str) -> None:
 
 def test_config_check_cli_names_the_bad_key() -> None:
     bad = TESTDATA / "invalid-timeout.yml"
-    run = subprocess.run([sys.executable, "-m", "ssl_exporter", "--config.check", f"--config.file={bad}"],
+    run = subprocess.run(exporter_command("--config.check", f"--config.file={bad}"),
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert run.stderr.strip() == f"ssl-exporter: invalid configuration: {expected_message(bad)}"
@@ -106,7 +106,7 @@ def test_config_check_cli_names_the_bad_key() -> None:
 
 
 def test_config_check_cli_accepts_the_default() -> None:
-    run = subprocess.run([sys.executable, "-m", "ssl_exporter", "--config.check"],
+    run = subprocess.run(exporter_command("--config.check"),
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0
     assert run.stdout.startswith("config OK: embedded default:")
@@ -127,7 +127,7 @@ def test_an_unforeseen_error_while_loading_is_a_config_error(monkeypatch) -> Non
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ssl_exporter", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(exporter_command(*args), capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("check", [True, False], ids=["config.check", "start-up"])

@@ -29,6 +29,8 @@ CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_deploy_rules import known_metrics  # noqa: E402
 
+from tests.command import exporter_command  # noqa: E402
+
 # What the end-to-end test substitutes before running each expr against Prometheus.
 SUBSTITUTIONS = {
     "$__rate_interval": "1m",
@@ -353,7 +355,7 @@ def test_configmap_config_passes_the_exporters_config_check(tmp_path: Path) -> N
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [sys.executable, "-m", "ssl_exporter", "--config.check", f"--config.file={path}"],
+        exporter_command("--config.check", f"--config.file={path}"),
         capture_output=True, text=True, check=False, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -16,7 +16,6 @@ with what it saw. Prometheus, Alertmanager (Debian packages ``prometheus`` and
 from __future__ import annotations
 
 import copy
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.command import exporter_command
 from tests.conftest import PKI
 from tests.pki import DAY, NOW
 from tests.servers import pytls
@@ -136,10 +136,10 @@ def stack(pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]
                 tls_config: {{ca_file: {pki.root_file}}}
                 rdap: {{servers: {{test: "{registry.base}/thick/"}}}}
             """))
-        exporter = Daemon("ssl_exporter", lambda port: [
-            sys.executable, "-m", "ssl_exporter", f"--config.file={config}",
+        exporter = Daemon("ssl_exporter", lambda port: exporter_command(
+            f"--config.file={config}",
             f"--web.listen-address=127.0.0.1:{port}",
-        ], directory / "exporter.log", cwd=ROOT)
+        ), directory / "exporter.log", cwd=ROOT)
         resources.callback(exporter.stop)
 
         webhook = resources.enter_context(webhook_receiver())

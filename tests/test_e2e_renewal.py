@@ -17,7 +17,6 @@ deadline. The tools must be installed (tests/debian-packages.txt); the test fail
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from cryptography import x509
 
+from tests.command import exporter_command
 from tests.conftest import PKI
 from tests.pki import DAY, NOW
 from tests.servers.acme_ari import ari_server, window
@@ -133,9 +133,9 @@ def test_renewal_watch_with_pebble_certbot_nginx_prometheus_and_alertmanager(pki
             """))
 
         with run_nginx(tmp_path / "nginx", {"site": Site(live / "fullchain.pem", live / "privkey.pem")}) as ports:
-            exporter = Daemon("ssl_exporter", lambda port: [
-                sys.executable, "-m", "ssl_exporter", f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "exporter.log", cwd=ROOT)
+            exporter = Daemon("ssl_exporter", lambda port: exporter_command(
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{port}"), tmp_path / "exporter.log", cwd=ROOT)
             try:
                 am_config = alertmanager_for_test(SHIPPED_ALERTMANAGER, tmp_path / "alertmanager.yml", webhook.url)
                 rules = rules_with_short_for(SHIPPED_RULES, tmp_path / "rules.yml", "2s")

@@ -35,6 +35,7 @@ from ssl_exporter import cli, lru, metrics
 from ssl_exporter.exposition import encode
 from ssl_exporter.history import History
 from ssl_exporter.result import CertInfo, ProbeResult
+from tests.command import exporter_command
 from tests.conftest import PKI, Samples, serve_exporter
 from tests.servers import nginx, pytls
 
@@ -57,7 +58,7 @@ class Exporter:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ssl_exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args],
+            exporter_command(f"--web.listen-address=127.0.0.1:{self.port}", *args),
             stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit)
         try:
             self.wait_for_log("listening")

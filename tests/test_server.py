@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from ssl_exporter import cli
 from ssl_exporter import logs as logs_module
 from ssl_exporter.server import Exporter, make_app
+from tests.command import exporter_command
 from tests.conftest import PKI, Samples, probe, serve_exporter
 from tests.pki import DAY, NOW
 from tests.servers import pytls
@@ -268,7 +268,7 @@ class ExporterProcess:
     def __init__(self, *args: str) -> None:
         self.port = _free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ssl_exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args],
+            exporter_command(f"--web.listen-address=127.0.0.1:{self.port}", *args),
             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.wait_for_log("listening")  # in logfmt and JSON alike
 

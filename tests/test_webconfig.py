@@ -10,7 +10,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import bcrypt
 import pytest
 
 from ssl_exporter import webconfig
+from tests.command import exporter_command
 from tests.conftest import PKI
 from tests.pki import Cert, make_root
 from tests.test_server import ExporterProcess, _free_port
@@ -274,8 +274,8 @@ def test_process_refuses_a_bad_web_config_at_start(pki: PKI, tmp_path: Path, cas
     text, message = _bad_cases(pki, tmp_path)[case]
     path = write_web_config(tmp_path, text)
     run = subprocess.run(
-        [sys.executable, "-m", "ssl_exporter", f"--web.listen-address=127.0.0.1:{_free_port()}",
-         f"--web.config.file={path}"], capture_output=True, text=True, timeout=30)
+        exporter_command(f"--web.listen-address=127.0.0.1:{_free_port()}",
+                         f"--web.config.file={path}"), capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert run.stderr == f"ssl-exporter: invalid web configuration: {path}: {message}\n"
     assert run.stdout == ""
@@ -285,7 +285,7 @@ def test_config_check_validates_the_web_config(pki: PKI, tmp_path: Path) -> None
     cert, key, _ = server_files(pki, tmp_path, "check")
     path = write_web_config(tmp_path, f"tls_server_config: {{cert_file: {cert}, key_file: {key}}}\n"
                                       f"basic_auth_users: {{alice: '{HASH}'}}\n")
-    run = subprocess.run([sys.executable, "-m", "ssl_exporter", f"--web.config.file={path}", "--config.check"],
+    run = subprocess.run(exporter_command(f"--web.config.file={path}", "--config.check"),
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[1] == f"web config OK: {path}: TLS on, 1 basic auth user(s)"

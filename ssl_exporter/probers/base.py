@@ -14,7 +14,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -176,7 +176,7 @@ async def run_probe(
     key = (id(module), str(target), server_name, timeout)
     task = _IN_FLIGHT.get(key)
     if task is None:
-        task = asyncio.create_task(_run_probe(prober, module, target, server_name, timeout))
+        task = asyncio.create_task(runner(prober, module, target, server_name, timeout))
         _IN_FLIGHT[key] = task
         task.add_done_callback(lambda done: _forget(key, done))
     return await asyncio.shield(task)
@@ -223,6 +223,11 @@ async def _run_probe(
     # The one place ssl_probe_success is decided, from the facts the prober recorded.
     result = success.decided(recorder.result(), enforcement(prober, module), recorder.note)
     return dataclasses.replace(result, log=tuple(recorder.log))  # with the decision's notes
+
+
+# Where a probe runs: in this process, or in a worker process while --web.workers > 1 runs a
+# pool (ssl_exporter.workers sets it); coalescing above stays in this process either way.
+runner: Callable[[Prober, Module, Any, str, float], Coroutine[Any, Any, ProbeResult]] = _run_probe
 
 
 # --- worker threads for the at-rest probers ----------------------------------------------------
