@@ -8,7 +8,8 @@ Each build is a directory holding an ``ssl_exporter/`` package, run with this in
         workers=/tmp/workers,--web.workers=2 --rounds 3 --duration 4 --concurrency 64
 
 For each round, each build in turn: a fresh process, wrk at each concurrency (throughput,
-CPU-ms per probe of the process tree, latency), exactly as bench/run.py measures them.
+CPU-ms per probe of the process tree, latency), exactly as bench/run.py measures them,
+after its start to ready and idle total PSS (``--concurrency none``: only those two).
 Prints the medians per build.
 """
 
@@ -25,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (bench/run.py)
 
-SHOWN = ("probes_per_s", "cpu_ms_per_probe", "p50_ms", "p99_ms", "exporter_cores", "other_cores")
+SHOWN = ("ready_s", "idle_pss_mib",
+         "probes_per_s", "cpu_ms_per_probe", "p50_ms", "p99_ms", "exporter_cores", "other_cores")
 
 
 def main() -> int:
@@ -33,7 +35,8 @@ def main() -> int:
     parser.add_argument("builds", nargs="+", metavar="NAME=DIR[,ARG...]")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=4)
-    parser.add_argument("--concurrency", default="64", help="comma-separated (default 64)")
+    parser.add_argument("--concurrency", default="64",
+                        help="comma-separated (default 64); none: start to ready and idle PSS only")
     args = parser.parse_args()
     builds = []
     for spec in args.builds:
@@ -42,7 +45,7 @@ def main() -> int:
         if not name or not (Path(directory) / "ssl_exporter").is_dir():
             parser.error(f"{spec!r}: expected NAME=DIR with DIR/ssl_exporter")
         builds.append((name, Path(directory).resolve(), extra))
-    concurrency = [int(c) for c in args.concurrency.split(",")]
+    concurrency = [] if args.concurrency == "none" else [int(c) for c in args.concurrency.split(",")]
     bench.ensure_tools(install=False)
     bench.raise_nofile()
     settings = bench.Settings(duration=args.duration, warmup=1)
@@ -58,7 +61,8 @@ def main() -> int:
                 running, ready = bench.launch(exporter, directory)
                 row = {"ready_s": ready}
                 try:
-                    time.sleep(0.5)
+                    time.sleep(settings.idle_settle)  # as bench/run.py samples idle memory
+                    row["idle_pss_mib"] = bench.pss_bytes(bench.process_tree(running.pid)) / bench.MIB
                     for c in concurrency:
                         row.update(bench.measure_throughput(running, f"127.0.0.1:{port}", c, settings,
                                                             nginx_pid))

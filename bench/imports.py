@@ -31,6 +31,7 @@ LIBRARIES = [
     ("dns.asyncresolver", "dnspython: tcp.dns_servers, --dns.server, CAA"),
     ("publicsuffixlist", "rdap prober"),
     ("yaml", "always (config)"),
+    ("xml.etree.ElementTree", "starttls: xmpp (with xml.sax.saxutils)"),
     ("uvloop", "the event loop, where installed (imported by cli.main)"),
     ("ssl_exporter.cli", "everything the exporter imports at start"),
 ]

@@ -30,11 +30,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.resolver
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -43,6 +40,9 @@ from ssl_exporter.certs import matches_hostname
 from ssl_exporter.printable import printable
 from ssl_exporter.result import CAARecord as Record
 from ssl_exporter.result import CAAResult, CertInfo
+
+if TYPE_CHECKING:  # dnspython is imported at the first lookup: only modules with caa: make one
+    import dns.asyncresolver
 
 # CAA identities of public CAs, by the organization (O) of the certificates they issue.
 # Only identities the CAs document themselves; add others with caa.identities.
@@ -91,6 +91,9 @@ def candidates(name: str) -> list[str]:
 
 async def relevant_set(name: str, resolver: dns.asyncresolver.Resolver) -> tuple[str, list[Record]]:
     """The relevant CAA record set of ``name`` and the domain it was found at ("" when none)."""
+    import dns.exception
+    import dns.name
+    import dns.resolver
     for candidate in candidates(name):
         try:
             answer = await resolver.resolve(dns.name.from_text(candidate), "CAA", search=False,
@@ -178,6 +181,7 @@ async def check(name: str, leaves: Sequence[CertInfo], config: CAAConfig, server
     """Look up the relevant CAA set for ``name`` as the served leaf covers it and decide for
     the issuers of ``leaves`` (one per address probed; all must be allowed). Never raises
     for DNS failures."""
+    import dns.exception
     name = issued_name(leaves[0] if leaves else None, name)
     try:
         resolver = resolve.make_resolver(servers, timeout, config.system)

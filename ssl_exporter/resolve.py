@@ -27,18 +27,15 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import dns.asyncresolver
-import dns.exception
-import dns.message
-import dns.name
-import dns.nameserver
-import dns.rcode
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from ssl_exporter.errors import ProbeFailure
 from ssl_exporter.printable import describe
+
+if TYPE_CHECKING:  # dnspython is imported where a query is made: most setups never make one
+    import dns.asyncresolver
+    import dns.exception
+    import dns.nameserver
 
 DNS_PORT = 53
 # The system resolver's configuration, read by dnspython for CAA lookups without dns_servers.
@@ -115,6 +112,8 @@ class SystemServers:
 
 def read_system_servers() -> SystemServers:
     """The servers of :data:`RESOLV_CONF` (a missing, unreadable or empty file is ``error``)."""
+    import dns.exception
+    import dns.resolver
     try:
         return SystemServers(tuple(dns.resolver.Resolver(filename=RESOLV_CONF).nameservers))
     except (dns.exception.DNSException, OSError, ValueError) as exc:  # NoResolverConfiguration mostly
@@ -126,6 +125,9 @@ def make_resolver(servers: Sequence[Server], timeout: float,
     """A dnspython resolver asking exactly ``servers`` (no /etc/resolv.conf, no search list),
     or the system's resolv.conf servers when ``servers`` is empty (CAA lookups): ``system``
     as read at load, else read now. NoResolverConfiguration when the system has none."""
+    import dns.asyncresolver
+    import dns.nameserver
+    import dns.resolver
     resolver = dns.asyncresolver.Resolver(configure=False)
     if servers:
         resolver.nameservers = [dns.nameserver.Do53Nameserver(s.address, s.port) for s in servers]
@@ -143,6 +145,9 @@ def make_resolver(servers: Sequence[Server], timeout: float,
 
 def failure_reason(exc: dns.exception.DNSException) -> str:
     """The documented reason for a failed DNS query."""
+    import dns.exception
+    import dns.rcode
+    import dns.resolver
     if isinstance(exc, dns.resolver.NXDOMAIN):
         return "nxdomain"
     if isinstance(exc, dns.resolver.NoResolverConfiguration):
@@ -158,6 +163,7 @@ def failure_reason(exc: dns.exception.DNSException) -> str:
 
 
 def _rcode(error: tuple[object, ...]) -> int | None:
+    import dns.message
     response = error[-1] if error else None
     return response.rcode() if isinstance(response, dns.message.Message) else None
 
@@ -174,6 +180,8 @@ async def resolve(host: str, port: int, preferred: str, fallback: bool, servers:
     families = ["AAAA", "A"] if preferred == "ip6" else ["A", "AAAA"]
     if not fallback:
         families = families[:1]
+    import dns.exception
+    import dns.name
     resolver = make_resolver(servers, timeout)
     name = dns.name.from_text(host)  # absolute: no search list
     answers = await asyncio.gather(*(resolver.resolve(name, rdtype, search=False) for rdtype in families),
