@@ -7,7 +7,7 @@ mass revocation days before the expiry alerts would (docs/renewal.md).
 
 The steps, per certificate:
 
-1. Which CA: the configured ``ari.cas`` entries first, then :data:`BUILTIN_CAS`; each entry
+1. Which CA: the configured ``ari.cas`` entries first, then :data:`~ssl_exporter.arisettings.BUILTIN_CAS`; each entry
    matches on something stable in the certificate (the host of its AIA caIssuers URL, or its
    authority key identifier) and names the CA's ACME directory URL.
 2. The directory (a JSON object) gives the ``renewalInfo`` URL.

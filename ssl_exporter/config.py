@@ -22,6 +22,7 @@ from typing import Any
 
 from ssl_exporter import access, arisettings, caa, rdapsettings, resolve, starttls
 from ssl_exporter.arisettings import AriConfig
+from ssl_exporter.durations import format_duration
 from ssl_exporter.rdapsettings import RDAPConfig
 from ssl_exporter.redact import redact_urls
 from ssl_exporter.targets import TargetError, parse_hostname
@@ -32,7 +33,6 @@ from ssl_exporter.yamlrules import (
     check_readable,
     clip,
     expect_mapping,
-    format_duration,
     get_typed,
     load_yaml,
     parse_timeout,
@@ -187,7 +187,7 @@ class Config:
 
 def module_dict(module: Module) -> dict[str, Any]:
     """The module as configuration, secrets replaced by <secret>; only its prober's keys."""
-    out: dict[str, Any] = {"prober": module.prober, "timeout": format_duration(module.timeout)}
+    out: dict[str, Any] = {"prober": module.prober, "timeout": format_duration(module.timeout, style="config")}
     if module.ari is not None:
         out["ari"] = arisettings.as_dict(module.ari)
     if module.prober == "file":
@@ -223,7 +223,7 @@ def module_dict(module: Module) -> dict[str, Any]:
                 "all_addresses": tcp.all_addresses or None,
                 "max_addresses": tcp.max_addresses if tcp.all_addresses else None,
                 "dns_servers": list(tcp.dns_servers) or None,
-                "dns_timeout": format_duration(tcp.dns_timeout)
+                "dns_timeout": format_duration(tcp.dns_timeout, style="config")
                 if tcp.dns_servers or tcp.dns_timeout != TCPConfig.dns_timeout else None,
             }
         ),

@@ -19,6 +19,10 @@ class DERError(ValueError):
     """Bytes that are not the DER element they should be (truncated, or a length we do not read)."""
 
 
+class Truncated(DERError):
+    """The bytes end inside the element's header or content."""
+
+
 def length_octets(first: int) -> int:
     """How many length octets follow the first length octet ``first``: 0 in the short form.
 
@@ -40,13 +44,13 @@ def header(data: bytes | memoryview, at: int = 0, end: int | None = None) -> tup
     """
     end = len(data) if end is None else end
     if end < at + 2:
-        raise DERError("truncated DER")
+        raise Truncated("truncated DER")
     tag, first = data[at], data[at + 1]
     count = length_octets(first)
     if count == 0:
         return tag, first, at + 2
     if end < at + 2 + count:
-        raise DERError("truncated DER")
+        raise Truncated("truncated DER")
     return tag, int.from_bytes(data[at + 2 : at + 2 + count], "big"), at + 2 + count
 
 
@@ -54,5 +58,5 @@ def tlv(data: _Bytes) -> tuple[int, _Bytes, _Bytes]:
     """The first element of ``data``: (tag, content, the bytes after it)."""
     tag, length, start = header(data)
     if len(data) < start + length:
-        raise DERError("truncated DER")
+        raise Truncated("truncated DER")
     return tag, data[start : start + length], data[start + length :]

@@ -35,7 +35,7 @@ SHARES = {
     "certs": 0.08,  # parsed presented certificates (certs.py), by DER
     "cert_lines": 0.17,  # rendered certificate sample lines (metrics.py)
     "lint": 0.02,  # certificate-depth facts (lint.py), by digest
-    "files": 0.17,  # parsed certificate files (probers/file.py), by path and inode
+    "files": 0.17,  # parsed certificate files (containers.py), by path and inode
     "history": 0.07,  # the recent-probes history (history.py)
     "ocsp": 0.06,  # verified OCSP and CRL answers (revocation.py)
     "crls": 0.25,  # downloaded CRLs, parsed (revocation.py)

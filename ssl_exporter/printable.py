@@ -36,8 +36,8 @@ def cut(text: str, width: int, marker: str = "…", *, marker_fits: bool = False
     if len(text) <= width:
         return text
     keep = width
-    if marker_fits:
-        keep = max(0, width - len(marker))
+    if marker_fits:  # measured as shown (a count in it may be a digit longer once final)
+        keep = max(0, width - len(marker.format(total=len(text), cut=len(text) - width)))
     return text[:keep] + marker.format(total=len(text), cut=len(text) - keep)
 
 

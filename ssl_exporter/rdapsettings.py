@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ssl_exporter import yamlrules as rules
+from ssl_exporter.durations import format_duration
 from ssl_exporter.sources import SourceError, read_regular
 from ssl_exporter.targets import TargetError, normalise_name
 from ssl_exporter.yamlrules import ConfigError
@@ -90,10 +91,13 @@ class RDAPConfig:
     file_bootstrap: Bootstrap | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self, redact: Callable[[str | None], str | None]) -> dict[str, Any]:
+        def shown(seconds: float) -> str:
+            return format_duration(seconds, style="config")
+
         out: dict[str, Any] = {
             "bootstrap_file": self.bootstrap_file, "bootstrap_url": self.bootstrap_url,
-            "bootstrap_refresh": f"{self.bootstrap_refresh:g}s", "servers": dict(self.servers) or None,
-            "cache_ttl": f"{self.cache_ttl:g}s", "error_retry": f"{self.error_retry:g}s",
+            "bootstrap_refresh": shown(self.bootstrap_refresh), "servers": dict(self.servers) or None,
+            "cache_ttl": shown(self.cache_ttl), "error_retry": shown(self.error_retry),
             "max_redirects": self.max_redirects, "max_response_bytes": self.max_response_bytes,
             "follow_referral": self.follow_referral, "allow_http": self.allow_http,
             "host_concurrency": self.host_concurrency, "proxy_url": redact(self.proxy_url),
@@ -104,7 +108,7 @@ class RDAPConfig:
     @property
     def cache_key(self) -> tuple[Any, ...]:
         """What in ``rdap:`` makes two modules' answers for a domain interchangeable (the
-        module's target policy and trust settings count too: see :func:`lookup`)."""
+        module's target policy and trust settings count too: see :func:`ssl_exporter.rdap.lookup`)."""
         return (self.bootstrap_url, self.bootstrap_file, tuple(sorted(self.servers.items())),
                 self.follow_referral, self.allow_http, self.proxy_url, self.max_redirects,
                 self.max_response_bytes)

@@ -487,12 +487,12 @@ def _ber_elements(data: bytes) -> list[tuple[int, bytes]]:
     elements = []
     at = 0
     while at < len(data):
-        if at + 2 > len(data):
-            raise ProbeFailure(PROTOCOL, "truncated BER element")
-        tag, first = data[at], data[at + 1]
-        count = _ber_length_octets(first)
-        length = _ber_length(first, data[at + 2:at + 2 + count])
-        start = at + 2 + count
+        try:
+            tag, length, start = der.header(data, at)
+        except der.Truncated:
+            raise ProbeFailure(PROTOCOL, "truncated BER element") from None
+        except der.DERError:
+            raise ProbeFailure(PROTOCOL, f"unsupported BER length form ({data[at + 1]:#04x})") from None
         if start + length > len(data):
             raise ProbeFailure(PROTOCOL, "truncated BER element")
         elements.append((tag, data[start:start + length]))

@@ -64,17 +64,15 @@ def _decide_handshake(facts: ProbeResult, settings: Enforcement) -> Decision:
     # handshake failed (and said why, in a handshake-stage error).
     if not facts.handshake_success or facts.fallback_handshake or facts.positions[:1] != ("0",):
         return Decision(False)
-    notes: list[str] = []
     verified = bool(facts.chain_valid and facts.hostname_valid)
-    if not verified:
-        if not settings.insecure_skip_verify:
-            return Decision(False)
+    revoked = any(check.status == "revoked" for check in facts.revocation)
+    notes: list[str] = []  # every failure reported but not enforced, whatever else failed
+    if not verified and settings.insecure_skip_verify:
         notes.append("insecure_skip_verify: verification failures reported but not enforced")
-    if any(check.status == "revoked" for check in facts.revocation):
-        if settings.revocation:
-            return Decision(False, tuple(notes))
+    if revoked and not settings.revocation:
         notes.append("revocation.enforce is false: revoked certificates reported but not enforced")
-    return Decision(True, tuple(notes))
+    enforced_failure = (not verified and not settings.insecure_skip_verify) or (revoked and settings.revocation)
+    return Decision(not enforced_failure, tuple(notes))
 
 
 def decided(facts: ProbeResult, settings: Enforcement, note: Callable[[str], None]) -> ProbeResult:

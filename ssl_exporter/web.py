@@ -163,7 +163,7 @@ def landing_page(version: str, cfg: config.Config, telemetry_path: str, records:
     default = e(cfg.default_module)
     modules = "\n".join(
         f"<tr><td>{e(name)}</td><td>{e(m.prober)}</td><td>{e(m.tcp.starttls or 'implicit TLS')}</td>"
-        f"<td>{m.default_port}</td><td>{m.timeout:g}s</td></tr>"
+        f"<td>{m.default_port}</td><td>{format_duration(m.timeout, style='config')}</td></tr>"
         for name, m in cfg.modules.items()
     )
     options = "".join(f"<option{' selected' if name == cfg.default_module else ''}>{e(name)}</option>"

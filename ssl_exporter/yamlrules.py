@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ssl_exporter import durations, safeyaml
+from ssl_exporter import safeyaml
 from ssl_exporter.printable import cut
 from ssl_exporter.redact import redact_urls
 
@@ -104,11 +104,6 @@ def parse_duration(text: str) -> float:
     if not text or _DURATION.sub("", text) != "":
         raise ValueError(f"{shown(text)} is not a duration like 10s, 1m30s or 500ms")
     return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(text))
-
-
-def format_duration(seconds: float) -> str:
-    """A duration in the configuration's own syntax, as /config shows it ("0.5s", "90s")."""
-    return durations.format_duration(seconds, style="config")
 
 
 def parse_timeout(raw: Any, path: str) -> float:

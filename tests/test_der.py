@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ssl_exporter import der
+from ssl_exporter.errors import ProbeFailure
+from ssl_exporter.starttls import _ber_elements
 
 
 def test_short_and_long_form_lengths() -> None:
@@ -38,3 +40,14 @@ def test_header_checks_only_the_header_within_end() -> None:
     with pytest.raises(der.DERError):
         der.header(b"zz\x30\x82\x01\x00", 2, end=5)  # the length octets pass ``end``
     assert der.header(b"zz\x30\x82\x01\x00", 2) == (0x30, 256, 6)
+
+
+def test_ldap_answers_cut_short_or_in_an_unread_length_form_are_protocol_errors() -> None:
+    assert _ber_elements(bytes([0x02, 0x01, 0x05, 0x04, 0x82, 0x00, 0x01, 0x41])) == [(0x02, b"\x05"), (0x04, b"A")]
+    for data, message in ((bytes([0x02]), "truncated BER element"),
+                          (bytes([0x04, 0x82, 0x00]), "truncated BER element"),
+                          (bytes([0x04, 0x03, 0x41]), "truncated BER element"),
+                          (bytes([0x30, 0x80, 0x00, 0x00]), "unsupported BER length form (0x80)")):
+        with pytest.raises(ProbeFailure) as caught:
+            _ber_elements(data)
+        assert str(caught.value).endswith(message) and caught.value.reason == "starttls_protocol"

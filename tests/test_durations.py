@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_exporter import config, yamlrules
+from ssl_exporter import yamlrules
 from ssl_exporter.durations import format_duration
 
 
@@ -19,5 +19,4 @@ def test_reading_style_rounds_for_people(seconds: float, text: str) -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(0.5, "0.5s"), (10.0, "10s"), (90.0, "90s"), (1.25, "1.25s")])
 def test_config_style_is_read_back_by_the_config_parser(seconds: float, text: str) -> None:
     assert format_duration(seconds, style="config") == text
-    assert config.format_duration(seconds) == text  # the name /config has always called
     assert yamlrules.parse_duration(text) == seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 
 from ssl_exporter import errors, starttls, tls
-from ssl_exporter.printable import describe, shorten
+from ssl_exporter.printable import cut, describe, shorten
 
 
 def test_shorten_folds_escapes_and_cuts() -> None:
@@ -27,3 +27,12 @@ def test_users_share_it() -> None:
     error = ssl.SSLError(1, "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl\nfound (_ssl.c:4149)")
     assert tls._short(error) == "no certificate or crl found"
     assert errors.classify(OSError("reset\r\nby peer"), "connect").detail == "reset by peer"
+
+
+def test_cut_keeps_short_text_and_marks_what_it_cut() -> None:
+    assert cut("abc", 3) == "abc"
+    assert cut("abcdef", 3) == "abc…"
+    assert cut("abcdef", 3, "...({cut} more)") == "abc...(3 more)"
+    assert cut("abcdef", 4, marker_fits=True) == "abc…"  # check's table cells: the marker fits the width
+    fitted = cut("x" * 50, 20, " [{total}]", marker_fits=True)  # a counted marker fits as shown
+    assert fitted == "x" * 15 + " [50]" and len(fitted) == 20

@@ -71,39 +71,6 @@ def test_types_check(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_exceptions_are_exactly_the_errors_they_hide(tmp_path: Path) -> None:
-    """The [[tool.mypy.overrides]] that switch error codes off name only codes that fire.
-
-    They hold errors found on main d5041e7 in modules issue 14 rewrites; once a module is
-    fixed, its entry must go rather than hide the next error of that kind.
-    """
-    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
-    disabled = {(module, code) for override in settings.get("overrides", ())
-                for module in ([override["module"]] if isinstance(override["module"], str) else override["module"])
-                for code in override.get("disable_error_code", ())}
-    # The same settings without the overrides, as command-line flags.
-    flags = []
-    for key, value in settings.items():
-        if key in ("files", "overrides"):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif isinstance(value, list):
-            flags += [part for item in value for part in (flag, item)]
-        else:
-            flags += [flag, str(value)]
-    bare = tmp_path / "mypy.ini"
-    bare.write_text("[mypy]\n")
-    result = _run(("-m", "mypy", "--config-file", str(bare), "--cache-dir", str(tmp_path / "mypy-cache"),
-                   *flags, *settings["files"]), ROOT)
-    firing = {(path.removesuffix(".py").replace("/", "."), code)
-              for path, code in re.findall(r"^(\S+?):\d+: error: .*\[([a-z-]+)\]$", result.stdout, re.MULTILINE)}
-    assert firing <= disabled, result.stdout  # else test_types_check fails too
-    stale = sorted(disabled - firing)
-    assert not stale, "these codes no longer fire in these modules: delete them from pyproject.toml"
-
-
 def _function_level_imports(package: Path = ROOT / PACKAGE) -> set[tuple[str, str, int]]:
     """(file under ``package``, module imported, line) for every import inside a function."""
     found = set()

@@ -82,6 +82,15 @@ def test_notes_say_what_was_reported_but_not_enforced(leaf: CertInfo) -> None:
     assert decide(handshake_facts(leaf), INSECURE).notes == ()
 
 
+def test_a_revocation_not_enforced_is_noted_when_verification_failed_too(leaf: CertInfo) -> None:
+    # The probe fails on its chain; that the revoked leaf was not enforced is still worth a note.
+    facts = handshake_facts(leaf, chain_valid=False, revocation=REVOKED,
+                            errors=(verify_error("unknown_ca"), verify_error("revoked")))
+    decision = decide(facts, STRICT)
+    assert decision.success is False
+    assert decision.notes == ("revocation.enforce is false: revoked certificates reported but not enforced",)
+
+
 def test_every_address_must_succeed(leaf: CertInfo) -> None:
     good, bad = handshake_facts(leaf), handshake_facts(leaf, chain_valid=False)
     whole = ProbeResult(success=False, duration=0.1,
