@@ -59,7 +59,7 @@ def rpki(tmp_path_factory: pytest.TempPathFactory) -> RevPKI:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    revocation.clear_cache()
+    prepare.PROCESS_CACHES.revocation.clear()
 
 
 @asynccontextmanager
@@ -180,14 +180,14 @@ async def test_ocsp_delegated_responder_needs_the_ocsp_signing_usage(tmp_path: P
         good = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
     assert status(good, "0", "ocsp") == ("good", "")
 
-    revocation.clear_cache()
+    prepare.PROCESS_CACHES.revocation.clear()
     no_eku = rev.responder_cert(rpki.inter, "Not A Responder", ocsp_signing=False)
     with rev.openssl_responder(tmp_path / "no-eku", rpki.inter, no_eku, [rev.Entry(leaf)], port=port):
         bad = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
     assert status(bad, "0", "ocsp") == ("unknown", "bad_signature")
 
     # A responder with the right usage but certified by another CA is not authorized either.
-    revocation.clear_cache()
+    prepare.PROCESS_CACHES.revocation.clear()
     foreign = rev.responder_cert(make_root("Foreign Root"), "Foreign Responder")
     with rev.openssl_responder(tmp_path / "foreign", rpki.inter, foreign, [rev.Entry(leaf)], port=port):
         other = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
@@ -555,16 +555,17 @@ def test_ocsp_answer_within_clock_skew_is_fresh(rpki: RevPKI) -> None:
 def test_caches_are_bounded_in_bytes_and_expire() -> None:
     """One shared LRU helper (ssl_exporter.lru), bounded in bytes as well as entries, on the
     one --cache.max-bytes budget (64 MiB of CRLs at the default)."""
-    assert (revocation._RESULTS.max_bytes, revocation._RESULTS.max_entries) == (lru.share("ocsp"), 10_000)
-    assert (revocation._CRLS.max_bytes, revocation._CRLS.max_entries) == (lru.share("crls"), 32)
-    assert {revocation._RESULTS, revocation._CRLS} <= set(lru.caches())  # resized with the budget
+    cache = prepare.PROCESS_CACHES.revocation
+    assert (cache.results.max_bytes, cache.results.max_entries) == (lru.share("ocsp"), 10_000)
+    assert (cache.crls.max_bytes, cache.crls.max_entries) == (lru.share("crls"), 32)
+    assert {cache.results, cache.crls} <= set(lru.caches())  # resized with the budget
     assert int(lru.DEFAULT_BUDGET * lru.SHARES["crls"]) == 64 * 2**20
     verdict = revocation.Verdict("good", next_update=100.0)
-    revocation._cache_result(("k", 1, "ocsp"), verdict, now=50.0)
-    assert revocation._RESULTS.get(("k", 1, "ocsp"), now=99.0) == verdict
-    assert revocation._RESULTS.get(("k", 1, "ocsp"), now=100.0) is None  # expired at its nextUpdate
-    revocation._cache_result(("k", 2, "ocsp"), revocation.Verdict("good"), now=50.0)
-    assert ("k", 2, "ocsp") not in revocation._RESULTS  # no nextUpdate, no cache_until: asked again
+    cache.keep(("k", 1, "ocsp"), verdict, now=50.0)
+    assert cache.results.get(("k", 1, "ocsp"), now=99.0) == verdict
+    assert cache.results.get(("k", 1, "ocsp"), now=100.0) is None  # expired at its nextUpdate
+    cache.keep(("k", 2, "ocsp"), revocation.Verdict("good"), now=50.0)
+    assert ("k", 2, "ocsp") not in cache.results  # no nextUpdate, no cache_until: asked again
 
 
 def test_module_without_revocation_is_unchanged() -> None:
@@ -675,8 +676,8 @@ async def test_a_crl_without_next_update_is_kept_for_a_documented_time(tmp_path:
     key = (url, None, None)
     ttl = revocation.CRL_TTL_WITHOUT_NEXT_UPDATE
     assert ttl == 900
-    assert revocation._CRLS.get(key, now=before + ttl - 60) is not None
-    assert revocation._CRLS.get(key, now=time.time() + ttl + 1) is None
+    assert prepare.PROCESS_CACHES.revocation.crls.get(key, now=before + ttl - 60) is not None
+    assert prepare.PROCESS_CACHES.revocation.crls.get(key, now=time.time() + ttl + 1) is None
 
 
 async def test_crls_held_are_bounded_in_bytes(tmp_path: Path, rpki: RevPKI, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -688,7 +689,7 @@ async def test_crls_held_are_bounded_in_bytes(tmp_path: Path, rpki: RevPKI, monk
             server.routes[f"/{i}.crl"] = rev.crl(rpki.inter, next_update=NOW + DAY)
         size = 2 * len(server.routes["/0.crl"])  # type: ignore[arg-type]
         budget = ByteLRU(2 * size + size // 2)  # room for two
-        monkeypatch.setattr(revocation, "_CRLS", budget)
+        monkeypatch.setattr(prepare.PROCESS_CACHES.revocation, "crls", budget)
         m = module(rpki, revocation={"methods": ["crl"]})
         for leaf in leaves:
             assert status((await probe_chain(tmp_path, rpki, leaf, m=m))["m"], "0", "crl") == ("good", "")
