@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
@@ -28,6 +28,10 @@ from cryptography.x509 import ocsp
 from ssl_exporter import config, lru, prepare, revocation, stapling, tls
 from ssl_exporter.der import tlv
 from ssl_exporter.errors import classify
+from ssl_exporter.probers import PROBERS
+from ssl_exporter.probers.base import run_probe
+from ssl_exporter.server import Exporter, make_app
+from ssl_exporter.targets import parse_target
 from tests.conftest import Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert, make_cert, make_root
 from tests.servers import ocsp as rev
@@ -756,3 +760,54 @@ async def test_a_configured_crl_file_is_verified_once_not_on_every_probe(
                 results.append(await probe(client, f"127.0.0.1:{port}", hostname=HOST, module="m"))
     assert [status(s, "0", "crl") for s in results] == [("good", ""), ("good", ""), ("revoked", "")]
     assert verified == ["CN=Revocation Intermediate"]
+
+
+# --- who owns the caches (issue 14) --------------------------------------------------------
+
+
+async def test_each_caches_instance_remembers_for_itself(tmp_path: Path, rpki: RevPKI) -> None:
+    """Revocation answers, CRLs and parsed certificates live in a prepare.Caches, not in module
+    globals: a probe with a fresh Caches downloads the CRL and parses the chain again, a
+    second probe with the same one is answered from it."""
+    with rev.http_server() as server:
+        url = server.url("/owned.crl")
+        server.routes["/owned.crl"] = rev.crl(rpki.inter, next_update=NOW + DAY)
+        leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=url)
+        cert_path, key_path = leaf.write(tmp_path, "leaf", (rpki.inter,))
+        text = yaml.safe_dump({"modules": {"m": module(rpki, revocation={"methods": ["crl"]})}})
+        first, second = prepare.Caches(), prepare.Caches()
+        with pytls.tls_server(cert_path, key_path) as (port, _server):
+            for caches, downloads in ((first, 1), (first, 1), (second, 2)):
+                prepared = prepare.load_text(text, "c.yml", caches=caches).modules["m"]
+                result = await run_probe(PROBERS["tcp"], prepared, parse_target(f"127.0.0.1:{port}", 443), HOST, 5.0)
+                assert [(c.position, c.status) for c in result.revocation if c.method == "crl"][0] == ("0", "good")
+                assert server.requests == ["/owned.crl"] * downloads
+    for caches in (first, second):
+        assert len(caches.revocation.crls) == 1 and caches.revocation.in_flight == {}
+        assert caches.presented.peek(leaf.der) is not None
+    assert first.presented.peek(leaf.der) is not second.presented.peek(leaf.der)
+    assert leaf.der not in prepare.PROCESS_CACHES.presented and len(prepare.PROCESS_CACHES.revocation.crls) == 0
+
+
+async def test_the_process_caches_survive_a_reload(tmp_path: Path, rpki: RevPKI) -> None:
+    """The exporter hands prepare.PROCESS_CACHES to every load: after a reload a verified
+    answer is still remembered, and the CRL is not downloaded again."""
+    with rev.http_server() as server:
+        url = server.url("/kept.crl")
+        server.routes["/kept.crl"] = rev.crl(rpki.inter, next_update=NOW + DAY)
+        leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=url)
+        cert_path, key_path = leaf.write(tmp_path, "leaf", (rpki.inter,))
+        config_path = tmp_path / "config.yml"
+        config_path.write_text(yaml.safe_dump({"modules": {"m": module(rpki, revocation={"methods": ["crl"]})}}))
+        exporter = Exporter(str(config_path))
+        before = exporter.config
+        async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as client:
+            with pytls.tls_server(cert_path, key_path) as (port, _server):
+                assert status(await probe(client, f"127.0.0.1:{port}", hostname=HOST, module="m"), "0", "crl") == \
+                    ("good", "")
+                assert (await client.post("/-/reload")).status == 200
+                assert exporter.config is not before
+                assert exporter.config.modules["m"].caches is exporter.caches is prepare.PROCESS_CACHES
+                assert status(await probe(client, f"127.0.0.1:{port}", hostname=HOST, module="m"), "0", "crl") == \
+                    ("good", "")
+    assert server.requests == ["/kept.crl"]
