@@ -56,8 +56,10 @@ class Caches:
     start from fresh state with a ``Caches()`` of its own. One instance,
     :data:`PROCESS_CACHES`, is handed to every load, because each of them must survive a
     reload exactly as the globals did: parsed certificate files (a reload must not re-parse
-    a 10,000-file tree), RDAP answers and Retry-After back-offs (registries rate-limit) and
-    ACME renewal windows. Each cache keeps its lru.budgeted share, so the
+    a 10,000-file tree), RDAP answers and Retry-After back-offs (registries rate-limit),
+    ACME renewal windows, revocation answers and CRLs, parsed presented certificates and
+    rendered certificate lines. Code below this module gets the cache it uses as an
+    argument (``module.caches.<name>``, or from the server's Exporter). Each cache keeps its lru.budgeted share, so the
     ``ssl_exporter_cache_bytes`` series are unchanged (create no second instance in a
     running exporter: its caches would be counted twice).
     """
