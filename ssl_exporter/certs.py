@@ -29,25 +29,31 @@ class CertificateError(ValueError):
     """DER bytes that are not a certificate we can read."""
 
 
-def parse_der(der: bytes, source: Mapping[str, str] | None = None) -> CertInfo:
+def parse_der(der: bytes, source: Mapping[str, str] | None = None,
+              presented: lru.ByteLRU[CertInfo] | None = None) -> CertInfo:
     """Analyse one certificate; raise CertificateError when its DER, dates or serial
-    cannot be read. Optional parts that cannot be decoded are reported empty."""
-    if source:
+    cannot be read. Optional parts that cannot be decoded are reported empty.
+
+    ``presented`` (:func:`new_presented_cache`) remembers certificates parsed without a
+    source, by DER, for the next probe."""
+    if source or presented is None:
         return _parse_der(der, source)
-    return _parse_presented(der)
+    return _parse_presented(der, presented)
 
 
-# Parsed presented certificates by DER: a server presents the same chain on every probe, so
-# it is analysed once. CertInfo is frozen, so sharing it is safe; a failure raises and is not
-# cached. Bounded in bytes: a hostile server can present a new large certificate every time.
-_PRESENTED: lru.ByteLRU[CertInfo] = lru.budgeted("certs")
+def new_presented_cache() -> lru.ByteLRU[CertInfo]:
+    """Parsed presented certificates by DER: a server presents the same chain on every probe,
+    so it is analysed once. One per process (ssl_exporter.prepare.Caches.presented). Bounded
+    in bytes: a hostile server can present a new large certificate every time."""
+    return lru.budgeted("certs")
 
 
-def _parse_presented(der: bytes) -> CertInfo:
-    cert = _PRESENTED.get(der)
+def _parse_presented(der: bytes, presented: lru.ByteLRU[CertInfo]) -> CertInfo:
+    # CertInfo is frozen, so sharing it is safe; a failure raises and is not cached.
+    cert = presented.get(der)
     if cert is None:
         cert = _parse_der(der, None)
-        _PRESENTED.put(der, cert, size_of(cert))
+        presented.put(der, cert, size_of(cert))
     return cert
 
 

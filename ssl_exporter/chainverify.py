@@ -28,7 +28,12 @@ from functools import cache
 _P = ctypes.c_void_p
 # Trust stores loaded, by (file, mtime, size): loading the system bundle takes tens of
 # milliseconds, and a failing legacy server is probed on every scrape. A file that changes
-# gets a new store; the oldest beyond the bound is freed.
+# gets a new store; the oldest beyond the bound is freed. Left a module global on purpose
+# (issue 14 moved the other caches into prepare.Caches): these are raw OpenSSL pointers freed
+# by hand under _LOCK, and a per-Caches owner would need a finalizer freeing them when a
+# Caches is dropped, racing verifications in other threads and interpreter shutdown. Nothing
+# stale can leak from it: a store is keyed by the file's version, so a changed file (after a
+# reload, or in a test) gets a new store.
 _STORES: dict[tuple[str | None, int, int], int] = {}
 _MAX_STORES = 16
 # ctypes releases the GIL during each call: one verification at a time keeps a store from

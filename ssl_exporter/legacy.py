@@ -18,6 +18,9 @@ from ssl_exporter import tls
 from ssl_exporter.errors import ProbeFailure
 
 LEGACY = {"TLS10": ("TLS 1.0", ssl.TLSVersion.TLSv1), "TLS11": ("TLS 1.1", ssl.TLSVersion.TLSv1_1)}
+# Built once per version and never changed after: they depend on no setting (verification
+# off, only the version), so they are neither probe state nor per load, and stay here rather
+# than in prepare.Caches or a PreparedModule.
 _contexts: dict[str, ssl.SSLContext] = {}
 
 

@@ -56,21 +56,27 @@ def clip_label(text: str, limit: int = MAX_NAME_LABEL) -> str:
 _DURATION_HELP = "How long the whole probe took."
 
 
-def probe_families(result: ProbeResult, answer_time: Callable[[], float] | None = None) -> list[GaugeFamily]:
+def probe_families(result: ProbeResult, answer_time: Callable[[], float] | None = None,
+                   cert_lines: CertLines | None = None) -> list[GaugeFamily]:
     """The families of one probe's answer.
+
+    ``cert_lines`` remembers rendered certificate lines between answers (the exporter passes
+    the process's, ``prepare.Caches.cert_lines``); without it every line is rendered anew,
+    to the same bytes.
 
     With ``answer_time`` (seconds spent on the answer so far), ssl_probe_duration_seconds
     comes last and is rendered last, so that it includes rendering the answer: a large
     answer is part of the probe's cost, and must show up against the scrape timeout.
     """
-    families = every_address_families(result) if result.addresses is not None else _families(result)
+    families = (every_address_families(result, cert_lines) if result.addresses is not None
+                else _families(result, cert_lines))
     if answer_time is None:
         return families
     return [*(f for f in families if f.name != "ssl_probe_duration_seconds"),
             LateGauge("ssl_probe_duration_seconds", _DURATION_HELP, lambda: result.duration + answer_time())]
 
 
-def _families(result: ProbeResult) -> list[GaugeFamily]:
+def _families(result: ProbeResult, cert_lines: CertLines | None) -> list[GaugeFamily]:
     families: list[GaugeFamily] = [
         gauge("ssl_probe_success", "1 when the certificates were obtained and every enforced check held.",
                float(result.success)),
@@ -115,7 +121,7 @@ def _families(result: ProbeResult) -> list[GaugeFamily]:
                               "cipher", clip_label(result.fallback_tls.cipher)))
     positions = [position for position, _cert in result.placed_certs()]
     client = [("client", result.client_cert)] if result.client_cert else []
-    families.extend(cert_families([*zip(positions, result.certs, strict=True), *client]))
+    families.extend(cert_families([*zip(positions, result.certs, strict=True), *client], cert_lines))
     if result.read_errors:
         families.append(read_error_family(result.read_errors))
     families.extend(revocation_families(result))
@@ -158,7 +164,7 @@ WHOLE_TARGET = ("ssl_probe_success", "ssl_probe_duration_seconds", "ssl_caa_look
                 "ssl_caa_issuer_allowed", "ssl_caa_info")
 
 
-def every_address_families(result: ProbeResult) -> list[GaugeFamily]:
+def every_address_families(result: ProbeResult, cert_lines: CertLines | None = None) -> list[GaugeFamily]:
     """The answer of a probe of every address: the whole target's success and duration, then
     each series of each address's probe with ``address`` added; what concerns the target as
     a whole (resolution, its phase and errors) has ``address=""``, as Prometheus reads an
@@ -167,7 +173,7 @@ def every_address_families(result: ProbeResult) -> list[GaugeFamily]:
              *((a.address, a.result) for a in result.addresses or ())]
     merged: dict[str, GaugeFamily] = {}
     for address, view in views:
-        for family in probe_families(view):
+        for family in probe_families(view, cert_lines=cert_lines):
             if family.name in WHOLE_TARGET:
                 if not address:
                     merged[family.name] = family
@@ -262,8 +268,9 @@ def _info_pairs(name: str, documentation: str, labels: tuple[str, ...], values: 
     return family
 
 
-def cert_families(certs: Iterable[tuple[str, CertInfo]]) -> list[GaugeFamily]:
-    """Certificate series; ``certs`` pairs each certificate with its position label."""
+def cert_families(certs: Iterable[tuple[str, CertInfo]], cert_lines: CertLines | None = None) -> list[GaugeFamily]:
+    """Certificate series; ``certs`` pairs each certificate with its position label.
+    ``cert_lines``: the lines rendered before, reused (see probe_families)."""
     certs = list(certs)
     if not certs:
         return []
@@ -278,7 +285,7 @@ def cert_families(certs: Iterable[tuple[str, CertInfo]]) -> list[GaugeFamily]:
     validity = GaugeFamily("ssl_cert_validity_period_seconds",
                            "Not-after minus not-before of each distinct certificate.", labels)
     for position, cert in certs:
-        lines = _cert_lines(position, cert, source_keys)
+        lines = _cert_lines(position, cert, source_keys, cert_lines)
         for family, line in zip((not_after, not_before, info, validity), lines, strict=True):
             if line:
                 family.lines.append(line)
@@ -287,9 +294,10 @@ def cert_families(certs: Iterable[tuple[str, CertInfo]]) -> list[GaugeFamily]:
 
 # Rendered sample lines of a certificate, by (fingerprint, position, source labels): a scrape
 # of unchanged files, or of a server presenting the same chain, renders nothing again.
-# Bounded in bytes (its share of --cache.max-bytes); the key holds no certificate text, the
-# fingerprint stands for it.
-_CERT_LINES: lru.ByteLRU[tuple[str, str, str, str]] = lru.budgeted("cert_lines")
+# Bounded in bytes (its ``cert_lines`` share of --cache.max-bytes); the key holds no
+# certificate text, the fingerprint stands for it. The cache is the caller's (one per process:
+# ssl_exporter.prepare.Caches), so that nothing global changes per answer.
+CertLines = lru.ByteLRU[tuple[str, str, str, str]]
 _CERT_LINES_KEY_BYTES = 300  # the key tuple and the fingerprint
 
 
@@ -300,12 +308,13 @@ def _cert_label_values(position: str, cert: CertInfo, source_keys: Sequence[str]
             *(clip_label(cert.source.get(k, ""), MAX_SOURCE_LABEL) for k in source_keys))
 
 
-def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> tuple[str, str, str, str]:
+def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...],
+                memo: CertLines | None) -> tuple[str, str, str, str]:
     # Keyed by the source labels as read: the capped values are a function of them, worked
     # out only when the lines are rendered.
     source = tuple(cert.source.get(k, "") for k in source_keys)
     key = (cert.fingerprint_sha256, position, source_keys, source)
-    lines = _CERT_LINES.get(key)
+    lines = memo.get(key) if memo is not None else None
     if lines is not None:
         return lines
     values = _cert_label_values(position, cert, source_keys)
@@ -320,7 +329,8 @@ def _cert_lines(position: str, cert: CertInfo, source_keys: tuple[str, ...]) -> 
         sample_line("ssl_cert_info", (*labels, *CERT_INFO_LABELS), info_values, 1.0),
         sample_line("ssl_cert_validity_period_seconds", labels, values, facts.validity_seconds) if facts else "",
     )
-    _CERT_LINES.put(key, lines, _CERT_LINES_KEY_BYTES + lru.text_size(*lines, *source))
+    if memo is not None:
+        memo.put(key, lines, _CERT_LINES_KEY_BYTES + lru.text_size(*lines, *source))
     return lines
 
 

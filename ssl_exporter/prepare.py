@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ssl_exporter import access, ari, config, containers, kubeapi, rdap, resolve, revocation, stapling, tls
+from ssl_exporter import access, ari, certs, config, containers, kubeapi, lru, rdap, resolve, revocation, stapling, tls
 from ssl_exporter.arisettings import AriConfig, AriConfigError
 from ssl_exporter.caa import CAAConfig
 from ssl_exporter.certs import CertificateError, parse_der
@@ -56,8 +56,10 @@ class Caches:
     start from fresh state with a ``Caches()`` of its own. One instance,
     :data:`PROCESS_CACHES`, is handed to every load, because each of them must survive a
     reload exactly as the globals did: parsed certificate files (a reload must not re-parse
-    a 10,000-file tree), RDAP answers and Retry-After back-offs (registries rate-limit) and
-    ACME renewal windows. Each cache keeps its lru.budgeted share, so the
+    a 10,000-file tree), RDAP answers and Retry-After back-offs (registries rate-limit),
+    ACME renewal windows, revocation answers and CRLs, parsed presented certificates and
+    rendered certificate lines. Code below this module gets the cache it uses as an
+    argument (``module.caches.<name>``, or from the server's Exporter). Each cache keeps its lru.budgeted share, so the
     ``ssl_exporter_cache_bytes`` series are unchanged (create no second instance in a
     running exporter: its caches would be counted twice).
     """
@@ -65,12 +67,23 @@ class Caches:
     files: containers.ParseCache = field(default_factory=containers.ParseCache)
     rdap: rdap.RDAPState = field(default_factory=rdap.RDAPState)
     ari: ari.AriCache = field(default_factory=ari.new_cache)
+    # OCSP and CRL answers, downloaded CRLs and the fetches in flight (shared by probes).
+    revocation: revocation.RevocationCache = field(default_factory=revocation.RevocationCache)
+    # Presented certificates parsed, by DER (certs.parse_der's memo for the tcp prober).
+    presented: lru.ByteLRU[CertInfo] = field(default_factory=certs.new_presented_cache)
+    # Rendered certificate sample lines (metrics.CertLines; the server passes it to
+    # metrics.probe_families). Built here by its lru share: prepare sits below metrics.
+    cert_lines: lru.ByteLRU[tuple[str, str, str, str]] = field(
+        default_factory=lambda: lru.budgeted("cert_lines"))
 
     def clear(self) -> None:
         """Forget everything remembered (tests)."""
         self.files.clear()
         self.rdap.clear()
         self.ari.clear()
+        self.revocation.clear()
+        self.presented.clear()
+        self.cert_lines.clear()
 
 
 PROCESS_CACHES = Caches()

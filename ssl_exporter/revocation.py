@@ -30,6 +30,8 @@ Identical fetches in flight at the same time are made once and shared
 computed, in a thread (hashing releases the GIL; cryptography's own check re-encodes the
 whole list while holding it); it is kept, verified, until its nextUpdate, or for
 :data:`CRL_TTL_WITHOUT_NEXT_UPDATE` when it has none, within the ``crls`` share of ``--cache.max-bytes``.
+Answers, CRLs and fetches in flight live in a :class:`RevocationCache` the caller passes in
+(the process's one is ``ssl_exporter.prepare.PROCESS_CACHES.revocation``).
 """
 
 from __future__ import annotations
@@ -309,24 +311,30 @@ def _issuer_key_hash(issuer: x509.Certificate) -> str:
 # --- caches ----------------------------------------------------------------------------
 
 
-_RESULTS: ByteLRU[Verdict] = lru.budgeted("ocsp", CACHE_SIZE)  # (issuer key hash, serial, method)
-_CRLS: ByteLRU[LoadedCRL] = lru.budgeted("crls", CRL_CACHE_SIZE)  # (CRL URL, proxy, policy)
-# Fetches in flight, by what makes them identical (URL, body, proxy, policy): shared by all.
-_IN_FLIGHT: dict[Hashable, asyncio.Task[Any]] = {}
+class RevocationCache:
+    """What revocation checks remember between probes: verified answers, downloaded CRLs and
+    the fetches in flight. One per process (ssl_exporter.prepare.Caches), handed to every
+    load, so a reload keeps them as it always did; a test makes its own for fresh state."""
 
+    def __init__(self) -> None:
+        self.results: ByteLRU[Verdict] = lru.budgeted("ocsp", CACHE_SIZE)  # (issuer key hash, serial, method)
+        self.crls: ByteLRU[LoadedCRL] = lru.budgeted("crls", CRL_CACHE_SIZE)  # (CRL URL, proxy, policy)
+        # Fetches in flight, by what makes them identical (URL, body, proxy, policy): shared by all.
+        self.in_flight: dict[Hashable, asyncio.Task[Any]] = {}
 
-def clear_cache() -> None:
-    _RESULTS.clear()
-    _CRLS.clear()
-    _IN_FLIGHT.clear()
+    def clear(self) -> None:
+        self.results.clear()
+        self.crls.clear()
+        self.in_flight.clear()
 
+    def keep(self, key: tuple[str, int, str], verdict: Verdict, now: float) -> None:
+        """Keep a verified answer until its nextUpdate (or cache_until).
 
-def _cache_result(key: tuple[str, int, str], verdict: Verdict, now: float) -> None:
-    # Only verified answers with a nextUpdate are kept; without one, RFC 5019 says newer
-    # information is always available, and an unknown answer is worth asking again.
-    until = verdict.next_update if verdict.next_update is not None else verdict.cache_until
-    if verdict.status != "unknown" and until is not None and until > now:
-        _RESULTS.put(key, verdict, _verdict_size(verdict), until)
+        Only verified answers with a nextUpdate are kept; without one, RFC 5019 says newer
+        information is always available, and an unknown answer is worth asking again."""
+        until = verdict.next_update if verdict.next_update is not None else verdict.cache_until
+        if verdict.status != "unknown" and until is not None and until > now:
+            self.results.put(key, verdict, _verdict_size(verdict), until)
 
 
 def _verdict_size(verdict: Verdict) -> int:
@@ -617,7 +625,8 @@ async def _fetch(url: str, limit: int, proxy: str | None, policy: Policy | None,
         raise _FetchFailed(f"{url}: {type(exc).__name__}: {shorten(exc)}") from None
 
 
-async def _shared_fetch(key: Hashable, budget: float, start: Callable[[], Awaitable[Any]]) -> Any:
+async def _shared_fetch(in_flight: dict[Hashable, asyncio.Task[Any]], key: Hashable, budget: float,
+                        start: Callable[[], Awaitable[Any]]) -> Any:
     """``start()``'s result, shared by every caller with the same ``key`` while it runs.
 
     Forty probes that need the same CRL at the same moment make one download. The work runs
@@ -625,18 +634,18 @@ async def _shared_fetch(key: Hashable, budget: float, start: Callable[[], Awaita
     (its own deadline) does not cancel it for the others.
     """
     loop = asyncio.get_running_loop()
-    task = _IN_FLIGHT.get(key)
+    task = in_flight.get(key)
     if task is None or task.get_loop() is not loop:
         async def bounded() -> Any:
             async with asyncio.timeout(budget):
                 return await start()
 
         task = asyncio.ensure_future(bounded())
-        _IN_FLIGHT[key] = task
+        in_flight[key] = task
 
         def forget(done: asyncio.Task[Any], key: Hashable = key) -> None:
-            if _IN_FLIGHT.get(key) is done:
-                del _IN_FLIGHT[key]
+            if in_flight.get(key) is done:
+                del in_flight[key]
             if not done.cancelled():
                 done.exception()  # retrieved: a failure nobody waited for is not logged as lost
 
@@ -668,7 +677,8 @@ def _refused(url: str, exc: TargetRefused) -> Verdict:
     return _unknown("refused_by_policy", f"{url}: {exc.message}")
 
 
-async def _ask_ocsp(subject: Subject, proxy: str | None, policy: Policy | None, budget: float) -> Verdict:
+async def _ask_ocsp(cache: RevocationCache, subject: Subject, proxy: str | None, policy: Policy | None,
+                    budget: float) -> Verdict:
     assert subject.issuer is not None
     urls = _http_urls(ocsp_urls(subject.cert))
     if not urls:
@@ -682,7 +692,7 @@ async def _ask_ocsp(subject: Subject, proxy: str | None, policy: Policy | None, 
             verdict = refused
             continue
         try:
-            der = await _shared_fetch(("ocsp", url, request, proxy, policy), budget,
+            der = await _shared_fetch(cache.in_flight, ("ocsp", url, request, proxy, policy), budget,
                                       partial(_fetch, url, MAX_OCSP_BYTES, proxy, policy, body=request))
         except _FetchFailed as exc:
             verdict = _unknown("fetch_failed", str(exc))
@@ -700,8 +710,8 @@ async def _download_crl(url: str, proxy: str | None, policy: Policy | None) -> L
     return await asyncio.to_thread(_load_crl, data)
 
 
-async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, policy: Policy | None,
-                   budget: float) -> Verdict:
+async def _ask_crl(cache: RevocationCache, subject: Subject, proxy: str | None, files: CRLFiles | None,
+                   policy: Policy | None, budget: float) -> Verdict:
     assert subject.issuer is not None
     issuer = subject.issuer
     verdicts = []
@@ -717,10 +727,11 @@ async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, 
             verdicts.append(refused)
             continue
         key = (url, proxy, policy)
-        crl = _CRLS.get(key, time.time())
+        crl = cache.crls.get(key, time.time())
         if crl is None:
             try:
-                crl = await _shared_fetch(("crl", *key), budget, partial(_download_crl, url, proxy, policy))
+                crl = await _shared_fetch(cache.in_flight, ("crl", *key), budget,
+                                          partial(_download_crl, url, proxy, policy))
             except _FetchFailed as exc:
                 verdicts.append(_unknown("fetch_failed", str(exc)))
                 continue
@@ -737,8 +748,8 @@ async def _ask_crl(subject: Subject, proxy: str | None, files: CRLFiles | None, 
             if until is None:
                 until = fetched + CRL_TTL_WITHOUT_NEXT_UPDATE
                 verdict = replace(verdict, cache_until=until)
-            if key not in _CRLS:
-                _CRLS.put(key, crl, crl.size, until)
+            if key not in cache.crls:
+                cache.crls.put(key, crl, crl.size, until)
         verdicts.append(replace(verdict, detail=f"{url}: {verdict.detail}" if verdict.detail else url))
     if not verdicts:
         return _unknown("no_responder", "no http:// CRL distribution point and no configured CRL file "
@@ -782,6 +793,7 @@ async def check(
     placed: Sequence[tuple[str, CertInfo]],
     methods: Sequence[str],
     deadline: float,
+    cache: RevocationCache,
     *,
     crl_files: CRLFiles | None = None,
     proxy: str | None = None,
@@ -794,7 +806,8 @@ async def check(
     did not verify nothing is fetched: the URLs in the certificates come from whoever
     answered, and fetching them would let a server steer the exporter's requests (and read
     their outcome back). Those checks are ``unverified_chain``; a stapled response, which
-    needs no fetch, is still checked.
+    needs no fetch, is still checked. ``cache`` holds what earlier probes learnt (the
+    process's, through the module: ``module.caches.revocation``).
     """
     loop = asyncio.get_running_loop()
     staple = getattr(outcome, "ocsp_staple", None)
@@ -824,7 +837,7 @@ async def check(
             # Answers from the module's own CRL files are not cached: the files are read anew
             # when they change, and they must not leak into modules that do not name them.
             cacheable = not (method == "crl" and crl_files)
-            cached = _RESULTS.get(key, time.time()) if cacheable else None
+            cached = cache.results.get(key, time.time()) if cacheable else None
             if cached is not None:
                 note(f"revocation: position {subject.position} {method} from cache")
                 jobs[subject.position, method] = cached
@@ -833,11 +846,12 @@ async def check(
 
     pending = {k: v for k, v in jobs.items() if isinstance(v, tuple)}
     if pending:
-        verdicts = await _run_fetches(pending, deadline - DEADLINE_MARGIN - loop.time(), crl_files, proxy, policy)
+        budget = deadline - DEADLINE_MARGIN - loop.time()
+        verdicts = await _run_fetches(cache, pending, budget, crl_files, proxy, policy)
         now = time.time()
         for job, verdict in verdicts.items():
             if pending[job][0] is not None:
-                _cache_result(pending[job][0], verdict, now)
+                cache.keep(pending[job][0], verdict, now)
             jobs[job] = verdict
     checks = []
     for (position, method), verdict in jobs.items():
@@ -851,15 +865,16 @@ async def check(
     return Report(tuple(checks), stapled)
 
 
-async def _run_fetches(pending: dict[tuple[str, str], Any], budget: float, crl_files: CRLFiles | None,
-                       proxy: str | None, policy: Policy | None = None) -> dict[tuple[str, str], Verdict]:
+async def _run_fetches(cache: RevocationCache, pending: dict[tuple[str, str], Any], budget: float,
+                       crl_files: CRLFiles | None, proxy: str | None,
+                       policy: Policy | None = None) -> dict[tuple[str, str], Verdict]:
     """Run the network checks concurrently; what is not done within ``budget`` is a timeout."""
     timed_out = _unknown("timeout", f"no answer within the probe's deadline ({max(budget, 0):.2f}s left)")
     if budget <= 0:
         return dict.fromkeys(pending, timed_out)
     results: dict[tuple[str, str], Verdict] = {}
-    outcomes = await run_within({job: _ask_ocsp(subject, proxy, policy, budget) if method == "ocsp"
-                                 else _ask_crl(subject, proxy, crl_files, policy, budget)
+    outcomes = await run_within({job: _ask_ocsp(cache, subject, proxy, policy, budget) if method == "ocsp"
+                                 else _ask_crl(cache, subject, proxy, crl_files, policy, budget)
                                  for job, (_key, subject, method) in pending.items()}, budget)
     for job, outcome in outcomes.items():
         if outcome is None or isinstance(outcome, TimeoutError):  # TimeoutError: a shared fetch's own bound

@@ -76,6 +76,7 @@ class Exporter:
         self.max_concurrent = max_concurrent  # 0: no limit
         self.active = 0
         self.history = history if history is not None else History()
+        self.caches = prepare.PROCESS_CACHES  # what probes and answers remember; every load gets it
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -263,12 +264,13 @@ ENCODE_IN_THREAD_ABOVE = 64
 _ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ssl-exporter-encode")
 
 
-async def encode_answer(result: ProbeResult, accept_header: str | None) -> tuple[bytes, str]:
+async def encode_answer(result: ProbeResult, accept_header: str | None,
+                        cert_lines: metrics.CertLines | None = None) -> tuple[bytes, str]:
     """The probe's answer; its ssl_probe_duration_seconds includes rendering it."""
     begin = time.perf_counter()
 
     def render() -> tuple[bytes, str]:
-        families = metrics.probe_families(result, lambda: time.perf_counter() - begin)
+        families = metrics.probe_families(result, lambda: time.perf_counter() - begin, cert_lines)
         return metrics.encode(families, accept_header)
 
     if len(result.certs) <= ENCODE_IN_THREAD_ABOVE:
@@ -334,7 +336,8 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics",
             return web.Response(status=503, text=f"too many probes: {exc}\n")
         if request.query.get("debug", "").lower() == "true":
             return web.Response(text=debug_text(record), headers={"X-Content-Type-Options": "nosniff"})
-        body, content_type = await encode_answer(record.result, request.headers.get("Accept"))
+        body, content_type = await encode_answer(record.result, request.headers.get("Accept"),
+                                                 exporter.caches.cert_lines)
         return _raw(body, content_type)
 
     async def probe_log(request: web.Request) -> web.Response:

@@ -397,11 +397,11 @@ async def test_a_port_rule_lets_one_service_through_a_denied_range(tmp_path: Pat
 
 
 async def test_revocation_urls_at_the_local_host_are_not_fetched(tmp_path: Path, tls_port, pki: PKI) -> None:
-    from ssl_exporter import revocation
+    from ssl_exporter import prepare
     from tests.pki import make_root
     from tests.servers import ocsp as rev
 
-    revocation.clear_cache()
+    prepare.PROCESS_CACHES.revocation.clear()
     root = make_root("Policy Revocation Root")
     inter = rev.issue(root, "Policy Revocation Intermediate", ca=True)
     (tmp_path / "root.pem").write_bytes(root.pem)

@@ -24,7 +24,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.registry import CollectorRegistry
 
-from ssl_exporter import metrics
+from ssl_exporter import lru, metrics
 from ssl_exporter.certs import parse_der
 from ssl_exporter.result import (
     AddressResult,
@@ -152,7 +152,10 @@ def test_rich_answer_holds_what_the_comparison_needs() -> None:
 def test_encoding_twice_gives_the_same_bytes() -> None:
     """Cached lines and headers give the bytes a first rendering gives."""
     result = _rich_result()
+    lines: metrics.CertLines = lru.budgeted("cert_lines")
     for accept in (None, OPENMETRICS, None):
-        first, _ = metrics.encode(metrics.probe_families(result), accept)
-        again, _ = metrics.encode(metrics.probe_families(result), accept)
+        first, _ = metrics.encode(metrics.probe_families(result, cert_lines=lines), accept)
+        again, _ = metrics.encode(metrics.probe_families(result, cert_lines=lines), accept)
         assert first == again
+        assert metrics.encode(metrics.probe_families(result), accept)[0] == first  # no cache: the same bytes
+    assert len(lines) == 4  # positions 0, 1, 3 and the client certificate, rendered once each

@@ -522,9 +522,9 @@ async def test_a_large_answer_is_rendered_off_the_loop_and_counted_in_the_durati
     threads: list[str] = []
     original = metrics.probe_families
 
-    def spy(result: ProbeResult, answer_time: object = None) -> list[object]:
+    def spy(result: ProbeResult, answer_time: object = None, cert_lines: object = None) -> list[object]:
         threads.append(threading.current_thread().name)
-        families = original(result, answer_time)  # type: ignore[arg-type]
+        families = original(result, answer_time, cert_lines)  # type: ignore[arg-type]
         time.sleep(0.3)  # stands for rendering a very large answer
         return families  # type: ignore[return-value]
 

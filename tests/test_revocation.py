@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
@@ -28,6 +28,10 @@ from cryptography.x509 import ocsp
 from ssl_exporter import config, lru, prepare, revocation, stapling, tls
 from ssl_exporter.der import tlv
 from ssl_exporter.errors import classify
+from ssl_exporter.probers import PROBERS
+from ssl_exporter.probers.base import run_probe
+from ssl_exporter.server import Exporter, make_app
+from ssl_exporter.targets import parse_target
 from tests.conftest import Samples, probe, serve_exporter
 from tests.pki import DAY, NOW, Cert, make_cert, make_root
 from tests.servers import ocsp as rev
@@ -59,7 +63,7 @@ def rpki(tmp_path_factory: pytest.TempPathFactory) -> RevPKI:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    revocation.clear_cache()
+    prepare.PROCESS_CACHES.revocation.clear()
 
 
 @asynccontextmanager
@@ -180,14 +184,14 @@ async def test_ocsp_delegated_responder_needs_the_ocsp_signing_usage(tmp_path: P
         good = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
     assert status(good, "0", "ocsp") == ("good", "")
 
-    revocation.clear_cache()
+    prepare.PROCESS_CACHES.revocation.clear()
     no_eku = rev.responder_cert(rpki.inter, "Not A Responder", ocsp_signing=False)
     with rev.openssl_responder(tmp_path / "no-eku", rpki.inter, no_eku, [rev.Entry(leaf)], port=port):
         bad = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
     assert status(bad, "0", "ocsp") == ("unknown", "bad_signature")
 
     # A responder with the right usage but certified by another CA is not authorized either.
-    revocation.clear_cache()
+    prepare.PROCESS_CACHES.revocation.clear()
     foreign = rev.responder_cert(make_root("Foreign Root"), "Foreign Responder")
     with rev.openssl_responder(tmp_path / "foreign", rpki.inter, foreign, [rev.Entry(leaf)], port=port):
         other = (await probe_chain(tmp_path, rpki, leaf, m=module(rpki, revocation={"methods": ["ocsp"]})))["m"]
@@ -555,16 +559,17 @@ def test_ocsp_answer_within_clock_skew_is_fresh(rpki: RevPKI) -> None:
 def test_caches_are_bounded_in_bytes_and_expire() -> None:
     """One shared LRU helper (ssl_exporter.lru), bounded in bytes as well as entries, on the
     one --cache.max-bytes budget (64 MiB of CRLs at the default)."""
-    assert (revocation._RESULTS.max_bytes, revocation._RESULTS.max_entries) == (lru.share("ocsp"), 10_000)
-    assert (revocation._CRLS.max_bytes, revocation._CRLS.max_entries) == (lru.share("crls"), 32)
-    assert {revocation._RESULTS, revocation._CRLS} <= set(lru.caches())  # resized with the budget
+    cache = prepare.PROCESS_CACHES.revocation
+    assert (cache.results.max_bytes, cache.results.max_entries) == (lru.share("ocsp"), 10_000)
+    assert (cache.crls.max_bytes, cache.crls.max_entries) == (lru.share("crls"), 32)
+    assert {cache.results, cache.crls} <= set(lru.caches())  # resized with the budget
     assert int(lru.DEFAULT_BUDGET * lru.SHARES["crls"]) == 64 * 2**20
     verdict = revocation.Verdict("good", next_update=100.0)
-    revocation._cache_result(("k", 1, "ocsp"), verdict, now=50.0)
-    assert revocation._RESULTS.get(("k", 1, "ocsp"), now=99.0) == verdict
-    assert revocation._RESULTS.get(("k", 1, "ocsp"), now=100.0) is None  # expired at its nextUpdate
-    revocation._cache_result(("k", 2, "ocsp"), revocation.Verdict("good"), now=50.0)
-    assert ("k", 2, "ocsp") not in revocation._RESULTS  # no nextUpdate, no cache_until: asked again
+    cache.keep(("k", 1, "ocsp"), verdict, now=50.0)
+    assert cache.results.get(("k", 1, "ocsp"), now=99.0) == verdict
+    assert cache.results.get(("k", 1, "ocsp"), now=100.0) is None  # expired at its nextUpdate
+    cache.keep(("k", 2, "ocsp"), revocation.Verdict("good"), now=50.0)
+    assert ("k", 2, "ocsp") not in cache.results  # no nextUpdate, no cache_until: asked again
 
 
 def test_module_without_revocation_is_unchanged() -> None:
@@ -675,8 +680,8 @@ async def test_a_crl_without_next_update_is_kept_for_a_documented_time(tmp_path:
     key = (url, None, None)
     ttl = revocation.CRL_TTL_WITHOUT_NEXT_UPDATE
     assert ttl == 900
-    assert revocation._CRLS.get(key, now=before + ttl - 60) is not None
-    assert revocation._CRLS.get(key, now=time.time() + ttl + 1) is None
+    assert prepare.PROCESS_CACHES.revocation.crls.get(key, now=before + ttl - 60) is not None
+    assert prepare.PROCESS_CACHES.revocation.crls.get(key, now=time.time() + ttl + 1) is None
 
 
 async def test_crls_held_are_bounded_in_bytes(tmp_path: Path, rpki: RevPKI, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -688,7 +693,7 @@ async def test_crls_held_are_bounded_in_bytes(tmp_path: Path, rpki: RevPKI, monk
             server.routes[f"/{i}.crl"] = rev.crl(rpki.inter, next_update=NOW + DAY)
         size = 2 * len(server.routes["/0.crl"])  # type: ignore[arg-type]
         budget = ByteLRU(2 * size + size // 2)  # room for two
-        monkeypatch.setattr(revocation, "_CRLS", budget)
+        monkeypatch.setattr(prepare.PROCESS_CACHES.revocation, "crls", budget)
         m = module(rpki, revocation={"methods": ["crl"]})
         for leaf in leaves:
             assert status((await probe_chain(tmp_path, rpki, leaf, m=m))["m"], "0", "crl") == ("good", "")
@@ -755,3 +760,54 @@ async def test_a_configured_crl_file_is_verified_once_not_on_every_probe(
                 results.append(await probe(client, f"127.0.0.1:{port}", hostname=HOST, module="m"))
     assert [status(s, "0", "crl") for s in results] == [("good", ""), ("good", ""), ("revoked", "")]
     assert verified == ["CN=Revocation Intermediate"]
+
+
+# --- who owns the caches (issue 14) --------------------------------------------------------
+
+
+async def test_each_caches_instance_remembers_for_itself(tmp_path: Path, rpki: RevPKI) -> None:
+    """Revocation answers, CRLs and parsed certificates live in a prepare.Caches, not in module
+    globals: a probe with a fresh Caches downloads the CRL and parses the chain again, a
+    second probe with the same one is answered from it."""
+    with rev.http_server() as server:
+        url = server.url("/owned.crl")
+        server.routes["/owned.crl"] = rev.crl(rpki.inter, next_update=NOW + DAY)
+        leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=url)
+        cert_path, key_path = leaf.write(tmp_path, "leaf", (rpki.inter,))
+        text = yaml.safe_dump({"modules": {"m": module(rpki, revocation={"methods": ["crl"]})}})
+        first, second = prepare.Caches(), prepare.Caches()
+        with pytls.tls_server(cert_path, key_path) as (port, _server):
+            for caches, downloads in ((first, 1), (first, 1), (second, 2)):
+                prepared = prepare.load_text(text, "c.yml", caches=caches).modules["m"]
+                result = await run_probe(PROBERS["tcp"], prepared, parse_target(f"127.0.0.1:{port}", 443), HOST, 5.0)
+                assert [(c.position, c.status) for c in result.revocation if c.method == "crl"][0] == ("0", "good")
+                assert server.requests == ["/owned.crl"] * downloads
+    for caches in (first, second):
+        assert len(caches.revocation.crls) == 1 and caches.revocation.in_flight == {}
+        assert caches.presented.peek(leaf.der) is not None
+    assert first.presented.peek(leaf.der) is not second.presented.peek(leaf.der)
+    assert leaf.der not in prepare.PROCESS_CACHES.presented and len(prepare.PROCESS_CACHES.revocation.crls) == 0
+
+
+async def test_the_process_caches_survive_a_reload(tmp_path: Path, rpki: RevPKI) -> None:
+    """The exporter hands prepare.PROCESS_CACHES to every load: after a reload a verified
+    answer is still remembered, and the CRL is not downloaded again."""
+    with rev.http_server() as server:
+        url = server.url("/kept.crl")
+        server.routes["/kept.crl"] = rev.crl(rpki.inter, next_update=NOW + DAY)
+        leaf = rev.issue(rpki.inter, HOST, dns=(HOST,), crl_url=url)
+        cert_path, key_path = leaf.write(tmp_path, "leaf", (rpki.inter,))
+        config_path = tmp_path / "config.yml"
+        config_path.write_text(yaml.safe_dump({"modules": {"m": module(rpki, revocation={"methods": ["crl"]})}}))
+        exporter = Exporter(str(config_path))
+        before = exporter.config
+        async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as client:
+            with pytls.tls_server(cert_path, key_path) as (port, _server):
+                assert status(await probe(client, f"127.0.0.1:{port}", hostname=HOST, module="m"), "0", "crl") == \
+                    ("good", "")
+                assert (await client.post("/-/reload")).status == 200
+                assert exporter.config is not before
+                assert exporter.config.modules["m"].caches is exporter.caches is prepare.PROCESS_CACHES
+                assert status(await probe(client, f"127.0.0.1:{port}", hostname=HOST, module="m"), "0", "crl") == \
+                    ("good", "")
+    assert server.requests == ["/kept.crl"]

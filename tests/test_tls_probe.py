@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ssl_exporter import describe, metrics, tls
+from ssl_exporter import certs, describe, metrics, tls
 from ssl_exporter.probers.base import ProbeRecorder
 from ssl_exporter.probers.tcp import _analyse
 from tests.conftest import PKI, Samples, probe
@@ -415,7 +415,7 @@ def test_unparsable_presented_certificate_keeps_the_positions_of_the_others(pki:
                                    verify_code=20, verify_message="unable to get local issuer certificate",
                                    version="TLS 1.3", cipher="TLS_AES_256_GCM_SHA384", dropped_certs=0)
     rec = ProbeRecorder()
-    _analyse(rec, outcome, HOST)
+    _analyse(rec, outcome, HOST, certs.new_presented_cache())
     result = rec.result()
     assert [(position, cert.der) for position, cert in result.placed_certs()] == [
         ("1", pki.inter.der), ("2", pki.root.der)]

@@ -18,6 +18,7 @@ from ssl_exporter import caa, chainverify, legacy, resolve, revocation, stapling
 from ssl_exporter.certs import CertificateError, distinct, matches_hostname, parse_der
 from ssl_exporter.config import TCPConfig
 from ssl_exporter.errors import POLICY_REASONS, ProbeFailure, classify, verify_reason
+from ssl_exporter.lru import ByteLRU
 from ssl_exporter.prepare import PreparedModule as Module
 from ssl_exporter.printable import describe
 from ssl_exporter.probers.base import EXPECTED_ERRORS, Prober, ProbeRecorder
@@ -137,7 +138,7 @@ async def _probe_connection(rec: ProbeRecorder, module: Module, target: Target, 
         await _fallback_handshake(rec, module, open_stream, sni, server_name)
         return
     with rec.phase("verify"):
-        _analyse(rec, outcome, server_name)
+        _analyse(rec, outcome, server_name, module.caches.presented)
     # Revocation and legacy TLS versions (docs/revocation.md), on connections of their own.
     if module.revocation is not None or module.legacy_versions:
         await _depth_checks(rec, module, outcome, open_stream, None if _is_ip(server_name) else server_name)
@@ -243,10 +244,11 @@ async def _fallback_handshake(rec: ProbeRecorder, module: Module, open_stream: l
         else:
             outcome = dataclasses.replace(outcome, verified=verdict.verified, tried=verdict.tried,
                                           verify_code=verdict.verify_code, verify_message=verdict.verify_message)
-        _analyse(rec, outcome, name, fallback=True)
+        _analyse(rec, outcome, name, module.caches.presented, fallback=True)
 
 
-def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, fallback: bool = False) -> None:
+def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, presented: ByteLRU[CertInfo],
+             fallback: bool = False) -> None:
     """Record the certificates and verdicts of a completed handshake (ssl_exporter.success
     decides from them whether the probe succeeded).
 
@@ -269,7 +271,7 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, fallb
     positions: list[str] = []  # in the presented order, so a certificate we cannot parse keeps its place
     for index, der in enumerate(distinct(outcome.presented)):
         try:
-            certs.append(parse_der(der))
+            certs.append(parse_der(der, presented=presented))
         except CertificateError as exc:
             rec.fail("verify", "bad_certificate", f"position {index}: {exc}")
             continue
@@ -283,14 +285,14 @@ def _analyse(rec: ProbeRecorder, outcome: tls.HandshakeOutcome, name: str, fallb
         # OpenSSL accepts some certificates that cryptography refuses (a PrintableString
         # holding "*" or "@"); such a certificate was reported above as bad_certificate,
         # and the verified path's expiry is then unknown rather than guessed from the rest.
-        verified = [_parse_or_none(der) for der in outcome.verified or []]
+        verified = [_parse_or_none(der, presented) for der in outcome.verified or []]
         known = [c for c in verified if c is not None]
         if known and len(known) == len(verified):
             rec.verified_chain_expiry = min(c.not_after for c in known)
         rec.note("chain verified: " + " <- ".join(
             (c.subject_cn or c.subject) if c else "(unreadable)" for c in verified))
     elif chain_known:
-        last_is_ca = _last_is_ca(outcome.tried)
+        last_is_ca = _last_is_ca(outcome.tried, presented)
         reason = verify_reason(outcome.verify_code or 0, last_is_ca)
         rec.fail("verify", reason, f"OpenSSL: {outcome.verify_message} (code {outcome.verify_code})")
 
@@ -350,6 +352,7 @@ async def _revocation(rec: ProbeRecorder, module: Module, outcome: tls.Handshake
     assert rec.deadline is not None and config is not None, "run_probe sets the deadline"
     try:
         report = await revocation.check(outcome, placed(rec.certs, rec.positions), config.methods, rec.deadline,
+                                        module.caches.revocation,
                                         crl_files=module.crl_store, proxy=module.tcp.proxy_url,
                                         policy=module.policy, note=rec.note)
     except Exception as exc:
@@ -362,15 +365,15 @@ async def _revocation(rec: ProbeRecorder, module: Module, outcome: tls.Handshake
         rec.fail("verify", "revoked", report.revoked_detail())
 
 
-def _parse_or_none(der: bytes) -> CertInfo | None:
+def _parse_or_none(der: bytes, presented: ByteLRU[CertInfo]) -> CertInfo | None:
     try:
-        return parse_der(der)
+        return parse_der(der, presented=presented)
     except CertificateError:
         return None
 
 
-def _last_is_ca(tried: list[bytes]) -> bool:
-    last = _parse_or_none(tried[-1]) if tried else None
+def _last_is_ca(tried: list[bytes], presented: ByteLRU[CertInfo]) -> bool:
+    last = _parse_or_none(tried[-1], presented) if tried else None
     return last is not None and last.is_ca
 
 
