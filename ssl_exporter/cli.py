@@ -13,7 +13,6 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -218,21 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     if pool is not None:
         pool.fork_zygote()  # before asyncio.run: no thread, no event loop yet
     try:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=workers.event_loop_factory()) as runner:
             runner.run(serve(exporter, args, web_config))
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop where it is installed (less CPU per probe, docs/performance.md), else
-    None: asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 async def serve(exporter: Exporter, args: argparse.Namespace,

@@ -55,6 +55,11 @@ LOAD_TIMEOUT = 30.0
 EXIT_TIMEOUT = 5.0
 # Committed generations a worker keeps: a probe that began just before a reload still finds its own.
 KEPT_GENERATIONS = 3
+# A worker that has not answered a probe this long after its timeout is stuck (stopped,
+# its loop blocked): the probe fails rather than hang.
+ANSWER_GRACE = 1.0
+# How long forking a worker may block the event loop before the zygote counts as gone.
+SPAWN_TIMEOUT = 5.0
 # A worker that keeps dying is forked again after a delay doubling up to this.
 MAX_RESTART_DELAY = 10.0
 _LENGTH = struct.Struct("!I")
@@ -135,6 +140,7 @@ class Zygote:
         their_control.close()
         their_exits.close()
         self.pid = pid
+        control.settimeout(SPAWN_TIMEOUT)  # a stopped zygote must not freeze the event loop
         self.control = control
         self.exits = exits
 
@@ -218,9 +224,20 @@ def _zygote_main(control: socket.socket, exits: socket.socket) -> None:
 # --- a worker ---------------------------------------------------------------------------
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (less CPU per probe, docs/performance.md), else
+    None: asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _worker_process(sock: socket.socket, index: int, budget: int) -> None:
     lru.set_budget(budget)
-    asyncio.run(_serve_parent(sock, index))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # the parent's loop kind
+        runner.run(_serve_parent(sock, index))
 
 
 async def _serve_parent(sock: socket.socket, index: int) -> None:
@@ -229,8 +246,14 @@ async def _serve_parent(sock: socket.socket, index: int) -> None:
     running: dict[int, asyncio.Task[None]] = {}
 
     def send(message: tuple[Any, ...]) -> None:
-        if not writer.is_closing():
-            writer.write(_frame(message))
+        if writer.is_closing():
+            return
+        try:
+            frame = _frame(message)
+        except Exception as exc:  # an answer that cannot be sent is still an answer: the error
+            frame = _frame(("error", message[1], f"cannot send the answer: {type(exc).__name__}: "
+                                                 f"{yamlrules.clip(str(exc))}"))
+        writer.write(frame)
 
     async def probe(probe_id: int, module: prepare.PreparedModule, target: Any, server_name: str,
                     timeout: float) -> None:
@@ -250,7 +273,7 @@ async def _serve_parent(sock: socket.socket, index: int) -> None:
         finally:
             running.pop(probe_id, None)
 
-    async def load_config(generation: int, source: ConfigText) -> None:
+    async def load_config(generation: int, source: ConfigText, keep: tuple[int, ...]) -> None:
         try:
             cfg = await asyncio.to_thread(load, source)
         except config.ConfigError as exc:
@@ -260,8 +283,9 @@ async def _serve_parent(sock: socket.socket, index: int) -> None:
             send(("loaded", generation, f"internal error: {type(exc).__name__}: {yamlrules.clip(str(exc))}"))
             return
         configs[generation] = cfg
-        for old in sorted(configs)[:-KEPT_GENERATIONS]:
-            del configs[old]
+        for old in list(configs):  # the parent says which are still in use (committed)
+            if old != generation and old not in keep:
+                del configs[old]
         send(("loaded", generation, None))
 
     loads: set[asyncio.Task[None]] = set()
@@ -280,7 +304,7 @@ async def _serve_parent(sock: socket.socket, index: int) -> None:
             if task is not None:
                 task.cancel()
         elif kind == "load":
-            load_task = asyncio.create_task(load_config(message[1], message[2]))
+            load_task = asyncio.create_task(load_config(message[1], message[2], message[3]))
             loads.add(load_task)
             load_task.add_done_callback(loads.discard)
         elif kind == "stop":
@@ -327,11 +351,12 @@ class _Worker:
             raise WorkerGone(f"worker {self.index} (pid {self.pid}) is gone")
         self.writer.write(_frame(message))
 
-    async def load(self, generation: int, source: ConfigText) -> str | None:
+    async def load(self, generation: int, source: ConfigText, keep: tuple[int, ...]) -> str | None:
+        """Have it load ``generation`` and keep only ``keep`` (the committed ones) besides."""
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.loads[generation] = future
         try:
-            self.send(("load", generation, source))
+            self.send(("load", generation, source, keep))
             return await asyncio.wait_for(asyncio.shield(future), LOAD_TIMEOUT)
         except TimeoutError:
             self.kill()  # stuck: replaced by a fresh worker that loads the config in use
@@ -342,18 +367,23 @@ class _Worker:
             self.loads.pop(generation, None)
 
     async def _read_answers(self, reader: asyncio.StreamReader) -> None:
-        while (message := await _read(reader)) is not None:
-            if message[0] == "loaded":
-                future = self.loads.get(message[1])
-                if message[2] is None:
-                    self.loaded = max(self.loaded, message[1])
-                if future is not None and not future.done():
-                    future.set_result(message[2])
-                continue
-            waiter = self.pending.pop(message[1], None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(message)
-        self.lost()
+        try:
+            while (message := await _read(reader)) is not None:
+                if message[0] == "loaded":
+                    future = self.loads.get(message[1])
+                    if message[2] is None:
+                        self.loaded = max(self.loaded, message[1])
+                    if future is not None and not future.done():
+                        future.set_result(message[2])
+                    continue
+                waiter = self.pending.pop(message[1], None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
+        except Exception:  # an answer we cannot read: the worker is no use any more
+            log.exception("unreadable answer from a worker", extra={"fields": {"worker": self.index}})
+            self.kill()  # reported by the zygote, then forked again
+        finally:
+            self.lost()
 
     def lost(self) -> None:
         """Its socket ended: every probe and load waiting on it gets an answer now."""
@@ -414,15 +444,23 @@ class Pool:
         source = self._staged.pop(id(cfg))
         generation = self._next_generation
         self._next_generation += 1
-        live = [w for w in self.workers if w is not None and not w.gone]
-        errors = await asyncio.gather(*(w.load(generation, source) for w in live))
+        live = [w for w in self.workers if w is not None and not w.gone and w.writer is not None]
+        keep = self._committed()
+        errors = await asyncio.gather(*(w.load(generation, source, keep) for w in live))
         for worker, error in zip(live, errors, strict=True):
             if error is not None:
                 raise config.ConfigError(f"worker {worker.index}: {error}")
         self._generations.append((generation, cfg, source))
         del self._generations[:-KEPT_GENERATIONS]
-        for worker in live:  # the ones that started meanwhile catch up in _start_worker
-            worker.ready = not worker.gone and worker.loaded >= generation
+        for each in self.workers:
+            if each is None or each.gone:
+                continue
+            each.ready = each.loaded >= generation
+            if each not in live and not each.ready:  # started during this load: catch up
+                self._spawn(self._load_latest(each))
+
+    def _committed(self) -> tuple[int, ...]:
+        return tuple(generation for generation, _, _ in self._generations)
 
     # life ---------------------------------------------------------------------------
 
@@ -444,11 +482,13 @@ class Pool:
         exits_reader, self._exits_writer = await asyncio.open_connection(sock=self.zygote.exits)
         self._spawn(self._watch_exits(exits_reader))
         base.runner = self.execute  # probes run here until a worker is ready
-        # In the background: the exporter is ready before its workers have loaded the config.
-        self._spawn(self._start_all())
+        # Forked now, so that their sockets count among the descriptors in use; they load the
+        # config in the background: the exporter is ready before its workers are.
+        forked = [self._fork(index) for index in range(self.size)]
+        self._spawn(self._start_all(forked))
 
-    async def _start_all(self) -> None:
-        await asyncio.gather(*(self._start_worker(index) for index in range(self.size)))
+    async def _start_all(self, forked: list[tuple[int, socket.socket] | None]) -> None:
+        await asyncio.gather(*(self._start_worker(index, fork) for index, fork in enumerate(forked)))
         log.info("workers started", extra={"fields": {
             "workers": self.size, "pids": ",".join(str(w.pid) for w in self.workers if w is not None)}})
 
@@ -478,24 +518,32 @@ class Pool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start_worker(self, index: int) -> None:
+    def _fork(self, index: int) -> tuple[int, socket.socket] | None:
         assert self.zygote is not None
         try:
-            pid, sock = self.zygote.spawn(index, self.worker_budget)
+            return self.zygote.spawn(index, self.worker_budget)
         except OSError as exc:  # the zygote is gone (killed): probes run in this process from now on
             log.error("cannot start a worker; its probes run in the main process", extra={"fields": {
                 "worker": index, "err": exc.strerror or str(exc)}, "rate_limited": True})
+            return None
+
+    async def _start_worker(self, index: int, forked: tuple[int, socket.socket] | None = None) -> None:
+        forked = forked or self._fork(index)
+        if forked is None:
             return
-        worker = _Worker(index, pid, sock)
-        self.workers[index] = worker
+        worker = _Worker(index, *forked)
         await worker.connect()
-        # Load the generation in use, and again if a reload committed another meanwhile.
+        self.workers[index] = worker  # connected: a reload from now on includes it
+        await self._load_latest(worker)
+
+    async def _load_latest(self, worker: _Worker) -> None:
+        """Load the generation in use, and again if a reload committed another meanwhile."""
         while self._generations and not worker.gone:
             generation, _, source = self._generations[-1]
-            error = await worker.load(generation, source)
+            error = await worker.load(generation, source, self._committed())
             if error is not None:
                 log.error("worker cannot load the configuration", extra={"fields": {
-                    "worker": index, "pid": pid, "err": error}})
+                    "worker": worker.index, "pid": worker.pid, "err": error}})
                 worker.kill()  # reported by the zygote, then forked again after a delay
                 return
             if self._generations[-1][0] == generation:
@@ -507,6 +555,9 @@ class Pool:
             try:
                 pid, status = struct.unpack("!qq", await reader.readexactly(16))
             except (asyncio.IncompleteReadError, ConnectionError):
+                if not self._stopping:
+                    log.error("the worker zygote exited: workers that exit are not started again, "
+                              "their probes run in the main process")
                 return
             worker = next((w for w in self.workers if w is not None and w.pid == pid), None)
             if worker is None or self._stopping:
@@ -563,10 +614,21 @@ class Pool:
         worker.pending[probe_id] = waiter
         try:
             worker.send(("probe", probe_id, generation, module.name, target, server_name, timeout))
-            answer = await waiter
+            answer = await asyncio.wait_for(waiter, timeout + ANSWER_GRACE)
         except WorkerGone as exc:
             worker.pending.pop(probe_id, None)
             return _lost(module, target, server_name, timeout, str(exc))
+        except TimeoutError:
+            # Its own deadline fires inside the worker at ``timeout``: a worker a second late
+            # is stuck (stopped, its loop blocked). This probe ends now, and the worker is
+            # replaced (the zygote reports the exit; it is forked again).
+            worker.pending.pop(probe_id, None)
+            log.error("worker missed a probe's deadline, replacing it", extra={"fields": {
+                "worker": worker.index, "pid": worker.pid, "timeout": timeout}})
+            worker.ready = False
+            worker.kill()
+            return _lost(module, target, server_name, timeout,
+                         f"worker {worker.index} (pid {worker.pid}) did not answer within {timeout + ANSWER_GRACE:g}s")
         except asyncio.CancelledError:
             worker.pending.pop(probe_id, None)
             if not worker.gone:

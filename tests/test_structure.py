@@ -26,7 +26,7 @@ LINT_IMPORTS = ("-c", "import sys; from importlinter.cli import lint_imports_com
 LAZY_IMPORTS = {
     ("webconfig.py", "bcrypt"): "only needed, and only loaded, when basic auth is configured",
     ("stapling.py", "OpenSSL"): "pyOpenSSL's bindings (0.7 MB) load only for modules that check stapling",
-    ("cli.py", "uvloop"): "optional: asyncio's own loop where uvloop is not installed (not Linux)",
+    ("workers.py", "uvloop"): "optional: asyncio's own loop where uvloop is not installed (not Linux)",
     ("resolve.py", "dns"): "dnspython (3.7 MiB PSS, 20-25 ms at start) only for tcp.dns_servers/--dns.server and CAA",
     ("caa.py", "dns"): "dnspython: see resolve.py; only modules with caa: look records up",
 }

@@ -295,3 +295,44 @@ def test_the_default_is_the_usable_cpus() -> None:
     from ssl_exporter import cli
 
     assert cli.parse_args([]).workers == len(os.sched_getaffinity(0))
+
+
+def test_a_stuck_worker_does_not_hold_its_probe_past_the_timeout(
+        pki: PKI, leaf_files: tuple[Path, Path], tmp_path: Path) -> None:
+    # A worker that is alive but never answers (stopped here; a blocked loop alike): the parent
+    # answers the probe when its timeout and a second have passed, and the next probe of the
+    # same target is not joined to the stuck one.
+    config = tmp_path / "short.yml"
+    config.write_text(f"modules:\n  test:\n    prober: tcp\n    timeout: 1s\n"
+                      f"    tls_config: {{ca_file: {pki.root_file}}}\n")
+    exporter = Exporter(f"--config.file={config}")
+    stopped: list[int] = []
+    try:
+        def stop_owner(conn: socket.socket) -> None:
+            owner = socket_owner(conn.getpeername()[1], exporter.worker_pids)
+            if owner is not None and not stopped:
+                stopped.append(owner)
+                os.kill(owner, signal.SIGSTOP)
+
+        with gated_tls_server(*leaf_files, stop_owner) as (port, _):
+            started = time.monotonic()
+            status, text = exporter.get(probe_path(port))
+            waited = time.monotonic() - started
+            assert status == 200 and stopped
+            samples = Samples(text)
+            assert samples.get("ssl_probe_success") == 0
+            assert samples.errors() == {("resolve", "internal_error")}
+            assert waited < WAIT  # answered, not left to the client's own timeout
+            status, text = exporter.get("/probe/log?id=1")
+            assert f"pid {stopped[0]}) did not answer within 2s" in text
+            assert f"pid={stopped[0]}" in exporter.wait_for_log("worker missed a probe's deadline")
+            exporter.wait_for_log("worker exited")  # replaced: killed, reported, forked again
+            status, text = exporter.get(probe_path(port))
+            assert Samples(text).get("ssl_probe_success") == 1
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:  # killed, as it should be
+                pass
+        assert exporter.stop() == 0
